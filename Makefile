@@ -1,0 +1,53 @@
+# One command for every routine job. `make run` and `make test` install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The SAM CLI lives in its own environment (its pins clash with ours) on Python 3.12+,
+# which `sam build` needs for the python3.12 runtime.
+SAM_PYTHON ?= $(shell command -v python3.12 || command -v python3.13 || command -v python3)
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+SYSTEM_STAMP := $(VENV)/.system
+
+.PHONY: run test lint bench token sam-validate deps clean
+
+$(STAMP): requirements-dev.txt layers/shared/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -e .
+	touch $@
+
+$(SAM_STAMP): requirements-sam.txt
+	$(SAM_PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-sam.txt
+	touch $@
+
+$(SYSTEM_STAMP): infra/install-system.sh | $(STAMP)
+	bash infra/install-system.sh
+	touch $@
+
+deps: $(STAMP) $(SAM_STAMP) $(SYSTEM_STAMP)
+
+test: deps
+	SAM_CLI=$(abspath $(SAM_VENV))/bin/sam $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+run: $(STAMP)
+	$(PY) -m infra.local
+
+bench: $(STAMP)
+	$(PY) -m infra.bench $(BENCH_ARGS)
+
+token: $(STAMP)
+	@$(PY) -m infra.token $(if $(LEARNER),--learner $(LEARNER),)
+
+sam-validate: $(SAM_STAMP)
+	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
