@@ -1,0 +1,153 @@
+"""The conversation as the child heard it: history items, truncation, the chat prompt.
+
+Pure code. An assistant item keeps its sentences with the milliseconds of audio each one took,
+so that ``conversation.item.truncate`` can trim it to exactly what was played: whole sentences,
+plus the words of the sentence that was cut, in proportion to its audio.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+TUTOR_PROMPT = """You are Kiddo, a warm, patient language tutor talking out loud with a child \
+aged {age}. The child is learning {language}.
+Rules:
+1. Answer in {language}, then give the English translation in parentheses.
+2. Use simple, everyday words and short sentences. At most two short sentences in {language}.
+3. Correct mistakes gently: repeat the right form kindly, never scold.
+4. Be encouraging and curious; ask one small question to keep the child talking.
+5. Emojis are welcome for the screen 😊 (they are never read aloud).
+6. Stay child-safe: if the child brings up something unsafe or grown-up, kindly steer back to \
+learning {language}."""
+
+SAFE_REDIRECTS = {
+    "spanish": "¡Hablemos de otra cosa! ¿Cuál es tu animal favorito? 🐶 "
+    "(Let's talk about something else! What is your favorite animal?)",
+    "french": "Parlons d'autre chose ! Quel est ton animal préféré ? 🐶 "
+    "(Let's talk about something else! What is your favorite animal?)",
+    "german": "Lass uns über etwas anderes sprechen! Was ist dein Lieblingstier? 🐶 "
+    "(Let's talk about something else! What is your favorite animal?)",
+    "italian": "Parliamo d'altro! Qual è il tuo animale preferito? 🐶 "
+    "(Let's talk about something else! What is your favorite animal?)",
+    "english": "Let's talk about something else! What is your favorite animal? 🐶",
+}
+
+APOLOGIES = {
+    "spanish": "¡Ups! No te escuché bien. ¿Lo dices otra vez? (Oops! I didn't catch that. "
+    "Can you say it again?)",
+    "french": "Oups ! Je n'ai pas bien entendu. Tu peux répéter ? (Oops! I didn't catch that. "
+    "Can you say it again?)",
+    "german": "Hoppla! Das habe ich nicht verstanden. Sagst du es noch einmal? (Oops! I didn't "
+    "catch that. Can you say it again?)",
+    "italian": "Ops! Non ho sentito bene. Puoi ripetere? (Oops! I didn't catch that. "
+    "Can you say it again?)",
+    "english": "Oops! I didn't catch that. Can you say it again?",
+}
+
+
+def safe_redirect(language: str) -> str:
+    return SAFE_REDIRECTS.get(language.strip().lower(), SAFE_REDIRECTS["english"])
+
+
+def apology(language: str) -> str:
+    return APOLOGIES.get(language.strip().lower(), APOLOGIES["english"])
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    audio_ms: int
+
+
+def user_item(item_id: str, text: str) -> dict[str, Any]:
+    return {"id": item_id, "role": "user", "text": text}
+
+
+def assistant_item(item_id: str, segments: list[Segment]) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "role": "assistant",
+        "text": join_segments([s.text for s in segments]),
+        "segs": [{"t": s.text, "ms": int(s.audio_ms)} for s in segments],
+    }
+
+
+def join_segments(texts: list[str]) -> str:
+    return " ".join(t.strip() for t in texts if t.strip())
+
+
+def segments_of(item: dict[str, Any]) -> list[Segment]:
+    return [Segment(str(s["t"]), int(s["ms"])) for s in item.get("segs", [])]
+
+
+def audio_ms_of(item: dict[str, Any]) -> int:
+    return sum(s.audio_ms for s in segments_of(item))
+
+
+def truncate_segments(segments: list[Segment], audio_end_ms: float) -> tuple[list[Segment], int]:
+    """The segments heard when playback stopped at ``audio_end_ms`` (clamped to the audio)."""
+    total = sum(s.audio_ms for s in segments)
+    end = int(max(0, min(math.floor(audio_end_ms), total)))
+    heard: list[Segment] = []
+    elapsed = 0
+    for seg in segments:
+        if elapsed + seg.audio_ms <= end:
+            heard.append(seg)
+            elapsed += seg.audio_ms
+            continue
+        played = end - elapsed
+        if played > 0 and seg.audio_ms > 0:
+            words = seg.text.split()
+            keep = math.floor(len(words) * played / seg.audio_ms)
+            if keep > 0:
+                heard.append(Segment(" ".join(words[:keep]) + "…", played))
+        break
+    return heard, end
+
+
+def truncate_item(item: dict[str, Any], audio_end_ms: float) -> tuple[dict[str, Any], int]:
+    heard, end = truncate_segments(segments_of(item), audio_end_ms)
+    trimmed = assistant_item(str(item["id"]), heard)
+    trimmed["truncated_ms"] = end
+    return trimmed, end
+
+
+def system_prompt(target_language: str, learner_age: int | None, instructions: str | None) -> str:
+    prompt = TUTOR_PROMPT.format(
+        language=target_language, age=learner_age if learner_age else "6-12"
+    )
+    if instructions:
+        prompt += "\n\nThe lesson plan from the teacher:\n" + instructions
+    return prompt
+
+
+def chat_messages(
+    history: list[dict[str, Any]],
+    user_text: str | None,
+    *,
+    target_language: str,
+    learner_age: int | None,
+    instructions: str | None,
+    max_history: int,
+) -> list[dict[str, str]]:
+    """System prompt + the newest ``max_history`` heard messages + the new user message."""
+    messages = [
+        {"role": "system", "content": system_prompt(target_language, learner_age, instructions)}
+    ]
+    kept = [h for h in history if str(h.get("text", "")).strip()]
+    if max_history >= 0:
+        kept = kept[-max_history:] if max_history else []
+    # The context must open on a user turn for some chat models; drop a leading assistant line.
+    while kept and kept[0].get("role") == "assistant":
+        kept = kept[1:]
+    messages += [{"role": str(h["role"]), "content": str(h["text"])} for h in kept]
+    if user_text is not None:
+        messages.append({"role": "user", "content": user_text})
+    return messages
+
+
+def trim_history(history: list[dict[str, Any]], max_items: int) -> list[dict[str, Any]]:
+    """Keep the stored history bounded (the DynamoDB item must stay far below 400 KB)."""
+    return history[-max_items:] if max_items > 0 else []

@@ -1,0 +1,283 @@
+"""The audio-chunk path as pure code: the connection's audio state and chunks in, the new
+state, the audio to store, and what happened (speech started / stopped, a turn to run) out.
+
+Sequencing under Lambda concurrency
+-----------------------------------
+Every ``input_audio_buffer.append`` is its own Lambda invocation, and API Gateway may run a
+connection's invocations concurrently and finish them in any order. The VAD is a state machine
+over the audio *in order*, so order is restored before it runs:
+
+* each append has a sequence number ``n``: the client numbers them (``event_id`` ending in
+  ``#<n>``, counting from 1 per connection, as ``web/`` does); an un-numbered append takes the
+  next free number when it is processed (arrival order, the best a server can do);
+* the connection item holds a watermark ``seq`` (the next number to process) and a version
+  ``aver``; every write of the audio state is conditional on the version it read;
+* an invocation whose ``n`` is the watermark processes its chunk *and every parked chunk that
+  follows it contiguously* (it closes the gap), then advances the watermark;
+* an invocation whose ``n`` is ahead of the watermark parks its chunk in the item (``pend``)
+  and returns; whoever closes the gap will process it;
+* an ``n`` below the watermark, or already parked, is a duplicate delivery and is dropped;
+* a conditional write that loses a race re-reads and tries again, so a parked chunk can never
+  be missed by the invocation that closes the gap (the parker bumped the version it read).
+
+The S3 write of a processed run happens *before* the conditional commit, under a key derived
+from the run's first sequence number: a retry overwrites it, and the turn only reads the keys
+the committed state lists. So a burst, a duplicate or swapped neighbours give exactly the VAD
+decisions and the utterance audio of in-order delivery, with no chunk lost or doubled.
+
+Storage: only speech and its prefix padding (plus pauses inside an utterance) reaches S3; the
+prefix padding waits in the VAD's ring buffer inside the connection item until speech starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import vad as vadlib
+from .audio import bytes_to_ms
+from .chunks import chunk_key
+
+#: Bounded so a runaway client cannot grow the connection item toward DynamoDB's 400 KB.
+MAX_PARKED_CHUNKS = 24
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    item_id: str
+    start_ms: int
+    keys: tuple[str, ...] = ()
+    nbytes: int = 0
+    end_ms: int | None = None
+
+    def to_item(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "item": self.item_id,
+            "start": self.start_ms,
+            "keys": list(self.keys),
+            "n": self.nbytes,
+        }
+        if self.end_ms is not None:
+            out["end"] = self.end_ms
+        return out
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any] | None) -> Utterance | None:
+        if not item:
+            return None
+        return cls(
+            id=str(item["id"]),
+            item_id=str(item["item"]),
+            start_ms=int(item["start"]),
+            keys=tuple(item.get("keys", [])),
+            nbytes=int(item.get("n", 0)),
+            end_ms=int(item["end"]) if item.get("end") is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class AudioState:
+    next_seq: int = 1
+    version: int = 0
+    #: Where the session's audio timeline stands (manual mode; the VAD keeps its own).
+    timeline_ms: int = 0
+    vad: vadlib.VadState | None = None
+    pending: dict[int, bytes] = field(default_factory=dict)
+    utterance: Utterance | None = None
+    last_item_id: str | None = None
+    rate_window: int = 0
+    rate_count: int = 0
+
+    @classmethod
+    def from_connection(cls, item: dict[str, Any]) -> AudioState:
+        vad_item = item.get("vad")
+        return cls(
+            next_seq=int(item.get("seq", 1)),
+            version=int(item.get("aver", 0)),
+            timeline_ms=int(item.get("timeline_ms", 0)),
+            vad=vadlib.VadState.from_item(vad_item) if vad_item else None,
+            pending={int(k): bytes(v) for k, v in (item.get("pend") or {}).items()},
+            utterance=Utterance.from_item(item.get("utt")),
+            last_item_id=item.get("last_item"),
+            rate_window=int(item.get("rlw", 0)),
+            rate_count=int(item.get("rln", 0)),
+        )
+
+    @property
+    def audio_ms(self) -> int:
+        """The session audio timeline position after everything processed so far."""
+        if self.vad is not None:
+            return int(vadlib.timeline_ms(self.vad))
+        return self.timeline_ms
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    state: AudioState
+    #: (S3 key, audio) to write before the state is committed.
+    writes: tuple[tuple[str, bytes], ...] = ()
+    events: tuple[dict[str, Any], ...] = ()
+    #: Utterances that ended (speech stopped, a forced commit): each one is a user turn.
+    committed: tuple[Utterance, ...] = ()
+    speech_started: bool = False
+    #: The utterance so far, when the pause reached the speculative fraction.
+    speculate: Utterance | None = None
+    speech_resumed: bool = False
+    processed: tuple[int, ...] = ()
+
+
+def vad_config(td: dict[str, Any], sample_rate: int, speculative_fraction: float | None):
+    return vadlib.VadConfig.from_turn_detection(td, sample_rate, speculative_fraction)
+
+
+def _new_utterance(session_id: str, start_ms: int) -> Utterance:
+    uid = f"u{start_ms:010d}"
+    return Utterance(id=uid, item_id=f"item_{session_id[-10:]}{uid}", start_ms=start_ms)
+
+
+def ingest(
+    state: AudioState,
+    chunks: list[tuple[int, bytes]],
+    *,
+    session_id: str,
+    sample_rate: int,
+    vad_cfg: vadlib.VadConfig | None,
+    max_utterance_ms: int,
+) -> IngestResult:
+    """Advance the audio state over ``chunks`` (contiguous, starting at ``state.next_seq``)."""
+    events: list[dict[str, Any]] = []
+    writes: list[tuple[str, bytes]] = []
+    committed: list[Utterance] = []
+    speculate: Utterance | None = None
+    started = resumed = False
+    utt = state.utterance
+    vad_state = state.vad
+    timeline = state.timeline_ms
+    last_item = state.last_item_id
+    if vad_cfg is not None and vad_state is None:
+        vad_state = vadlib.VadState.initial(vad_cfg, timeline_ms=timeline)
+
+    pending_bytes = bytearray()
+    pending_seq: int | None = None
+
+    def flush() -> None:
+        nonlocal utt, pending_bytes, pending_seq
+        if utt is not None and pending_bytes and pending_seq is not None:
+            key = chunk_key(session_id, utt.id, pending_seq)
+            writes.append((key, bytes(pending_bytes)))
+            utt = replace(utt, keys=(*utt.keys, key), nbytes=utt.nbytes + len(pending_bytes))
+        pending_bytes = bytearray()
+        pending_seq = None
+
+    def commit(end_ms: int) -> None:
+        nonlocal utt, last_item
+        flush()
+        if utt is None:
+            return
+        done = replace(utt, end_ms=end_ms)
+        committed.append(done)
+        events.append(
+            _ev("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=done.item_id)
+        )
+        events.append(
+            _ev("input_audio_buffer.committed", item_id=done.item_id, previous_item_id=last_item)
+        )
+        last_item = done.item_id
+        utt = None
+
+    for seq, pcm in chunks:
+        if vad_cfg is None or vad_state is None:
+            # Manual commits: every appended sample belongs to the utterance.
+            if utt is None:
+                utt = _new_utterance(session_id, timeline)
+            if pending_seq is None:
+                pending_seq = seq
+            pending_bytes += pcm
+            timeline += int(round(bytes_to_ms(len(pcm), sample_rate)))
+            continue
+        step = vadlib.feed(vad_cfg, vad_state, pcm)
+        vad_state = step.state
+        audio = step.utterance_audio
+        for ev in step.events:
+            if ev.kind == "speech_started":
+                flush()
+                if utt is not None:  # a new start while one is open: close the old one first
+                    commit(ev.audio_ms)
+                utt = _new_utterance(session_id, ev.audio_ms)
+                started = True
+                events.append(
+                    _ev(
+                        "input_audio_buffer.speech_started",
+                        audio_start_ms=ev.audio_ms,
+                        item_id=utt.item_id,
+                    )
+                )
+            elif ev.kind == "speech_stopped":
+                if audio and utt is not None:
+                    if pending_seq is None:
+                        pending_seq = seq
+                    pending_bytes += audio
+                    audio = b""
+                commit(ev.audio_ms)
+            elif ev.kind == "speculate" and utt is not None:
+                flush()
+                speculate = replace(utt, end_ms=ev.audio_ms)
+            elif ev.kind == "speech_resumed":
+                resumed = True
+        if audio:
+            if utt is None:  # speech carrying on after a forced commit
+                utt = _new_utterance(session_id, int(vadlib.timeline_ms(vad_state)))
+            if pending_seq is None:
+                pending_seq = seq
+            pending_bytes += audio
+        if utt is not None:
+            now_ms = int(vadlib.timeline_ms(vad_state))
+            if now_ms - utt.start_ms >= max_utterance_ms:
+                commit(now_ms)  # the longest utterance: a forced commit, the turn goes on
+    flush()
+
+    processed = tuple(seq for seq, _ in chunks)
+    new_state = replace(
+        state,
+        next_seq=(processed[-1] + 1) if processed else state.next_seq,
+        timeline_ms=timeline,
+        vad=vad_state,
+        pending={k: v for k, v in state.pending.items() if k not in processed},
+        utterance=utt,
+        last_item_id=last_item,
+    )
+    return IngestResult(
+        state=new_state,
+        writes=tuple(writes),
+        events=tuple(events),
+        committed=tuple(committed),
+        speech_started=started,
+        speculate=speculate,
+        speech_resumed=resumed,
+        processed=processed,
+    )
+
+
+def commit_manual(state: AudioState) -> tuple[AudioState, Utterance | None]:
+    """``input_audio_buffer.commit``: the buffered audio becomes the user's turn."""
+    utt = state.utterance
+    if utt is None or not utt.keys:
+        return state, None
+    done = replace(utt, end_ms=state.audio_ms)
+    return replace(state, utterance=None, last_item_id=done.item_id), done
+
+
+def clear(state: AudioState) -> tuple[AudioState, Utterance | None]:
+    """``input_audio_buffer.clear``: drop the uncommitted audio (the caller deletes it)."""
+    vad_state = state.vad
+    if vad_state is not None:
+        vad_state = vadlib.reset_utterance(vad_state)
+    return replace(state, utterance=None, vad=vad_state), state.utterance
+
+
+def _ev(etype: str, **fields: Any) -> dict[str, Any]:
+    from .protocol import server_event
+
+    return server_event(etype, **fields)

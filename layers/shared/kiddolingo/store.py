@@ -1,0 +1,343 @@
+"""DynamoDB adapter: sessions, connections, the audio state of a connection, responses.
+
+One table, hash key ``pk``, TTL attribute ``expires_at`` (both read from ``template.yaml`` by the
+tests, so this cannot drift from the deployed table). Two kinds of item:
+
+``session#<id>``
+    ``learner``, ``cfg`` (session settings), ``hist`` (the conversation as heard), ``resp`` (the
+    response in flight: id, item id, the sentences posted so far, a truncation if one came in),
+    ``timeline_ms`` (where the session's audio timeline stands), ``ver`` (optimistic lock).
+``conn#<id>``
+    ``sid``, ``learner``, ``cfg`` (a copy of the session settings: the chunk path then reads one
+    item), ``greeted``, the audio state (``seq``, ``aver``, ``vad``, ``pend``, ``utt``; see
+    ``kiddolingo.ingest``), ``resp`` (the response this connection is receiving) and ``cancel``
+    (a response id that must stop).
+
+The low-level client with boto3's own (de)serializer is used instead of the resource API: it
+imports faster, which the audio-chunk path needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+MAX_CONFLICT_RETRIES = 8
+
+
+class ConflictError(Exception):
+    """An optimistic-lock write lost the race more often than we retry."""
+
+
+class NotFoundError(Exception):
+    """The session or connection does not exist (or has expired)."""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Binary):
+        return bytes(value.value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, set):
+        return {_plain(v) for v in value}
+    return value
+
+
+def to_attr(value: Any) -> dict[str, Any]:
+    return _ser.serialize(value)
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_de.deserialize(v)) for k, v in item.items()}
+
+
+def _is_conflict(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in (
+        "ConditionalCheckFailedException",
+        "TransactionConflictException",
+    )
+
+
+def session_key(session_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"session#{session_id}"}}
+
+
+def conn_key(connection_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"conn#{connection_id}"}}
+
+
+class SessionStore:
+    def __init__(self, table_name: str, client: Any, *, ttl_s: int = 24 * 3600) -> None:
+        self.table = table_name
+        self.client = client
+        self.ttl_s = ttl_s
+        #: AWS calls made through this store (the benchmark and the tests read it).
+        self.calls = 0
+
+    # --- low level ---------------------------------------------------------------------
+
+    def _call(self, op: str, **kwargs: Any) -> Any:
+        self.calls += 1
+        return getattr(self.client, op)(TableName=self.table, **kwargs)
+
+    def _expires(self) -> int:
+        return int(time.time()) + self.ttl_s
+
+    def _get(
+        self,
+        key: dict[str, Any],
+        consistent: bool = True,
+        projection: str | None = None,
+        names: dict[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        kwargs: dict[str, Any] = {"Key": key, "ConsistentRead": consistent}
+        if projection:
+            kwargs["ProjectionExpression"] = projection
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        item = self._call("get_item", **kwargs).get("Item")
+        if not item:
+            return None
+        data = from_item(item)
+        # A TTL'd item can linger until DynamoDB sweeps it: treat it as gone.
+        exp = data.get("expires_at")
+        if isinstance(exp, int) and exp < time.time():
+            return None
+        return data
+
+    def _update(
+        self,
+        key: dict[str, Any],
+        expr: str,
+        values: dict[str, Any] | None = None,
+        names: dict[str, str] | None = None,
+        condition: str | None = None,
+        return_values: str = "NONE",
+    ) -> dict[str, Any] | None:
+        kwargs: dict[str, Any] = {
+            "Key": key,
+            "UpdateExpression": expr,
+            "ReturnValues": return_values,
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = {k: to_attr(v) for k, v in values.items()}
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        try:
+            out = self._call("update_item", **kwargs)
+        except ClientError as exc:
+            if _is_conflict(exc):
+                raise ConflictError(str(exc)) from None
+            raise
+        attrs = out.get("Attributes")
+        return from_item(attrs) if attrs else None
+
+    # --- sessions ----------------------------------------------------------------------
+
+    def create_session(self, session_id: str, learner_id: str, config: dict[str, Any]) -> None:
+        item = {
+            "pk": f"session#{session_id}",
+            "learner": learner_id,
+            "cfg": config,
+            "hist": [],
+            "timeline_ms": 0,
+            "ver": 0,
+            "created_at": int(time.time()),
+            "expires_at": self._expires(),
+        }
+        self._call(
+            "put_item",
+            Item={k: to_attr(v) for k, v in item.items()},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        return self._get(session_key(session_id))
+
+    def mutate_session(
+        self, session_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        """Read-modify-write of a session under its ``ver`` lock, retried on conflicts.
+
+        ``change`` gets the item and returns the attributes to set (or ``None``: nothing to do).
+        """
+        for _ in range(MAX_CONFLICT_RETRIES):
+            item = self.get_session(session_id)
+            if item is None:
+                raise NotFoundError(f"session {session_id} not found")
+            updates = change(item)
+            if not updates:
+                return item
+            set_parts, remove_parts = ["ver = :next", "expires_at = :exp"], []
+            names: dict[str, str] = {}
+            values: dict[str, Any] = {}
+            for i, (key, value) in enumerate(updates.items()):
+                names[f"#a{i}"] = key
+                if value is _REMOVE:
+                    remove_parts.append(f"#a{i}")
+                else:
+                    values[f":v{i}"] = value
+                    set_parts.append(f"#a{i} = :v{i}")
+            values[":ver"] = item.get("ver", 0)
+            values[":next"] = item.get("ver", 0) + 1
+            values[":exp"] = self._expires()
+            expr = "SET " + ", ".join(set_parts)
+            if remove_parts:
+                expr += " REMOVE " + ", ".join(remove_parts)
+            try:
+                self._update(
+                    session_key(session_id),
+                    expr,
+                    values,
+                    names,
+                    condition="ver = :ver",
+                )
+            except ConflictError:
+                continue
+            for key, value in updates.items():
+                if value is _REMOVE:
+                    item.pop(key, None)
+                else:
+                    item[key] = value
+            return item
+        raise ConflictError(f"session {session_id}: too many concurrent updates")
+
+    # --- connections -------------------------------------------------------------------
+
+    def bind_connection(
+        self,
+        connection_id: str,
+        session_id: str,
+        learner_id: str,
+        config: dict[str, Any],
+        timeline_ms: int,
+    ) -> None:
+        item = {
+            "pk": f"conn#{connection_id}",
+            "sid": session_id,
+            "learner": learner_id,
+            "cfg": config,
+            "seq": 1,
+            "aver": 0,
+            "timeline_ms": timeline_ms,
+            "connected_at": int(time.time()),
+            "expires_at": int(time.time()) + 3 * 3600,  # API Gateway caps a connection at 2 h
+        }
+        self._call("put_item", Item={k: to_attr(v) for k, v in item.items()})
+
+    def get_connection(self, connection_id: str) -> dict[str, Any] | None:
+        return self._get(conn_key(connection_id))
+
+    def delete_connection(self, connection_id: str) -> dict[str, Any] | None:
+        out = self._call("delete_item", Key=conn_key(connection_id), ReturnValues="ALL_OLD")
+        attrs = out.get("Attributes")
+        return from_item(attrs) if attrs else None
+
+    def mark_greeted(self, connection_id: str) -> bool:
+        """True exactly once per connection: who sends ``session.created``."""
+        try:
+            self._update(
+                conn_key(connection_id),
+                "SET greeted = :t",
+                {":t": True},
+                condition="attribute_exists(pk) AND attribute_not_exists(greeted)",
+            )
+            return True
+        except ConflictError:
+            return False
+
+    def set_connection_config(self, connection_id: str, config: dict[str, Any]) -> None:
+        self._update(
+            conn_key(connection_id),
+            "SET cfg = :c",
+            {":c": config},
+            condition="attribute_exists(pk)",
+        )
+
+    def update_connection(
+        self,
+        connection_id: str,
+        expr: str,
+        values: dict[str, Any] | None,
+        names: dict[str, str] | None = None,
+        condition: str | None = None,
+        return_values: str = "NONE",
+    ) -> dict[str, Any] | None:
+        cond = "attribute_exists(pk)" + (f" AND ({condition})" if condition else "")
+        return self._update(conn_key(connection_id), expr, values, names, cond, return_values)
+
+    # --- responses ---------------------------------------------------------------------
+
+    def response_state(self, connection_id: str, response_id: str) -> str:
+        """``active``, ``cancelled`` or ``gone`` (the connection closed)."""
+        item = self._get(
+            conn_key(connection_id), projection="#c, #r", names={"#c": "cancel", "#r": "resp"}
+        )
+        if item is None:
+            return "gone"
+        if item.get("cancel") == response_id:
+            return "cancelled"
+        return "active"
+
+    def cancel_response(self, connection_id: str, response_id: str | None = None) -> str | None:
+        """Flag the connection's response in flight (or exactly ``response_id``) as cancelled.
+
+        Returns the cancelled response id, or ``None`` when there was nothing to cancel.
+        """
+        try:
+            if response_id:
+                item = self.update_connection(
+                    connection_id,
+                    "SET cancel = :r",
+                    {":r": response_id},
+                    condition="resp = :r",
+                    return_values="ALL_NEW",
+                )
+            else:
+                item = self.update_connection(
+                    connection_id,
+                    "SET cancel = resp",
+                    None,
+                    condition="attribute_exists(resp)",
+                    return_values="ALL_NEW",
+                )
+        except ConflictError:
+            return None
+        return item.get("cancel") if item else None
+
+    def add_segment(self, session_id: str, response_id: str, text: str, audio_ms: int) -> bool:
+        """Record a sentence as posted; refused once the item was truncated or replaced."""
+        try:
+            self._update(
+                session_key(session_id),
+                "SET resp.segs = list_append(resp.segs, :s)",
+                {":s": [{"t": text, "ms": int(audio_ms)}], ":r": response_id},
+                condition="resp.id = :r AND attribute_not_exists(resp.trunc)",
+            )
+            return True
+        except ConflictError:
+            return False
+
+
+class _Remove:
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+#: Pass as a value to ``mutate_session`` to remove an attribute.
+_REMOVE: Any = _Remove()
+REMOVE = _REMOVE

@@ -1,0 +1,454 @@
+"""One tutor turn: the child's audio → transcript → chat (streamed) → speech (streamed) → posts.
+
+The turn is written against small ports (Pipecat style): a ``Transcriber``, a ``ChatModel``, a
+``SpeechSynth``, a ``Moderator`` (``kiddolingo.providers``), a ``Messenger`` and a
+``ResponseControl`` that answers "may this response still post?". Nothing here builds an AWS or
+OpenAI client, so the tests drive it with real providers against the fake server and real
+stores under moto, or with anything else that fits.
+
+Latency: sentences are cut as tokens arrive; speech for a sentence starts the moment it is
+complete, and the next sentence is synthesized while the current one is posted. Barge-in: the
+control is asked before every sentence and every posted batch; on cancel the chat and speech
+streams are closed, so a cancelled reply stops costing money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .audio import bytes_to_ms
+from .conversation import Segment, apology, join_segments, safe_redirect
+from .protocol import server_event
+from .providers.base import ProviderError
+from .speech_text import SentenceSplitter, strip_for_speech
+
+log = logging.getLogger(__name__)
+
+#: PCM bytes per audio delta: 16 KB (~333 ms) → ~22 KB of base64, well under the 32 KB limit.
+MAX_DELTA_PCM = 16 * 1024
+#: After the first delta, deltas carry at least 200 ms of audio (speech arrives faster than
+#: real time, so the child's player never starves while we gather it).
+MIN_DELTA_PCM = 9600
+#: Used only to place a cut inside a sentence that was cancelled before it was fully posted.
+EST_MS_PER_CHAR = 65
+
+
+class ResponseControl(Protocol):
+    async def state(self) -> str:
+        """``active``, ``cancelled`` or ``gone``."""
+        ...
+
+
+class Poster(Protocol):
+    async def post(self, event: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TurnTimings:
+    started: float = field(default_factory=time.monotonic)
+    transcription_ms: float | None = None
+    chat_first_token_ms: float | None = None
+    speech_first_byte_ms: float | None = None
+    first_audio_ms: float | None = None
+
+
+@dataclass
+class TurnOutcome:
+    response_id: str
+    item_id: str
+    status: str  # completed | cancelled | failed
+    reason: str | None = None
+    user_text: str | None = None
+    user_flagged: bool = False
+    segments: list[Segment] = field(default_factory=list)
+    timings: TurnTimings = field(default_factory=TurnTimings)
+    error: ProviderError | None = None
+
+    @property
+    def text(self) -> str:
+        return join_segments([s.text for s in self.segments])
+
+
+class Cancelled(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class TurnRequest:
+    response_id: str
+    item_id: str
+    messages_for: Callable[[str | None], list[dict[str, str]]]
+    voice: str
+    target_language: str
+    temperature: float
+    max_tokens: int
+    moderation: bool = True
+    moderation_strict: bool = False
+
+
+class SpeechJob:
+    """Speech for one sentence, streaming into a queue from the moment it is created."""
+
+    def __init__(self, synth: Any, text: str, voice: str, timings: TurnTimings) -> None:
+        self.text = text
+        self.spoken = strip_for_speech(text)
+        self.queue: asyncio.Queue[bytes | None | BaseException] = asyncio.Queue()
+        self._synth = synth
+        self._voice = voice
+        self._timings = timings
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        if not self.spoken.strip():
+            await self.queue.put(None)
+            return
+        stream = self._synth.stream(self.spoken, voice=self._voice)
+        try:
+            async for chunk in stream:
+                if self._timings.speech_first_byte_ms is None:
+                    self._timings.speech_first_byte_ms = _ms_since(self._timings.started)
+                await self.queue.put(chunk)
+            await self.queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # surfaced to the poster in order
+            await self.queue.put(exc)
+        finally:
+            with contextlib.suppress(BaseException):
+                await stream.aclose()
+
+    async def cancel(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+
+
+def _ms_since(t0: float) -> float:
+    return (time.monotonic() - t0) * 1000.0
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        *,
+        chat: Any,
+        speech: Any,
+        moderator: Any | None,
+        poster: Poster,
+        control: ResponseControl,
+        on_segment: Callable[[Segment], Awaitable[None]] | None = None,
+        deadline_s: float = 20.0,
+    ) -> None:
+        self.chat = chat
+        self.speech = speech
+        self.moderator = moderator
+        self.poster = poster
+        self.control = control
+        self.on_segment = on_segment
+        self.deadline_s = deadline_s
+
+    # -- events ------------------------------------------------------------------------
+
+    def _response(
+        self,
+        req: TurnRequest,
+        status: str,
+        outcome: TurnOutcome | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        output = []
+        if outcome is not None:
+            output = [
+                {
+                    "id": req.item_id,
+                    "type": "message",
+                    "object": "realtime.item",
+                    "role": "assistant",
+                    "status": "completed" if status == "completed" else "incomplete",
+                    "content": [{"type": "output_audio", "transcript": outcome.text}],
+                }
+            ]
+        resp: dict[str, Any] = {
+            "object": "realtime.response",
+            "id": req.response_id,
+            "status": status,
+            "output": output,
+            "output_modalities": ["audio"],
+            "audio": {
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": req.voice}
+            },
+        }
+        if details is not None:
+            resp["status_details"] = details
+        return resp
+
+    def _part(self, req: TurnRequest, etype: str, **fields: Any) -> dict[str, Any]:
+        return server_event(
+            etype,
+            response_id=req.response_id,
+            item_id=req.item_id,
+            output_index=0,
+            content_index=0,
+            **fields,
+        )
+
+    async def _check(self) -> None:
+        state = await self.control.state()
+        if state == "cancelled":
+            raise Cancelled("turn_detected")
+        if state == "gone":
+            raise Cancelled("connection_gone")
+
+    # -- the turn ----------------------------------------------------------------------
+
+    async def respond(self, req: TurnRequest, user_text: str | None) -> TurnOutcome:
+        """Stream a reply to ``user_text`` (``None``: reply to the history as it stands)."""
+        outcome = TurnOutcome(req.response_id, req.item_id, "in_progress", user_text=user_text)
+        await self.poster.post(
+            server_event("response.created", response=self._response(req, "in_progress"))
+        )
+        try:
+            await asyncio.wait_for(self._stream(req, user_text, outcome), self.deadline_s)
+            outcome.status = "completed"
+        except Cancelled as exc:
+            outcome.status, outcome.reason = "cancelled", exc.reason
+        except (ProviderError, TimeoutError) as exc:
+            perr = (
+                exc
+                if isinstance(exc, ProviderError)
+                else ProviderError(
+                    "turn",
+                    "timeout",
+                    retryable=False,
+                    status=None,
+                    message="turn deadline exceeded",
+                )
+            )
+            outcome.status, outcome.error = "failed", perr
+            log.warning("turn failed", extra={"stage": perr.stage, "kind": perr.kind})
+            await self._apologize(req, outcome)
+        await self._finish(req, outcome)
+        return outcome
+
+    async def _finish(self, req: TurnRequest, outcome: TurnOutcome) -> None:
+        if outcome.reason == "connection_gone":
+            return
+        await self.poster.post(self._part(req, "response.output_audio.done"))
+        await self.poster.post(
+            self._part(req, "response.output_audio_transcript.done", transcript=outcome.text)
+        )
+        details: dict[str, Any] | None = None
+        if outcome.status == "cancelled":
+            details = {"type": "cancelled", "reason": outcome.reason or "client_cancelled"}
+        elif outcome.status == "failed" and outcome.error is not None:
+            details = {
+                "type": "failed",
+                "error": {
+                    "type": outcome.error.kind,
+                    "code": f"{outcome.error.stage}_failed",
+                    "message": "The tutor could not answer.",
+                },
+            }
+        elif outcome.user_flagged:
+            details = {"type": "completed", "reason": "content_filter"}
+        await self.poster.post(
+            server_event(
+                "response.done", response=self._response(req, outcome.status, outcome, details)
+            )
+        )
+
+    async def _apologize(self, req: TurnRequest, outcome: TurnOutcome) -> None:
+        """A short, friendly apology the child hears when a provider fails for good."""
+        text = apology(req.target_language)
+        try:
+            with contextlib.suppress(Cancelled):
+                await asyncio.wait_for(self._speak_sentences(req, [text], outcome), 8.0)
+        except (ProviderError, TimeoutError):
+            # Speech itself is down: the words still reach the screen.
+            await self.poster.post(
+                self._part(req, "response.output_audio_transcript.delta", delta=text)
+            )
+            outcome.segments.append(Segment(text, 0))
+
+    async def _speak_sentences(
+        self, req: TurnRequest, sentences: list[str], outcome: TurnOutcome
+    ) -> None:
+        async def gen() -> AsyncIterator[str]:
+            for s in sentences:
+                yield s
+
+        await self._speak(req, gen(), outcome)
+
+    async def _stream(self, req: TurnRequest, user_text: str | None, outcome: TurnOutcome) -> None:
+        t = outcome.timings
+        messages = req.messages_for(user_text)
+        verdict_task: asyncio.Task[Any] | None = None
+        if req.moderation and self.moderator is not None and user_text:
+            verdict_task = asyncio.create_task(self.moderator.check(user_text))
+            if req.moderation_strict:
+                await verdict_task
+        if verdict_task is not None and verdict_task.done() and verdict_task.result().flagged:
+            await self._redirect(req, outcome)
+            return
+
+        splitter = SentenceSplitter()
+
+        async def sentences() -> AsyncIterator[str]:
+            stream = self.chat.stream(
+                messages, temperature=req.temperature, max_tokens=req.max_tokens
+            )
+            try:
+                async for delta in stream:
+                    if t.chat_first_token_ms is None:
+                        t.chat_first_token_ms = _ms_since(t.started)
+                    for sentence in splitter.feed(delta):
+                        yield sentence
+                for sentence in splitter.flush():
+                    yield sentence
+            finally:
+                await stream.aclose()
+
+        async def gate() -> bool:
+            """Hold the first post until the child's words passed moderation."""
+            if verdict_task is None:
+                return True
+            verdict = await verdict_task
+            return not verdict.flagged
+
+        ok = await self._speak(req, sentences(), outcome, gate=gate)
+        if not ok:
+            await self._redirect(req, outcome)
+
+    async def _redirect(self, req: TurnRequest, outcome: TurnOutcome) -> None:
+        """The child said something unsafe: a gentle redirect, never the flagged content."""
+        outcome.user_flagged = True
+        outcome.segments.clear()
+        await self._speak_sentences(req, [safe_redirect(req.target_language)], outcome)
+
+    async def _speak(
+        self,
+        req: TurnRequest,
+        sentences: AsyncIterator[str],
+        outcome: TurnOutcome,
+        gate: Callable[[], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """Synthesize and post sentence by sentence, one sentence ahead. False: gate refused."""
+        t = outcome.timings
+        jobs: asyncio.Queue[SpeechJob | None] = asyncio.Queue(maxsize=1)
+        producer_error: list[BaseException] = []
+        live: list[SpeechJob] = []
+
+        async def produce() -> None:
+            try:
+                async for sentence in sentences:
+                    if not sentence.strip():
+                        continue
+                    if (
+                        req.moderation
+                        and self.moderator is not None
+                        and strip_for_speech(sentence).strip()
+                    ):
+                        verdict = await self.moderator.check(sentence)
+                        if verdict.flagged:
+                            # A flagged reply is never spoken: stop here.
+                            outcome.reason = "content_filter"
+                            break
+                    job = SpeechJob(self.speech, sentence, req.voice, t)
+                    live.append(job)
+                    await jobs.put(job)  # blocks while one sentence is already waiting
+            except BaseException as exc:
+                producer_error.append(exc)
+            finally:
+                await jobs.put(None)
+
+        producer = asyncio.create_task(produce())
+        gated = gate is None
+        try:
+            while True:
+                job = await jobs.get()
+                if job is None:
+                    break
+                if not gated:
+                    assert gate is not None
+                    if not await gate():
+                        return False
+                    gated = True
+                await self._check()
+                await self._post_sentence(req, job, outcome)
+            if producer_error:
+                raise producer_error[0]
+            return True
+        finally:
+            producer.cancel()
+            with contextlib.suppress(BaseException):
+                await producer
+            for job in live:
+                await job.cancel()
+
+    async def _post_sentence(self, req: TurnRequest, job: SpeechJob, outcome: TurnOutcome) -> None:
+        t = outcome.timings
+        await self.poster.post(
+            self._part(
+                req,
+                "response.output_audio_transcript.delta",
+                delta=(" " if outcome.segments else "") + job.text,
+            )
+        )
+        posted = 0
+        finished = False
+        try:
+            while not finished:
+                batch = bytearray()
+                # The first delta goes out with whatever audio exists (latency first); later
+                # ones gather at least MIN_DELTA_PCM so a reply costs few posts and checks.
+                want = 1 if posted == 0 else MIN_DELTA_PCM
+                while len(batch) < want or (not job.queue.empty() and len(batch) < MAX_DELTA_PCM):
+                    item = await job.queue.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is None:
+                        finished = True
+                        break
+                    batch += item
+                for i in range(0, len(batch), MAX_DELTA_PCM):
+                    piece = bytes(batch[i : i + MAX_DELTA_PCM])
+                    await self._check()
+                    await self.poster.post(
+                        self._part(
+                            req,
+                            "response.output_audio.delta",
+                            delta=base64.b64encode(piece).decode("ascii"),
+                        )
+                    )
+                    if t.first_audio_ms is None:
+                        t.first_audio_ms = _ms_since(t.started)
+                    posted += len(piece)
+        finally:
+            ms = int(round(bytes_to_ms(posted, 24000)))
+            if posted or finished:
+                if finished:
+                    seg = Segment(job.text, ms)
+                else:
+                    # Cut mid-sentence: keep the words in proportion to an estimate of the
+                    # sentence's full length, so truncation stays proportional.
+                    full = max(ms, len(job.spoken) * EST_MS_PER_CHAR)
+                    words = job.text.split()
+                    keep = int(len(words) * ms / full) if full else 0
+                    seg = (
+                        Segment(" ".join(words[:keep]) + ("…" if keep else ""), ms)
+                        if keep
+                        else Segment("", ms)
+                    )
+                if seg.text:
+                    outcome.segments.append(seg)
+                    if self.on_segment is not None:
+                        await self.on_segment(seg)
