@@ -1,0 +1,73 @@
+"""Providers for transcription, chat, speech and moderation behind small ports.
+
+Importing this package is cheap and never imports ``openai``: the audio-chunk path imports the
+shared package and must not pay for the SDK (DESIGN §4). Only :func:`build_providers` loads the
+OpenAI-compatible implementation, on first use, and caches it for the life of the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .base import SPEECH_SAMPLE_RATE, ChatModel, Moderator, Providers, SpeechSynth, Transcriber
+from .errors import (
+    ProviderAuthError,
+    ProviderBadRequestError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderServerError,
+    ProviderTimeoutError,
+)
+from .moderation import CHILD_SAFETY_THRESHOLDS, ModerationVerdict, evaluate_moderation
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = [
+    "CHILD_SAFETY_THRESHOLDS",
+    "SPEECH_SAMPLE_RATE",
+    "ChatModel",
+    "ModerationVerdict",
+    "Moderator",
+    "ProviderAuthError",
+    "ProviderBadRequestError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderRateLimitError",
+    "ProviderServerError",
+    "ProviderTimeoutError",
+    "Providers",
+    "SpeechSynth",
+    "Transcriber",
+    "build_providers",
+    "evaluate_moderation",
+    "reset_providers",
+]
+
+_lock = threading.Lock()
+_cache: dict[Settings, Providers] = {}
+
+
+def build_providers(settings: Settings | None = None) -> Providers:
+    """The OpenAI-compatible providers for ``settings`` (default: the process settings),
+    built once per process and settings. Building imports ``openai`` but makes no request;
+    API keys kept in SSM or Secrets Manager are fetched on the first call that needs them."""
+    if settings is None:
+        from ..settings import get_settings
+
+        settings = get_settings()
+    with _lock:
+        providers = _cache.get(settings)
+        if providers is None:
+            from .openai_compat import build_openai_providers
+
+            providers = _cache[settings] = build_openai_providers(settings)
+        return providers
+
+
+def reset_providers() -> None:
+    """Forget the cached providers (tests, or after the settings changed)."""
+    with _lock:
+        _cache.clear()
