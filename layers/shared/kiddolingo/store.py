@@ -233,6 +233,7 @@ class SessionStore:
             "cfg": config,
             "seq": 1,
             "aver": 0,
+            "pend": {},
             "timeline_ms": timeline_ms,
             "connected_at": int(time.time()),
             "expires_at": int(time.time()) + 3 * 3600,  # API Gateway caps a connection at 2 h

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from .audio import bytes_to_ms
 from .conversation import Segment, apology, join_segments, safe_redirect
 from .protocol import server_event
-from .providers.base import ProviderError
+from .providers.errors import ProviderError
 from .speech_text import SentenceSplitter, strip_for_speech
 
 log = logging.getLogger(__name__)

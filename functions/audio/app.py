@@ -1,0 +1,32 @@
+"""``$default``: every client event of the Realtime subset (DESIGN §2).
+
+This is the audio-chunk path: it imports no ``openai`` and no Powertools data classes (the
+provider SDK loads only when a turn runs), to stay inside the cold-start budget (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from kiddolingo import aws
+from kiddolingo.messenger import ConnectionGoneError
+from kiddolingo.service import Tutor
+from kiddolingo.settings import get_settings
+
+logger = Logger(service="kiddolingo-audio")
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    ctx = event["requestContext"]
+    connection_id = ctx["connectionId"]
+    settings = get_settings()
+    tutor = Tutor(settings, aws.session_store(settings), aws.chunk_store(settings),
+                  aws.messenger(ctx["domainName"], ctx["stage"], connection_id))
+    try:
+        tutor.handle_message(event.get("body"))
+    except ConnectionGoneError:
+        # 410: this connection is gone; clean up *this* connection, nobody else's.
+        logger.info("connection gone", extra={"connection_id": connection_id})
+        tutor.disconnect()
+    return {"statusCode": 200}

@@ -1,0 +1,48 @@
+"""``$connect``: authenticate, create or resume a session, map the connection to it.
+
+It cannot post (API Gateway refuses posts before the handshake completes, DESIGN §3): the
+first server message, ``session.created``, goes out with the reply to the client's first event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event import (
+    APIGatewayWebSocketEvent,
+)
+from kiddolingo import aws, service
+from kiddolingo.auth import AuthError, authenticate, check_resume
+from kiddolingo.settings import get_settings
+
+logger = Logger(service="kiddolingo-connect")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    ws = APIGatewayWebSocketEvent(event)
+    settings = get_settings()
+    connection_id = ws.request_context.connection_id
+    logger.append_keys(connection_id=connection_id)
+    query = ws.query_string_parameters or {}
+    try:
+        auth = authenticate(ws.headers, query, settings)
+        learner = auth.claims.learner_id if auth.claims else "anonymous"
+        result = service.connect(
+            aws.session_store(settings), settings, connection_id,
+            learner_id=learner, session_id=(query.get("session_id") or None),
+            check_owner=lambda owner: check_resume(auth.claims, owner))
+    except AuthError as exc:
+        logger.info("connect refused", extra={"status": exc.status, "code": exc.code})
+        return exc.to_response()
+    if result.status != 200:
+        logger.info("connect refused", extra={"status": result.status, "code": result.code})
+        return {"statusCode": result.status,
+                "body": f'{{"error": {{"code": "{result.code}", "message": "{result.message}"}}}}'}
+    logger.info("connected", extra={"session_id": result.session_id})
+    response: dict[str, Any] = {"statusCode": 200}
+    if auth.subprotocol:
+        # API Gateway (and browsers) require the chosen subprotocol to be echoed.
+        response["headers"] = {"Sec-WebSocket-Protocol": auth.subprotocol}
+    return response

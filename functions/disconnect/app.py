@@ -1,0 +1,34 @@
+"""``$disconnect``: forget the connection; the session stays (TTL) for a resume.
+
+A response still being produced for this connection sees the connection item gone at its next
+check and stops posting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event import (
+    APIGatewayWebSocketEvent,
+)
+from kiddolingo import aws
+from kiddolingo.messenger import ApiGatewayMessenger
+from kiddolingo.service import Tutor
+from kiddolingo.settings import get_settings
+
+logger = Logger(service="kiddolingo-disconnect")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    ws = APIGatewayWebSocketEvent(event)
+    connection_id = ws.request_context.connection_id
+    settings = get_settings()
+    # Disconnect never posts: the messenger only carries the connection id.
+    tutor = Tutor(settings, aws.session_store(settings), aws.chunk_store(settings),
+                  ApiGatewayMessenger(None, connection_id))
+    tutor.disconnect()
+    logger.info("disconnected", extra={"connection_id": connection_id,
+                                        "reason": ws.request_context.disconnect_reason})
+    return {"statusCode": 200}

@@ -1,0 +1,61 @@
+"""AWS clients for the handlers, built once per Lambda container.
+
+Handlers wire their dependencies from here; the domain code only ever receives clients.
+``AWS_ENDPOINT_URL`` (honoured by boto3 itself) points S3 and DynamoDB at the local stack's
+moto server; the Management API endpoint always comes from the event.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from .chunks import ChunkStore
+from .messenger import ApiGatewayMessenger, endpoint_from_event
+from .settings import Settings, get_settings
+from .store import SessionStore
+
+# Short timeouts and standard retries: a turn has a deadline, and a throttled DynamoDB call is
+# worth a quick retry (conditional-check conflicts are retried by the store itself).
+_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+_POST_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 2,
+                                                                 "mode": "standard"})
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _session() -> Any:
+    return boto3.session.Session()
+
+
+@lru_cache(maxsize=4)
+def _client(service: str) -> Any:
+    with _lock:
+        return _session().client(service, config=_CONFIG)
+
+
+@lru_cache(maxsize=16)
+def management_client(endpoint: str) -> Any:
+    with _lock:
+        return _session().client("apigatewaymanagementapi", endpoint_url=endpoint,
+                                 config=_POST_CONFIG)
+
+
+def session_store(settings: Settings | None = None) -> SessionStore:
+    settings = settings or get_settings()
+    return SessionStore(settings.table_name, _client("dynamodb"),
+                        ttl_s=settings.session_ttl_hours * 3600)
+
+
+def chunk_store(settings: Settings | None = None) -> ChunkStore:
+    settings = settings or get_settings()
+    return ChunkStore(settings.bucket_name, _client("s3"))
+
+
+def messenger(domain_name: str, stage: str, connection_id: str) -> ApiGatewayMessenger:
+    return ApiGatewayMessenger(management_client(endpoint_from_event(domain_name, stage)),
+                               connection_id)

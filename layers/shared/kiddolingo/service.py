@@ -1,0 +1,661 @@
+"""The application layer: what each WebSocket route does, over the stores and providers.
+
+The handlers in ``functions/`` parse the Lambda event, build a ``Tutor`` from their wired
+adapters and call one method. Pure decisions live in ``session``, ``ingest``, ``conversation``
+and ``turn``; this module sequences the I/O around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import ingest as ingestlib
+from .chunks import ChunkStore, MissingChunkError, utterance_prefix
+from .conversation import (
+    Segment,
+    assistant_item,
+    chat_messages,
+    truncate_item,
+    trim_history,
+    user_item,
+)
+from .messenger import ConnectionGoneError, Messenger
+from .protocol import (
+    ClientEvent,
+    ProtocolError,
+    decode_audio,
+    error_event,
+    error_from,
+    new_id,
+    parse_client_event,
+    server_event,
+)
+from .session import SessionConfig, apply_update, session_object
+from .settings import Settings
+from .store import REMOVE, ConflictError, NotFoundError, SessionStore
+
+log = logging.getLogger(__name__)
+
+MAX_APPEND_ATTEMPTS = 12
+#: How long a commit or truncate waits for in-flight appends / the turn to settle.
+SETTLE_WAIT_S = 1.5
+
+
+@dataclass
+class ConnectResult:
+    status: int
+    session_id: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class Tutor:
+    """One handler invocation's view of a connection."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SessionStore,
+        chunks: ChunkStore,
+        messenger: Messenger,
+        providers: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.chunks = chunks
+        self.messenger = messenger
+        self._providers_factory = providers
+        self.connection_id = messenger.connection_id
+        #: Figures of the last turn this invocation ran (metrics, the benchmark).
+        self.last_turn: Any = None
+
+    # ------------------------------------------------------------------ posting
+
+    def post(self, event: dict[str, Any]) -> None:
+        self.messenger.post(event)
+
+    def post_error(self, exc: ProtocolError) -> None:
+        self.post(error_from(exc))
+
+    # ------------------------------------------------------------------ messages
+
+    def handle_message(self, body: str | None) -> None:
+        """One client event (the ``$default`` route). Never raises for bad input."""
+        conn = self.store.get_connection(self.connection_id)
+        if conn is None:
+            self.post(
+                error_event(
+                    "session_not_found",
+                    "This connection has no session; reconnect to start one.",
+                    error_type="invalid_request_error",
+                )
+            )
+            return
+        if not conn.get("greeted") and self.store.mark_greeted(self.connection_id):
+            # The server's first message waits for the client's first (DESIGN §3).
+            cfg = SessionConfig.from_item(conn.get("cfg"))
+            self.post(
+                server_event(
+                    "session.created",
+                    session=session_object(conn["sid"], cfg, self.settings.chat.model),
+                )
+            )
+        try:
+            event = parse_client_event(body)
+            handler = getattr(self, "_on_" + event.type.replace(".", "_"))
+            handler(conn, event)
+        except ProtocolError as exc:
+            self.post_error(exc)
+        except MissingChunkError as exc:
+            self.post(
+                error_event(
+                    "audio_missing",
+                    f"Some of your audio could not be found ({exc}); please say it again.",
+                    error_type="server_error",
+                )
+            )
+        except ConflictError:
+            self.post(
+                error_event(
+                    "busy", "Too many events at once; please try again.", error_type="server_error"
+                )
+            )
+
+    # session.update ------------------------------------------------------------------
+
+    def _on_session_update(self, conn: dict[str, Any], event: ClientEvent) -> None:
+        sid = conn["sid"]
+        holder: dict[str, SessionConfig] = {}
+
+        def change(item: dict[str, Any]) -> dict[str, Any]:
+            cfg = apply_update(
+                SessionConfig.from_item(item.get("cfg")), event.payload["session"], event.event_id
+            )
+            holder["cfg"] = cfg
+            return {"cfg": cfg.to_item()}
+
+        try:
+            self.store.mutate_session(sid, change)
+        except NotFoundError:
+            raise ProtocolError(
+                "session_not_found", "The session has expired.", event_id=event.event_id
+            ) from None
+        cfg = holder["cfg"]
+        self.store.set_connection_config(self.connection_id, cfg.to_item())
+        self.post(
+            server_event(
+                "session.updated", session=session_object(sid, cfg, self.settings.chat.model)
+            )
+        )
+
+    # input_audio_buffer.append --------------------------------------------------------
+
+    def _on_input_audio_buffer_append(self, conn: dict[str, Any], event: ClientEvent) -> None:
+        pcm = decode_audio(event)
+        if not pcm:
+            return
+        hinted = event.sequence
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            if attempt:
+                conn = self.store.get_connection(self.connection_id) or {}
+                if not conn:
+                    return
+            cfg = SessionConfig.from_item(conn.get("cfg"))
+            state = ingestlib.AudioState.from_connection(conn)
+            now_s = int(time.time())
+            count = state.rate_count + 1 if state.rate_window == now_s else 1
+            if count > self.settings.max_appends_per_second:
+                raise ProtocolError(
+                    "rate_limited",
+                    f"Too much audio: at most {self.settings.max_appends_per_second} appends per "
+                    "second. Send about one append every 100 ms.",
+                    event_id=event.event_id,
+                    error_type="rate_limit_error",
+                )
+            seq = hinted if hinted is not None else state.next_seq
+            if seq < state.next_seq or seq in state.pending:
+                return  # a duplicate delivery: already processed or parked
+            if seq > state.next_seq:
+                if len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS:
+                    raise ProtocolError(
+                        "audio_out_of_order",
+                        f"Audio chunk #{seq} arrived while #{state.next_seq} is still missing.",
+                        event_id=event.event_id,
+                    )
+                try:
+                    self.store.update_connection(
+                        self.connection_id,
+                        "SET pend.#s = :a, aver = :n, rlw = :w, rln = :c",
+                        {
+                            ":a": pcm,
+                            ":n": state.version + 1,
+                            ":v": state.version,
+                            ":w": now_s,
+                            ":c": count,
+                        },
+                        names={"#s": str(seq)},
+                        condition="aver = :v",
+                    )
+                except ConflictError:
+                    continue
+                return
+            run = [(seq, pcm)]
+            nxt = seq + 1
+            while nxt in state.pending:
+                run.append((nxt, state.pending[nxt]))
+                nxt += 1
+            vad_cfg = (
+                ingestlib.vad_config(
+                    cfg.turn_detection, cfg.input_rate, self.settings.speculative_fraction
+                )
+                if cfg.turn_detection
+                else None
+            )
+            result = ingestlib.ingest(
+                state,
+                run,
+                session_id=conn["sid"],
+                sample_rate=cfg.input_rate,
+                vad_cfg=vad_cfg,
+                max_utterance_ms=self.settings.max_utterance_ms,
+            )
+            for key, data in result.writes:
+                self.chunks.put(key, data)
+            barge_in = (
+                result.speech_started
+                and cfg.interrupt_response
+                and conn.get("resp")
+                and conn.get("cancel") != conn.get("resp")
+            )
+            try:
+                self._commit_audio(
+                    state, result, now_s, count, cancel=conn.get("resp") if barge_in else None
+                )
+            except ConflictError:
+                continue
+            for ev in result.events:
+                self.post(ev)
+            for utt in result.committed:
+                if cfg.create_response:
+                    self.run_turn(conn, cfg, utt)
+            return
+        raise ConflictError("append: too many concurrent writers")
+
+    def _commit_audio(
+        self,
+        before: ingestlib.AudioState,
+        result: ingestlib.IngestResult,
+        now_s: int,
+        count: int,
+        cancel: str | None = None,
+    ) -> None:
+        st = result.state
+        sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
+        values: dict[str, Any] = {
+            ":seq": st.next_seq,
+            ":n": before.version + 1,
+            ":v": before.version,
+            ":tl": st.audio_ms,
+            ":w": now_s,
+            ":c": count,
+        }
+        names: dict[str, str] = {}
+        removes: list[str] = []
+        if st.vad is not None:
+            sets.append("vad = :vad")
+            values[":vad"] = st.vad.to_item()
+        if st.utterance is not None:
+            sets.append("utt = :utt")
+            values[":utt"] = st.utterance.to_item()
+        else:
+            removes.append("utt")
+        if st.last_item_id:
+            sets.append("last_item = :li")
+            values[":li"] = st.last_item_id
+        if cancel:
+            sets.append("cancel = :cx")
+            values[":cx"] = cancel
+        for i, seq in enumerate(s for s in result.processed if s in before.pending):
+            names[f"#p{i}"] = str(seq)
+            removes.append(f"pend.#p{i}")
+        expr = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        self.store.update_connection(
+            self.connection_id, expr, values, names or None, condition="aver = :v"
+        )
+
+    # input_audio_buffer.commit / clear ------------------------------------------------
+
+    def _settled_audio(self, conn: dict[str, Any]) -> tuple[dict[str, Any], ingestlib.AudioState]:
+        """Wait (briefly) for appends still in flight: a gap means one is on its way."""
+        deadline = time.monotonic() + SETTLE_WAIT_S
+        state = ingestlib.AudioState.from_connection(conn)
+        while state.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+            conn = self.store.get_connection(self.connection_id) or conn
+            state = ingestlib.AudioState.from_connection(conn)
+        return conn, state
+
+    def _on_input_audio_buffer_commit(self, conn: dict[str, Any], event: ClientEvent) -> None:
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            conn, state = self._settled_audio(conn)
+            new_state, utt = ingestlib.commit_manual(state)
+            if utt is None:
+                raise ProtocolError(
+                    "input_audio_buffer_commit_empty",
+                    "There is no audio to commit: append audio first.",
+                    event_id=event.event_id,
+                )
+            try:
+                self._commit_audio(
+                    state,
+                    ingestlib.IngestResult(state=new_state),
+                    state.rate_window,
+                    state.rate_count,
+                )
+            except ConflictError:
+                conn = self.store.get_connection(self.connection_id) or conn
+                continue
+            self.post(
+                server_event(
+                    "input_audio_buffer.committed",
+                    item_id=utt.item_id,
+                    previous_item_id=state.last_item_id,
+                )
+            )
+            cfg = SessionConfig.from_item(conn.get("cfg"))
+            self.run_turn(conn, cfg, utt)
+            return
+        raise ConflictError("commit")
+
+    def _on_input_audio_buffer_clear(self, conn: dict[str, Any], event: ClientEvent) -> None:
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            state = ingestlib.AudioState.from_connection(conn)
+            new_state, dropped = ingestlib.clear(state)
+            try:
+                self._commit_audio(
+                    state,
+                    ingestlib.IngestResult(state=new_state),
+                    state.rate_window,
+                    state.rate_count,
+                )
+            except ConflictError:
+                conn = self.store.get_connection(self.connection_id) or conn
+                continue
+            if dropped is not None:
+                self.chunks.delete_prefix(utterance_prefix(conn["sid"], dropped.id))
+            self.post(server_event("input_audio_buffer.cleared"))
+            return
+        raise ConflictError("clear")
+
+    # responses ------------------------------------------------------------------------
+
+    def _on_response_create(self, conn: dict[str, Any], event: ClientEvent) -> None:
+        if conn.get("resp") and conn.get("cancel") != conn.get("resp"):
+            raise ProtocolError(
+                "conversation_already_has_active_response",
+                "The tutor is already answering; cancel it first or wait for response.done.",
+                event_id=event.event_id,
+            )
+        cfg = SessionConfig.from_item(conn.get("cfg"))
+        self.run_turn(conn, cfg, None)
+
+    def _on_response_cancel(self, conn: dict[str, Any], event: ClientEvent) -> None:
+        rid = event.payload.get("response_id")
+        cancelled = self.store.cancel_response(
+            self.connection_id, rid if isinstance(rid, str) else None
+        )
+        if cancelled is None:
+            raise ProtocolError(
+                "response_cancel_not_active",
+                "There is no response in progress to cancel.",
+                event_id=event.event_id,
+            )
+
+    # conversation.item.truncate -------------------------------------------------------
+
+    def _on_conversation_item_truncate(self, conn: dict[str, Any], event: ClientEvent) -> None:
+        sid = conn["sid"]
+        item_id = event.payload["item_id"]
+        end_ms = float(event.payload["audio_end_ms"])
+        deadline = time.monotonic() + SETTLE_WAIT_S
+        while True:
+            session = self.store.get_session(sid)
+            if session is None:
+                raise ProtocolError(
+                    "session_not_found", "The session has expired.", event_id=event.event_id
+                )
+            in_flight = (session.get("resp") or {}).get("item") == item_id
+            if not in_flight or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)  # the turn stops within one chunk of a barge-in; let it finish
+        result: dict[str, int] = {}
+
+        def change(item: dict[str, Any]) -> dict[str, Any] | None:
+            resp = item.get("resp") or {}
+            if resp.get("item") == item_id:  # still in flight: applied when it finishes
+                resp = dict(resp)
+                resp["trunc"] = int(end_ms)
+                result["ms"] = int(end_ms)
+                return {"resp": resp}
+            hist = list(item.get("hist") or [])
+            for i, h in enumerate(hist):
+                if h.get("id") == item_id and h.get("role") == "assistant":
+                    trimmed, clamped = truncate_item(h, end_ms)
+                    result["ms"] = clamped
+                    hist[i] = trimmed
+                    return {"hist": hist}
+            return None
+
+        self.store.mutate_session(sid, change)
+        if "ms" not in result:
+            raise ProtocolError(
+                "item_not_found",
+                f"No assistant item {item_id!r} in this conversation.",
+                event_id=event.event_id,
+                param="item_id",
+            )
+        self.post(
+            server_event(
+                "conversation.item.truncated",
+                item_id=item_id,
+                content_index=0,
+                audio_end_ms=result["ms"],
+            )
+        )
+
+    # ------------------------------------------------------------------ the turn
+
+    def run_turn(
+        self, conn: dict[str, Any], cfg: SessionConfig, utt: ingestlib.Utterance | None
+    ) -> None:
+        from . import runtime
+
+        try:
+            runtime.run(self._turn(conn, cfg, utt))
+        except ConnectionGoneError:
+            self.store.delete_connection(self.connection_id)
+        finally:
+            if utt is not None:
+                try:
+                    self.chunks.delete_prefix(utterance_prefix(conn["sid"], utt.id))
+                except Exception:  # the lifecycle rule is the backstop
+                    log.exception("could not delete the utterance audio")
+
+    async def _turn(
+        self, conn: dict[str, Any], cfg: SessionConfig, utt: ingestlib.Utterance | None
+    ) -> None:
+        from .audio import pcm16_to_wav
+        from .turn import TurnRequest, TurnRunner
+
+        providers = self._providers()
+        sid = conn["sid"]
+        settings = self.settings
+        user_text: str | None = None
+        t0 = time.monotonic()
+        transcription_ms: float | None = None
+        if utt is not None:
+            pcm = await asyncio.to_thread(self.chunks.read, list(utt.keys))
+            wav = pcm16_to_wav(pcm, cfg.input_rate)
+            from .providers.errors import ProviderError
+
+            try:
+                user_text = (await providers.transcriber.transcribe(wav)).strip()
+            except ProviderError as exc:
+                await self._apost(
+                    error_event(
+                        "transcription_failed",
+                        "I couldn't hear that clearly; please try again.",
+                        error_type="server_error",
+                    )
+                )
+                log.warning("transcription failed", extra={"kind": exc.kind})
+                user_text = None
+                return
+            transcription_ms = (time.monotonic() - t0) * 1000
+            await self._apost(
+                server_event(
+                    "conversation.item.input_audio_transcription.completed",
+                    item_id=utt.item_id,
+                    content_index=0,
+                    transcript=user_text,
+                    usage={"type": "duration", "seconds": round(len(pcm) / 2 / cfg.input_rate, 3)},
+                )
+            )
+            if not user_text:
+                return  # nothing was said (noise): no reply
+
+        session = await asyncio.to_thread(self.store.get_session, sid)
+        history = list((session or {}).get("hist") or [])
+        response_id, item_id = new_id("resp"), new_id("item")
+        await asyncio.to_thread(self._begin_response, sid, response_id, item_id)
+
+        async def on_segment(seg: Segment) -> None:
+            await asyncio.to_thread(
+                self.store.add_segment, sid, response_id, seg.text, seg.audio_ms
+            )
+
+        control = _Control(self.store, self.connection_id, response_id)
+        runner = TurnRunner(
+            chat=providers.chat,
+            speech=providers.speech,
+            moderator=providers.moderator if settings.moderation_enabled else None,
+            poster=_Poster(self.messenger),
+            control=control,
+            on_segment=on_segment,
+            deadline_s=settings.turn_deadline_s,
+        )
+        req = TurnRequest(
+            response_id=response_id,
+            item_id=item_id,
+            messages_for=lambda text: chat_messages(
+                history,
+                text,
+                target_language=cfg.target_language,
+                learner_age=cfg.learner_age,
+                instructions=cfg.instructions,
+                max_history=settings.max_history_messages,
+            ),
+            voice=cfg.voice,
+            target_language=cfg.target_language,
+            temperature=settings.chat_temperature,
+            max_tokens=settings.chat_max_tokens,
+            moderation=settings.moderation_enabled,
+        )
+        outcome = await runner.respond(req, user_text)
+        outcome.timings.transcription_ms = transcription_ms
+        self.last_turn = outcome
+        await asyncio.to_thread(self._end_response, sid, response_id, utt, outcome)
+
+    def _providers(self) -> Any:
+        if self._providers_factory is not None:
+            return self._providers_factory()
+        from .providers import build_providers
+
+        return build_providers(self.settings)
+
+    async def _apost(self, event: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.messenger.post, event)
+
+    def _begin_response(self, sid: str, response_id: str, item_id: str) -> None:
+        self.store.update_connection(
+            self.connection_id, "SET resp = :r REMOVE cancel", {":r": response_id}
+        )
+        self.store.mutate_session(
+            sid,
+            lambda item: {
+                "resp": {"id": response_id, "item": item_id, "conn": self.connection_id, "segs": []}
+            },
+        )
+
+    def _end_response(
+        self, sid: str, response_id: str, utt: ingestlib.Utterance | None, outcome: Any
+    ) -> None:
+        def change(item: dict[str, Any]) -> dict[str, Any]:
+            hist = list(item.get("hist") or [])
+            if utt is not None and outcome.user_text:
+                # A flagged transcript never reaches the history as-is.
+                text = (
+                    "[something the tutor could not talk about]"
+                    if outcome.user_flagged
+                    else outcome.user_text
+                )
+                hist.append(user_item(utt.item_id, text))
+            resp = item.get("resp") or {}
+            if outcome.segments:
+                assistant = assistant_item(outcome.item_id, outcome.segments)
+                if resp.get("id") == response_id and resp.get("trunc") is not None:
+                    assistant, _ = truncate_item(assistant, resp["trunc"])
+                if assistant["text"]:
+                    hist.append(assistant)
+            updates: dict[str, Any] = {
+                "hist": trim_history(hist, 2 * self.settings.max_history_messages)
+            }
+            if resp.get("id") == response_id:
+                updates["resp"] = REMOVE
+            return updates
+
+        try:
+            self.store.mutate_session(sid, change)
+        except NotFoundError:
+            return
+        try:
+            self.store.update_connection(
+                self.connection_id,
+                "REMOVE resp, cancel",
+                {":r": response_id},
+                condition="resp = :r",
+            )
+        except ConflictError:
+            pass  # a newer response took over the connection, or it is gone
+
+    # ------------------------------------------------------------------ disconnect
+
+    def disconnect(self) -> None:
+        old = self.store.delete_connection(self.connection_id)
+        if not old:
+            return
+        state = ingestlib.AudioState.from_connection(old)
+        sid = old.get("sid")
+        if sid:
+            try:
+                self.store.mutate_session(sid, lambda item: {"timeline_ms": state.audio_ms})
+            except NotFoundError:
+                pass
+            if state.utterance is not None:
+                self.chunks.delete_prefix(utterance_prefix(sid, state.utterance.id))
+
+
+class _Control:
+    def __init__(self, store: SessionStore, connection_id: str, response_id: str) -> None:
+        self.store = store
+        self.connection_id = connection_id
+        self.response_id = response_id
+
+    async def state(self) -> str:
+        return await asyncio.to_thread(
+            self.store.response_state, self.connection_id, self.response_id
+        )
+
+
+class _Poster:
+    def __init__(self, messenger: Messenger) -> None:
+        self.messenger = messenger
+
+    async def post(self, event: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.messenger.post, event)
+
+
+# ---------------------------------------------------------------------- connect
+
+
+def connect(
+    store: SessionStore,
+    settings: Settings,
+    connection_id: str,
+    *,
+    learner_id: str,
+    session_id: str | None,
+    check_owner: Callable[[str | None], None],
+) -> ConnectResult:
+    """Create a session, or resume ``session_id``, and map the connection to it."""
+    if session_id:
+        session = store.get_session(session_id)
+        if session is None:
+            return ConnectResult(
+                404, code="session_not_found", message="That session has expired; start a new one."
+            )
+        check_owner(session.get("learner"))
+        cfg = session.get("cfg") or SessionConfig.default().to_item()
+        timeline = int(session.get("timeline_ms", 0))
+    else:
+        session_id = new_id("sess")
+        cfg = SessionConfig.default(settings.speech_voice, settings.target_language).to_item()
+        store.create_session(session_id, learner_id, cfg)
+        timeline = 0
+    store.bind_connection(connection_id, session_id, learner_id, cfg, timeline)
+    return ConnectResult(200, session_id=session_id)
