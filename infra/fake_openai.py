@@ -1,0 +1,1005 @@
+"""A local fake of the OpenAI-compatible HTTP API: transcriptions, chat completions (streamed as
+server-sent events), speech (streamed PCM) and moderations.
+
+The tests, the benchmark and the demo mode of ``make run`` (no key configured) drive the real
+``openai`` SDK over real HTTP against it. Everything is settable at runtime from any thread:
+the latency profile, scripted transcripts and replies, moderation flag words, injected
+failures (an HTTP status, a hang past the client's timeout, a stream aborted midway). Every
+request is recorded, parsed, with how many bytes of its response were actually sent, so a test
+can prove that a cancelled stream stopped early.
+
+    with FakeOpenAI(latency=LatencyProfile.zero()) as fake:
+        client = AsyncOpenAI(base_url=fake.base_url, api_key="sk-fake")
+        ...
+        fake.requests("chat")[-1].messages
+
+CLI: ``python -m infra.fake_openai --port 0 --profile zero|realistic`` prints its base URL and
+serves until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import re
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+from kiddolingo.audio import WavFormatError, wav_to_pcm16
+
+__all__ = [
+    "ENDPOINTS",
+    "SPEECH_SAMPLE_RATE",
+    "Failure",
+    "FakeOpenAI",
+    "LatencyProfile",
+    "RecordedRequest",
+    "chat_tokens",
+    "demo_reply",
+    "synth_pcm",
+]
+
+SPEECH_SAMPLE_RATE = 24_000
+#: Milliseconds of synthesized speech per character of input.
+MS_PER_CHAR = 60
+#: Bytes per streamed speech chunk: 100 ms of 24 kHz PCM16.
+SPEECH_CHUNK_BYTES = 4_800
+
+ENDPOINTS = ("transcriptions", "chat", "speech", "moderations")
+_ALIASES = {
+    "transcriptions": "transcriptions",
+    "transcription": "transcriptions",
+    "audio/transcriptions": "transcriptions",
+    "chat": "chat",
+    "chat/completions": "chat",
+    "completions": "chat",
+    "speech": "speech",
+    "audio/speech": "speech",
+    "moderations": "moderations",
+    "moderation": "moderations",
+}
+
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+#: The fake endpoint's own ``flagged`` threshold (the real one is lenient like this).
+API_FLAG_THRESHOLD = 0.5
+
+
+def _endpoint(name: str) -> str:
+    try:
+        return _ALIASES[name.strip("/").removeprefix("v1/")]
+    except KeyError:
+        raise ValueError(f"unknown endpoint {name!r}; one of {ENDPOINTS}") from None
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """How slow the fake provider is. The defaults are the benchmark's realistic profile.
+
+    ``chat_tokens_per_s`` and ``speech_realtime_factor`` of ``inf`` (or ``<= 0``) mean no
+    pacing at all.
+    """
+
+    transcription_ms: float = 600.0
+    chat_first_token_ms: float = 450.0
+    chat_tokens_per_s: float = 40.0
+    speech_first_byte_ms: float = 200.0
+    #: How many times faster than real time speech is streamed after the first byte.
+    speech_realtime_factor: float = 4.0
+    moderation_ms: float = 120.0
+
+    @classmethod
+    def zero(cls) -> LatencyProfile:
+        """No latency at all: for fast tests."""
+        return cls(0.0, 0.0, math.inf, 0.0, math.inf, 0.0)
+
+    @classmethod
+    def realistic(cls) -> LatencyProfile:
+        return cls()
+
+    @classmethod
+    def named(cls, name: str) -> LatencyProfile:
+        if name == "zero":
+            return cls.zero()
+        if name == "realistic":
+            return cls.realistic()
+        raise ValueError(f"unknown latency profile {name!r} (zero, realistic)")
+
+    def token_interval_s(self) -> float:
+        tps = self.chat_tokens_per_s
+        return 0.0 if tps <= 0 or math.isinf(tps) else 1.0 / tps
+
+    def speech_chunk_interval_s(self, chunk_bytes: int) -> float:
+        factor = self.speech_realtime_factor
+        if factor <= 0 or math.isinf(factor):
+            return 0.0
+        return chunk_bytes / 2 / SPEECH_SAMPLE_RATE / factor
+
+
+@dataclass
+class Failure:
+    """An injected failure: ``kind`` is ``status`` (answer with ``status``), ``timeout`` (hang
+    for ``hang_s`` before answering, past any sensible client timeout) or ``abort`` (close the
+    connection: after ``after_bytes`` of a streamed body, half of it by default, or at once
+    for a non-streamed endpoint). ``times=None`` fails until :meth:`FakeOpenAI.reset`."""
+
+    endpoint: str
+    kind: str = "status"
+    status: int = 500
+    times: int | None = 1
+    retry_after_ms: float | None = 10.0
+    hang_s: float = 30.0
+    after_bytes: int | None = None
+    message: str = "injected failure"
+
+
+@dataclass
+class RecordedRequest:
+    """One request the fake received, parsed, and what happened to its response."""
+
+    endpoint: str
+    path: str
+    headers: dict[str, str]
+    received_at: float
+    json: dict[str, Any] | None = None
+    form: dict[str, str] = field(default_factory=dict)
+    file: bytes | None = None
+    filename: str | None = None
+    file_content_type: str | None = None
+    #: Transcription: the uploaded WAV decoded (mono PCM16) and its rate.
+    pcm: bytes | None = None
+    sample_rate: int | None = None
+    status: int | None = None
+    failure: str | None = None
+    #: Response body bytes written to the connection, and what the whole body would be.
+    bytes_sent: int = 0
+    bytes_total: int | None = None
+    #: Chat: content tokens sent, and in the whole reply.
+    tokens_sent: int = 0
+    tokens_total: int | None = None
+    first_byte_at: float | None = None
+    finished_at: float | None = None
+    completed: bool = False
+    disconnected: bool = False
+    response_text: str | None = None
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list((self.json or {}).get("messages") or [])
+
+    @property
+    def input(self) -> Any:
+        """Speech: the text to speak. Moderation: the input as sent (string or list)."""
+        return (self.json or {}).get("input")
+
+    @property
+    def wav(self) -> bytes | None:
+        return self.file
+
+    @property
+    def model(self) -> str | None:
+        if self.json is not None:
+            return self.json.get("model")
+        return self.form.get("model")
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+# --- deterministic content --------------------------------------------------------------------
+
+_DEMO_REPLIES: dict[str, tuple[str, ...]] = {
+    "spanish": (
+        "¡Hola! 😊 (Hello!) ¿Cómo estás? (How are you?)",
+        "¡Muy bien! 👍 (Very good!) ¿Cuál es tu color favorito? (What is your favorite color?)",
+        "¡Qué bonito! 🌈 (How pretty!) ¿Te gustan los animales? (Do you like animals?)",
+        "¡Genial! 🐶 (Great!) El perro dice guau. (The dog says woof.)",
+        "¡Excelente! ⭐ (Excellent!) ¿Cuántos años tienes? (How old are you?)",
+    ),
+    "french": (
+        "Bonjour ! 😊 (Hello!) Comment ça va ? (How are you?)",
+        "Très bien ! 👍 (Very good!) Quelle est ta couleur préférée ?"
+        " (What is your favorite color?)",
+        "Super ! 🐱 (Great!) Le chat dit miaou. (The cat says meow.)",
+    ),
+    "german": (
+        "Hallo! 😊 (Hello!) Wie geht es dir? (How are you?)",
+        "Sehr gut! 👍 (Very good!) Was ist deine Lieblingsfarbe? (What is your favorite color?)",
+        "Toll! 🐶 (Great!) Der Hund sagt wau. (The dog says woof.)",
+    ),
+}
+_LANGUAGE_HINTS = {
+    "spanish": ("spanish", "español"),
+    "french": ("french", "français"),
+    "german": ("german", "deutsch"),
+}
+
+
+def demo_reply(messages: list[dict[str, Any]]) -> str:
+    """A canned, friendly tutor reply in the target language named by the system prompt
+    (Spanish, French or German; Spanish otherwise), with English help and an emoji. The n-th
+    user turn gets the n-th reply, so a conversation is deterministic."""
+    system = " ".join(
+        str(m.get("content") or "") for m in messages if m.get("role") in ("system", "developer")
+    ).lower()
+    language = next(
+        (lang for lang, hints in _LANGUAGE_HINTS.items() if any(h in system for h in hints)),
+        "spanish",
+    )
+    replies = _DEMO_REPLIES[language]
+    turns = sum(1 for m in messages if m.get("role") == "user")
+    return replies[max(0, turns - 1) % len(replies)]
+
+
+_TOKEN = re.compile(r"\s*[\w']+|\s*[^\w\s]|\s+$", re.UNICODE)
+
+
+def chat_tokens(text: str) -> list[str]:
+    """Split a reply into word-ish tokens the way the fake streams it: words, and each
+    punctuation mark or emoji on its own, leading spaces attached. ``"".join`` gives the text."""
+    tokens = _TOKEN.findall(text)
+    assert "".join(tokens) == text, "tokenizer lost text"
+    return tokens
+
+
+@lru_cache(maxsize=256)
+def synth_pcm(text: str) -> bytes:
+    """Deterministic "speech" for ``text``: 60 ms per character of 24 kHz PCM16 LE mono, a
+    short tone whose pitch depends on the character (silence for whitespace), with 5 ms fades
+    so the joins do not click."""
+    per_char = SPEECH_SAMPLE_RATE * MS_PER_CHAR // 1000
+    t = np.arange(per_char, dtype=np.float64) / SPEECH_SAMPLE_RATE
+    fade_n = SPEECH_SAMPLE_RATE * 5 // 1000
+    envelope = np.ones(per_char)
+    ramp = np.linspace(0.0, 1.0, fade_n, endpoint=False)
+    envelope[:fade_n] = ramp
+    envelope[-fade_n:] = ramp[::-1]
+    pieces = []
+    for ch in text:
+        if ch.isspace():
+            pieces.append(np.zeros(per_char))
+            continue
+        freq = 180.0 + (ord(ch) * 37) % 720
+        pieces.append(0.25 * np.sin(2.0 * np.pi * freq * t) * envelope)
+    if not pieces:
+        return b""
+    samples = np.concatenate(pieces) * 32767.0
+    return np.rint(samples).astype("<i2").tobytes()
+
+
+def _error_body(status: int, message: str) -> dict[str, Any]:
+    kind = {
+        400: "invalid_request_error",
+        401: "invalid_request_error",
+        404: "invalid_request_error",
+        429: "rate_limit_exceeded",
+    }.get(status, "server_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+class _Aborted(Exception):
+    """The handler aborted the connection on purpose."""
+
+
+class FakeOpenAI:
+    """The fake server, running an aiohttp app on ``host`` in a background thread.
+
+    ``start()``/``stop()``, or use it as a (sync or async) context manager. ``base_url`` is
+    ``http://127.0.0.1:PORT/v1``. All setters are thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: LatencyProfile | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        default_transcript: str = "Hola, me llamo Ana.",
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self._initial_latency = latency or LatencyProfile()
+        self._initial_transcript = default_transcript
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._wake: asyncio.Event | None = None
+        self.port: int | None = None
+        self._reset_state()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("FakeOpenAI is not running")
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> FakeOpenAI:
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        errors: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready, errors), name="fake-openai", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("FakeOpenAI did not start within 10 s")
+        if errors:
+            self._thread = None
+            raise errors[0]
+        return self
+
+    def stop(self) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wake_hangs)
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        self._thread = None
+        self._loop = None
+        self.port = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeOpenAI:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def _serve(self, ready: threading.Event, errors: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._start_site())
+        except BaseException as exc:
+            errors.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            if self._runner is not None:
+                loop.run_until_complete(self._runner.cleanup())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _start_site(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_post("/v1/moderations", self._moderations)
+        self._wake = asyncio.Event()
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._requested_port)
+        await site.start()
+        self._runner = runner
+        server = site._server  # the asyncio server: its socket tells the port we got
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    def _wake_hangs(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = asyncio.Event()
+
+    # -- settings (any thread) ---------------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        self.latency = self._initial_latency
+        self.default_transcript = self._initial_transcript
+        self.transcriber: Callable[[RecordedRequest], str | None] | None = None
+        self.reply_for: Callable[[list[dict[str, Any]]], str] = demo_reply
+        #: When set, requests must carry ``Authorization: Bearer <required_api_key>``.
+        self.required_api_key: str | None = None
+        self._transcripts: deque[str] = deque()
+        self._replies: deque[str] = deque()
+        self._flags: dict[str, dict[str, float]] = {}
+        self._failures: list[Failure] = []
+        self._log: list[RecordedRequest] = []
+
+    def reset(self) -> None:
+        """Back to the initial state: latency, scripts, flags, failures and the request log.
+        Requests hanging on an injected timeout are released."""
+        with self._lock:
+            self._reset_state()
+            self._idle.notify_all()
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake_hangs)
+
+    def set_latency(self, profile: LatencyProfile | None = None, **changes: float) -> None:
+        """Replace the latency profile, or change some of its fields."""
+        with self._lock:
+            self.latency = replace(profile or self.latency, **changes)
+
+    def script_transcripts(self, *texts: str) -> None:
+        """The next transcriptions return these, in order (then the default)."""
+        with self._lock:
+            self._transcripts.extend(texts)
+
+    def script_replies(self, *texts: str) -> None:
+        """The next chat completions return these, in order (then ``reply_for``)."""
+        with self._lock:
+            self._replies.extend(texts)
+
+    def flag(
+        self,
+        word: str,
+        categories: str | Mapping[str, float] = "violence",
+        score: float = 0.9,
+    ) -> None:
+        """Moderation inputs containing ``word`` (case-insensitive) get these category scores.
+        A score at or above 0.5 also sets the endpoint's own ``flagged``; a lower one tests
+        thresholds stricter than the endpoint's."""
+        scores = {categories: score} if isinstance(categories, str) else dict(categories)
+        unknown = set(scores) - set(MODERATION_CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown moderation categories {sorted(unknown)}")
+        with self._lock:
+            self._flags[word.lower()] = scores
+
+    def fail(
+        self,
+        endpoint: str,
+        status: int = 500,
+        times: int | None = 1,
+        *,
+        kind: str = "status",
+        retry_after_ms: float | None = 10.0,
+        hang_s: float = 30.0,
+        after_bytes: int | None = None,
+        message: str = "injected failure",
+    ) -> Failure:
+        """Make the next ``times`` requests to ``endpoint`` fail (``None``: until reset).
+
+        ``kind="status"`` answers ``status`` with an OpenAI-style error body and, when
+        ``retry_after_ms`` is set, a ``retry-after-ms`` header (which keeps the SDK's retries
+        fast in tests). ``kind="timeout"`` hangs for ``hang_s``. ``kind="abort"`` breaks the
+        connection midway through a streamed body (after ``after_bytes``) or at once."""
+        if kind not in ("status", "timeout", "abort"):
+            raise ValueError(f"unknown failure kind {kind!r}")
+        failure = Failure(
+            _endpoint(endpoint),
+            kind,
+            status,
+            times,
+            retry_after_ms,
+            hang_s,
+            after_bytes,
+            message,
+        )
+        with self._lock:
+            self._failures.append(failure)
+        return failure
+
+    # -- inspection (any thread) -------------------------------------------------------------
+
+    def requests(self, endpoint: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests, oldest first, for one endpoint or all."""
+        name = _endpoint(endpoint) if endpoint else None
+        with self._lock:
+            return [r for r in self._log if name is None or r.endpoint == name]
+
+    def bytes_streamed(self, endpoint: str | None = None) -> int:
+        """Response body bytes actually written, over the recorded requests."""
+        return sum(r.bytes_sent for r in self.requests(endpoint))
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until every recorded request has finished (a stream the client closed is
+        finished once the server notices). True if idle before ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while any(r.finished_at is None for r in self._log):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(min(remaining, 0.05))
+            return True
+
+    # -- request plumbing --------------------------------------------------------------------
+
+    def _record(self, record: RecordedRequest) -> tuple[Failure | None, LatencyProfile]:
+        with self._lock:
+            self._log.append(record)
+            failure = None
+            for candidate in self._failures:
+                if candidate.endpoint == record.endpoint and (
+                    candidate.times is None or candidate.times > 0
+                ):
+                    if candidate.times is not None:
+                        candidate.times -= 1
+                    failure = candidate
+                    break
+            if failure is not None:
+                record.failure = failure.kind
+            return failure, self.latency
+
+    def _finish(self, record: RecordedRequest, *, completed: bool) -> None:
+        with self._lock:
+            record.completed = completed
+            if record.finished_at is None:
+                record.finished_at = time.monotonic()
+            self._idle.notify_all()
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            return self._error(401, "missing API key")
+        required = self.required_api_key
+        if required is not None and auth[7:].strip() != required:
+            return self._error(401, "incorrect API key provided")
+        return None
+
+    @staticmethod
+    def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+        return web.json_response(_error_body(status, message), status=status, headers=headers)
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    async def _hang(self, seconds: float) -> None:
+        wake = self._wake
+        if wake is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+
+    async def _before_body(
+        self, request: web.Request, record: RecordedRequest, failure: Failure | None
+    ) -> web.StreamResponse | None:
+        """Apply an injected failure that happens before any body is sent."""
+        if failure is None or (failure.kind == "abort" and record.endpoint in ("chat", "speech")):
+            return None
+        if failure.kind == "timeout":
+            await self._hang(failure.hang_s)
+            return self._error(504, "injected timeout")
+        if failure.kind == "abort":
+            raise _Aborted
+        headers = {}
+        if failure.retry_after_ms is not None:
+            headers["retry-after-ms"] = str(failure.retry_after_ms)
+        return self._error(failure.status, failure.message, headers)
+
+    async def _handle(
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        failure: Failure | None,
+        respond: Callable[[], Any],
+    ) -> web.StreamResponse:
+        completed = False
+        try:
+            response = await self._before_body(request, record, failure)
+            if response is None:
+                response = await respond()
+            record.status = response.status
+            completed = response.status < 400 and not record.disconnected
+            return response
+        except _Aborted:
+            if request.transport is not None:
+                request.transport.abort()
+            # Nothing more reaches the client; this only keeps aiohttp from logging an error.
+            return web.Response(status=499)
+        except (asyncio.CancelledError, ConnectionResetError):
+            record.disconnected = True
+            raise
+        finally:
+            self._finish(record, completed=completed)
+
+    async def _parse_json(self, request: web.Request, record: RecordedRequest) -> None:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        record.json = body if isinstance(body, dict) else {}
+
+    def _new_record(self, endpoint: str, request: web.Request) -> RecordedRequest:
+        return RecordedRequest(
+            endpoint=endpoint,
+            path=request.path,
+            headers=dict(request.headers),
+            received_at=time.monotonic(),
+        )
+
+    async def _write(
+        self, response: web.StreamResponse, record: RecordedRequest, data: bytes
+    ) -> None:
+        await response.write(data)
+        if record.first_byte_at is None:
+            record.first_byte_at = time.monotonic()
+        record.bytes_sent += len(data)
+
+    # -- transcriptions ----------------------------------------------------------------------
+
+    async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
+        record = self._new_record("transcriptions", request)
+        denied = self._check_auth(request)
+        form: dict[str, str] = {}
+        if denied is None and request.content_type == "multipart/form-data":
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "file":
+                    record.file = bytes(await part.read())  # type: ignore[union-attr]
+                    record.filename = part.filename  # type: ignore[union-attr]
+                    record.file_content_type = part.headers.get("Content-Type")
+                elif part.name:
+                    form[part.name] = await part.text()  # type: ignore[union-attr]
+        record.form = form
+        failure, latency = self._record(record)
+
+        async def respond() -> web.StreamResponse:
+            if denied is not None:
+                return denied
+            if not record.file:
+                return self._error(400, "missing file")
+            if not form.get("model"):
+                return self._error(400, "missing model")
+            try:
+                record.pcm, record.sample_rate = wav_to_pcm16(record.file)
+            except WavFormatError as exc:
+                return self._error(400, f"Invalid file format: {exc}")
+            await self._sleep(latency.transcription_ms / 1000)
+            text = self._next_transcript(record)
+            record.response_text = text
+            fmt = form.get("response_format", "json")
+            if fmt in ("text", "srt", "vtt"):
+                body = text.encode()
+                response = web.Response(body=body, content_type="text/plain", charset="utf-8")
+            elif fmt == "verbose_json":
+                duration = len(record.pcm) / 2 / (record.sample_rate or 1)
+                payload = {
+                    "task": "transcribe",
+                    "language": form.get("language", "spanish"),
+                    "duration": duration,
+                    "text": text,
+                    "segments": [],
+                }
+                body = json.dumps(payload).encode()
+                response = web.Response(body=body, content_type="application/json")
+            elif fmt == "json":
+                body = json.dumps({"text": text}).encode()
+                response = web.Response(body=body, content_type="application/json")
+            else:
+                return self._error(400, f"unsupported response_format {fmt!r}")
+            record.bytes_sent = record.bytes_total = len(body)
+            return response
+
+        return await self._handle(request, record, failure, respond)
+
+    def _next_transcript(self, record: RecordedRequest) -> str:
+        with self._lock:
+            if self._transcripts:
+                return self._transcripts.popleft()
+            transcriber = self.transcriber
+            default = self.default_transcript
+        if transcriber is not None:
+            text = transcriber(record)
+            if text is not None:
+                return text
+        return default
+
+    # -- chat --------------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        record = self._new_record("chat", request)
+        denied = self._check_auth(request)
+        await self._parse_json(request, record)
+        failure, latency = self._record(record)
+        body = record.json or {}
+
+        async def respond() -> web.StreamResponse:
+            if denied is not None:
+                return denied
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages or not body.get("model"):
+                return self._error(400, "model and a non-empty messages list are required")
+            reply = self._next_reply(messages)
+            record.response_text = reply
+            tokens = chat_tokens(reply)
+            limit = body.get("max_completion_tokens") or body.get("max_tokens")
+            finish = "stop"
+            if isinstance(limit, int) and 0 < limit < len(tokens):
+                tokens, finish = tokens[:limit], "length"
+            record.tokens_total = len(tokens)
+            if body.get("stream"):
+                return await self._stream_chat(request, record, failure, latency, tokens, finish)
+            await self._sleep(
+                latency.chat_first_token_ms / 1000 + latency.token_interval_s() * len(tokens)
+            )
+            payload = self._completion(body, "".join(tokens), finish, len(tokens))
+            data = json.dumps(payload).encode()
+            record.bytes_sent = record.bytes_total = len(data)
+            record.tokens_sent = len(tokens)
+            return web.Response(body=data, content_type="application/json")
+
+        return await self._handle(request, record, failure, respond)
+
+    def _next_reply(self, messages: list[dict[str, Any]]) -> str:
+        with self._lock:
+            if self._replies:
+                return self._replies.popleft()
+            reply_for = self.reply_for
+        return reply_for(messages)
+
+    @staticmethod
+    def _completion(body: dict[str, Any], text: str, finish: str, n_tokens: int) -> dict:
+        prompt_tokens = sum(
+            len(str(m.get("content") or "").split()) for m in body.get("messages", [])
+        )
+        return {
+            "id": f"chatcmpl-fake-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": n_tokens,
+                "total_tokens": prompt_tokens + n_tokens,
+            },
+        }
+
+    async def _stream_chat(
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        failure: Failure | None,
+        latency: LatencyProfile,
+        tokens: list[str],
+        finish: str,
+    ) -> web.StreamResponse:
+        body = record.json or {}
+        chunk_id = f"chatcmpl-fake-{uuid.uuid4().hex[:12]}"
+        created = int(time.time())
+
+        def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            chunk = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body.get("model"),
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+                ],
+            }
+            return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
+
+        events = [event({"role": "assistant", "content": ""})]
+        events += [event({"content": token}) for token in tokens]
+        events.append(event({}, finish))
+        options = body.get("stream_options") or {}
+        if options.get("include_usage"):
+            usage = self._completion(body, "", finish, len(tokens))["usage"]
+            events.append(
+                f"data: {json.dumps({'id': chunk_id, 'object': 'chat.completion.chunk', 'created': created, 'model': body.get('model'), 'choices': [], 'usage': usage})}\n\n".encode()  # noqa: E501
+            )
+        events.append(b"data: [DONE]\n\n")
+        record.bytes_total = sum(len(e) for e in events)
+        abort_at = self._abort_point(failure, record.bytes_total)
+
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            },
+        )
+        await response.prepare(request)
+        await self._sleep(latency.chat_first_token_ms / 1000)
+        interval = latency.token_interval_s()
+        for index, data in enumerate(events):
+            if abort_at is not None and record.bytes_sent + len(data) > abort_at:
+                raise _Aborted
+            if 1 < index <= len(tokens) + 1:
+                await self._sleep(interval)  # paced between content tokens
+            await self._write(response, record, data)
+            if 0 < index <= len(tokens):
+                record.tokens_sent += 1
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _abort_point(failure: Failure | None, total: int) -> int | None:
+        if failure is None or failure.kind != "abort":
+            return None
+        return failure.after_bytes if failure.after_bytes is not None else total // 2
+
+    # -- speech ------------------------------------------------------------------------------
+
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        record = self._new_record("speech", request)
+        denied = self._check_auth(request)
+        await self._parse_json(request, record)
+        failure, latency = self._record(record)
+        body = record.json or {}
+
+        async def respond() -> web.StreamResponse:
+            if denied is not None:
+                return denied
+            text = body.get("input")
+            if not isinstance(text, str) or not text.strip():
+                return self._error(400, "input must be a non-empty string")
+            if len(text) > 4096:
+                return self._error(400, "input is longer than 4096 characters")
+            if not body.get("model") or not body.get("voice"):
+                return self._error(400, "model and voice are required")
+            fmt = body.get("response_format", "mp3")
+            if fmt != "pcm":
+                return self._error(400, f"the fake serves response_format 'pcm' only, not {fmt!r}")
+            pcm = synth_pcm(text)
+            record.bytes_total = len(pcm)
+            abort_at = self._abort_point(failure, len(pcm))
+            response = web.StreamResponse(
+                status=200, headers={"Content-Type": "application/octet-stream"}
+            )
+            response.content_length = len(pcm)
+            await response.prepare(request)
+            await self._sleep(latency.speech_first_byte_ms / 1000)
+            interval = latency.speech_chunk_interval_s(SPEECH_CHUNK_BYTES)
+            for start in range(0, len(pcm), SPEECH_CHUNK_BYTES):
+                chunk = pcm[start : start + SPEECH_CHUNK_BYTES]
+                if abort_at is not None and record.bytes_sent + len(chunk) > abort_at:
+                    head = abort_at - record.bytes_sent
+                    if head > 0:
+                        await self._write(response, record, chunk[:head])
+                    raise _Aborted
+                if start:
+                    await self._sleep(interval)
+                await self._write(response, record, chunk)
+            await response.write_eof()
+            return response
+
+        return await self._handle(request, record, failure, respond)
+
+    # -- moderations -------------------------------------------------------------------------
+
+    async def _moderations(self, request: web.Request) -> web.StreamResponse:
+        record = self._new_record("moderations", request)
+        denied = self._check_auth(request)
+        await self._parse_json(request, record)
+        failure, latency = self._record(record)
+        body = record.json or {}
+
+        async def respond() -> web.StreamResponse:
+            if denied is not None:
+                return denied
+            texts = list(self._moderation_texts(body.get("input")))
+            if not texts:
+                return self._error(400, "input is required")
+            await self._sleep(latency.moderation_ms / 1000)
+            with self._lock:
+                flags = dict(self._flags)
+            payload = {
+                "id": f"modr-fake-{uuid.uuid4().hex[:12]}",
+                "model": body.get("model") or "omni-moderation-latest",
+                "results": [self._moderation_result(text, flags) for text in texts],
+            }
+            data = json.dumps(payload).encode()
+            record.bytes_sent = record.bytes_total = len(data)
+            return web.Response(body=data, content_type="application/json")
+
+        return await self._handle(request, record, failure, respond)
+
+    @staticmethod
+    def _moderation_texts(value: Any) -> Iterable[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    yield item
+                elif isinstance(item, dict) and item.get("type") == "text":
+                    yield str(item.get("text", ""))
+
+    @staticmethod
+    def _moderation_result(text: str, flags: Mapping[str, Mapping[str, float]]) -> dict:
+        # Low, distinct, deterministic background scores.
+        scores = {c: round(1e-6 * (i + 1), 8) for i, c in enumerate(MODERATION_CATEGORIES)}
+        lowered = text.lower()
+        for word, word_scores in flags.items():
+            if word in lowered:
+                for category, score in word_scores.items():
+                    scores[category] = max(scores[category], score)
+        categories = {c: s >= API_FLAG_THRESHOLD for c, s in scores.items()}
+        return {
+            "flagged": any(categories.values()),
+            "categories": categories,
+            "category_scores": scores,
+            "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES},
+        }
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--profile", choices=("zero", "realistic"), default="realistic")
+    for name in LatencyProfile.__dataclass_fields__:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
+    parser.add_argument("--transcript", default=None, help="the default transcript")
+    args = parser.parse_args(argv)
+    profile = LatencyProfile.named(args.profile)
+    overrides = {
+        name: getattr(args, name)
+        for name in LatencyProfile.__dataclass_fields__
+        if getattr(args, name) is not None
+    }
+    profile = replace(profile, **overrides)
+    kwargs: dict[str, Any] = {"latency": profile, "host": args.host, "port": args.port}
+    if args.transcript is not None:
+        kwargs["default_transcript"] = args.transcript
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with FakeOpenAI(**kwargs) as fake:
+        print(fake.base_url, flush=True)
+        while not stop.wait(0.5):
+            pass
+
+
+if __name__ == "__main__":
+    main()
