@@ -109,7 +109,7 @@ class AudioState:
     def audio_ms(self) -> int:
         """The session audio timeline position after everything processed so far."""
         if self.vad is not None:
-            return int(vadlib.timeline_ms(self.vad))
+            return self.vad.position_ms
         return self.timeline_ms
 
 
@@ -228,12 +228,12 @@ def ingest(
                 resumed = True
         if audio:
             if utt is None:  # speech carrying on after a forced commit
-                utt = _new_utterance(session_id, int(vadlib.timeline_ms(vad_state)))
+                utt = _new_utterance(session_id, vad_state.position_ms)
             if pending_seq is None:
                 pending_seq = seq
             pending_bytes += audio
         if utt is not None:
-            now_ms = int(vadlib.timeline_ms(vad_state))
+            now_ms = vad_state.position_ms
             if now_ms - utt.start_ms >= max_utterance_ms:
                 commit(now_ms)  # the longest utterance: a forced commit, the turn goes on
     flush()
@@ -273,7 +273,17 @@ def clear(state: AudioState) -> tuple[AudioState, Utterance | None]:
     """``input_audio_buffer.clear``: drop the uncommitted audio (the caller deletes it)."""
     vad_state = state.vad
     if vad_state is not None:
-        vad_state = vadlib.reset_utterance(vad_state)
+        # Forget the utterance in progress; a speech candidate starts over from the next chunk.
+        vad_state = replace(
+            vad_state,
+            in_utterance=False,
+            candidate_start=-1,
+            candidate_speech_frames=0,
+            candidate_gap_frames=0,
+            speech_start_ms=-1,
+            silence_ms=0,
+            speculate_fired=False,
+        )
     return replace(state, utterance=None, vad=vad_state), state.utterance
 
 
