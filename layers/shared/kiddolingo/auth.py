@@ -51,7 +51,7 @@ ALGORITHM = "HS256"
 #: A ``Sec-WebSocket-Protocol`` entry carrying the token: ``bearer.<jwt>``.
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 #: ``AUTH_SECRET_PARAMETER`` values with this prefix name a Secrets Manager secret.
-SECRETS_MANAGER_PREFIX = "secretsmanager:"
+SECRETS_MANAGER_PREFIX = "secretsmanager:"  # the same as kiddolingo.secrets
 #: Learner ids end up in DynamoDB items and logs: keep them short.
 MAX_LEARNER_ID_LENGTH = 128
 DEFAULT_TTL_S = 3600 * 8
@@ -247,11 +247,12 @@ def verify_token(
 
 
 def get_auth_secret(settings: Settings) -> str:
-    """The token secret: ``settings.auth_secret`` if set, else the parameter it names.
+    """The token secret: ``settings.auth_secret`` if set, else the secret it names.
 
-    SSM SecureString names are read with decryption; names prefixed ``secretsmanager:`` are
-    Secrets Manager secrets. Both go through Powertools Parameters, cached for
-    ``settings.parameter_cache_s`` seconds across invocations of a warm Lambda container.
+    ``settings.auth_secret_parameter`` is an SSM SecureString name (read with decryption) or
+    ``secretsmanager:<name>``; both are read through Powertools Parameters
+    (:func:`kiddolingo.secrets.get_secret_value`) and cached for ``settings.parameter_cache_s``
+    seconds across the invocations of a warm Lambda container.
     """
     if settings.auth_secret:
         return settings.auth_secret
@@ -262,20 +263,12 @@ def get_auth_secret(settings: Settings) -> str:
             "auth_not_configured",
             "neither AUTH_SECRET nor AUTH_SECRET_PARAMETER is set",
         )
-    from aws_lambda_powertools.utilities import parameters  # lazy: keep cold imports cheap
+    from kiddolingo.secrets import SecretNotFoundError, get_secret_value
 
-    if name.startswith(SECRETS_MANAGER_PREFIX):
-        value: Any = parameters.get_secret(
-            name[len(SECRETS_MANAGER_PREFIX) :], max_age=settings.parameter_cache_s
-        )
-    else:
-        value = parameters.get_parameter(name, decrypt=True, max_age=settings.parameter_cache_s)
-    if isinstance(value, bytes):
-        value = value.decode()
-    secret = str(value or "").strip()
-    if not secret:
-        raise AuthError(500, "auth_not_configured", f"the secret {name!r} is empty")
-    return secret
+    try:
+        return get_secret_value(name, settings.parameter_cache_s)
+    except SecretNotFoundError as exc:
+        raise AuthError(500, "auth_not_configured", "the token secret cannot be read") from exc
 
 
 class AuthSecretProvider:
