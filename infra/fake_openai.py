@@ -442,6 +442,8 @@ class FakeOpenAI:
         self.reply_for: Callable[[list[dict[str, Any]]], str] = demo_reply
         #: When set, requests must carry ``Authorization: Bearer <required_api_key>``.
         self.required_api_key: str | None = None
+        #: Bytes per write of streamed speech (odd values exercise a client's odd-byte carry).
+        self.speech_chunk_bytes = SPEECH_CHUNK_BYTES
         self._transcripts: deque[str] = deque()
         self._replies: deque[str] = deque()
         self._flags: dict[str, dict[str, float]] = {}
@@ -896,9 +898,10 @@ class FakeOpenAI:
             response.content_length = len(pcm)
             await response.prepare(request)
             await self._sleep(latency.speech_first_byte_ms / 1000)
-            interval = latency.speech_chunk_interval_s(SPEECH_CHUNK_BYTES)
-            for start in range(0, len(pcm), SPEECH_CHUNK_BYTES):
-                chunk = pcm[start : start + SPEECH_CHUNK_BYTES]
+            size = max(1, int(self.speech_chunk_bytes))
+            interval = latency.speech_chunk_interval_s(size)
+            for start in range(0, len(pcm), size):
+                chunk = pcm[start : start + size]
                 if abort_at is not None and record.bytes_sent + len(chunk) > abort_at:
                     head = abort_at - record.bytes_sent
                     if head > 0:
