@@ -370,6 +370,7 @@ def test_token_cli_prints_a_dev_token(capsys, monkeypatch, tmp_path):
     printed = capsys.readouterr().out.strip()
     claims = _quiet_verify(printed, token_cli.LOCAL_DEV_AUTH_SECRET)
     assert claims.learner_id == "ana"
+    assert claims.issued_at is not None
     assert claims.expires_at - claims.issued_at == 600
 
 
@@ -379,6 +380,7 @@ def test_token_cli_default_learner_and_ttl(capsys, monkeypatch, tmp_path):
     token_cli.main([])
     claims = _quiet_verify(capsys.readouterr().out.strip(), token_cli.LOCAL_DEV_AUTH_SECRET)
     assert claims.learner_id == token_cli.DEFAULT_LEARNER
+    assert claims.issued_at is not None
     assert claims.expires_at - claims.issued_at == 28800
 
 

@@ -231,7 +231,7 @@ def _expand(node: Any) -> Iterator[Any]:
 
 def _statements(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
     policies = template["Resources"][function]["Properties"].get("Policies", [])
-    statements = []
+    statements: list[dict[str, Any]] = []
     for policy in policies:
         assert isinstance(policy, dict) and "Statement" in policy, (
             f"{function}: only inline statements (no managed policies or policy templates)"
