@@ -11,9 +11,10 @@ How a frame is scored (20 ms frames, :func:`score_frames`)
     (read it as P(loud enough) x P(voiced)), so ``threshold=0.3`` means what it says:
 
     * loudness: the frame's RMS in dBFS over an *adaptive noise floor* (SNR in dB). The floor is
-      a slow-up / fast-down tracker in dB, updated only on frames judged non-speech (by a lightly
-      smoothed probability with instant attack and a short release, the hangover), so speech never
-      drags it up while a new steady noise is absorbed within a couple of seconds;
+      a slow-up / fast-down tracker in dB (a running average over the first second of a
+      session), updated only on frames judged non-speech by a lightly smoothed probability
+      (instant attack, short release: the hangover), so speech never drags it up while a new
+      steady noise is absorbed within a couple of seconds;
     * voicing: the peak of the normalised autocorrelation over pitch lags of 80-500 Hz (children's
       F0 is 200-400 Hz), computed through the FFT over a 40 ms window (the frame and the one
       before it). The power spectrum is band-limited to 100-4000 Hz and tilted by f, which makes
@@ -68,8 +69,8 @@ FRAME_MS = 20
 SAMPLE_RATES = (8000, 16000, 24000)
 
 # --- the probability model (see the module docstring) --------------------------------------
-_SNR_MID_DB = 4.0  # P(loud) = 0.5 at 4 dB over the floor …
-_SNR_SLOPE = 0.5  # … 0.12 at 0 dB, 0.73 at 6 dB, 0.95 at 10 dB
+_SNR_MID_DB = 6.0  # P(loud) = 0.5 at 6 dB over the floor …
+_SNR_SLOPE = 0.5  # … 0.05 at 0 dB, 0.18 at 3 dB, 0.88 at 10 dB
 _VOICING_MID = 0.5  # P(voiced) = 0.5 at a normalised autocorrelation peak of 0.5 …
 _VOICING_SLOPE = 14.0  # … 0.10 for noise (peak <= 0.35), 0.97 for vowels (>= 0.75)
 _PITCH_MIN_HZ = 80.0
@@ -83,6 +84,8 @@ _FLOOR_MIN_DB = -70.0  # below this nothing is "louder than the room": digital s
 _FLOOR_MAX_DB = -10.0
 _FLOOR_DOWN = 0.3  # fast down: ~60 ms time constant
 _FLOOR_UP = 0.02  # slow up: ~1 s time constant
+_FLOOR_WARMUP = 50  # the first non-speech frames of a session are averaged (rate 1/n) …
+_FLOOR_PRIOR_FRAMES = 3  # … the initial floor weighing as 3 frames: one odd frame can't jump it
 _POWER_EPS = 1e-12  # -120 dBFS
 
 # --- segmentation --------------------------------------------------------------------------
@@ -234,6 +237,7 @@ class VadState:
     sample_rate: int
     samples: int = 0
     floor_db: float = _FLOOR_INITIAL_DB
+    floor_frames: int = 0
     smooth: float = 0.0
     in_utterance: bool = False
     candidate_start: int = -1
@@ -269,6 +273,7 @@ class VadState:
             "sample_rate": self.sample_rate,
             "samples": self.samples,
             "floor_db": repr(self.floor_db),
+            "floor_frames": self.floor_frames,
             "smooth": repr(self.smooth),
             "in_utterance": self.in_utterance,
             "candidate_start": self.candidate_start,
@@ -303,7 +308,7 @@ class VadState:
             return float(value)
 
         def blob(key: str) -> bytes:
-            value = item.get(key, b"")
+            value = item[key]
             value = getattr(value, "value", value)  # boto3.dynamodb.types.Binary
             if not isinstance(value, bytes | bytearray | memoryview):
                 raise ValueError(f"VAD state field {key} must be bytes, got {type(value).__name__}")
@@ -317,6 +322,7 @@ class VadState:
                 sample_rate=integer("sample_rate"),
                 samples=integer("samples"),
                 floor_db=real("floor_db"),
+                floor_frames=integer("floor_frames"),
                 smooth=real("smooth"),
                 in_utterance=bool(item["in_utterance"]),
                 candidate_start=integer("candidate_start"),
@@ -432,12 +438,20 @@ def _logistic(z: float) -> float:
 
 
 def _probabilities(
-    power: np.ndarray, voicing: np.ndarray, floor_db: float, smooth: float, gate: float
-) -> tuple[list[float], float, float]:
+    power: np.ndarray,
+    voicing: np.ndarray,
+    floor_db: float,
+    floor_frames: int,
+    smooth: float,
+    gate: float,
+) -> tuple[list[float], float, int, float]:
     """The per-frame recursion: probability, hangover smoothing, noise-floor update.
 
-    Scalar Python floats on purpose: a frame's result then depends on nothing but the frames
-    before it, whatever the chunking.
+    The floor moves only on frames whose smoothed probability is under ``gate`` (the threshold):
+    down fast, up slowly, except during the first ``_FLOOR_WARMUP`` such frames of a session,
+    where it is their running average (the initial -60 dBFS weighing as a few frames), so a room
+    that is noisy from the start is learnt in about a second. Scalar Python floats on purpose:
+    a frame's result then depends on nothing but the frames before it, whatever the chunking.
     """
     probabilities: list[float] = []
     for frame_power, frame_voicing in zip(power.tolist(), voicing.tolist(), strict=True):
@@ -452,9 +466,12 @@ def _probabilities(
             smooth += _SMOOTH_RELEASE * (probability - smooth)
         if smooth < gate:
             rate = _FLOOR_DOWN if level_db < floor_db else _FLOOR_UP
+            if floor_frames < _FLOOR_WARMUP:
+                floor_frames += 1
+                rate = max(rate, 1.0 / (floor_frames + _FLOOR_PRIOR_FRAMES))
             floor_db += rate * (level_db - floor_db)
             floor_db = min(_FLOOR_MAX_DB, max(_FLOOR_MIN_DB, floor_db))
-    return probabilities, floor_db, smooth
+    return probabilities, floor_db, floor_frames, smooth
 
 
 def _context(ring: bytes, frame_bytes: int) -> np.ndarray:
@@ -473,8 +490,8 @@ def score_frames(frames: np.ndarray, state: VadState, config: VadConfig) -> np.n
     power, voicing = frame_features(
         frames, _context(state.ring, config.frame_bytes), config.sample_rate
     )
-    probabilities, _, _ = _probabilities(
-        power, voicing, state.floor_db, state.smooth, config.threshold
+    probabilities, _, _, _ = _probabilities(
+        power, voicing, state.floor_db, state.floor_frames, state.smooth, config.threshold
     )
     return np.asarray(probabilities, dtype=np.float64)
 
@@ -501,8 +518,8 @@ def feed(config: VadConfig, state: VadState, pcm: bytes) -> VadStep:
     frames = np.frombuffer(data, dtype="<i2", count=count * config.frame_samples)
     frames = frames.reshape(count, config.frame_samples)
     power, voicing = frame_features(frames, _context(state.ring, frame_bytes), config.sample_rate)
-    probabilities, floor_db, smooth = _probabilities(
-        power, voicing, state.floor_db, state.smooth, config.threshold
+    probabilities, floor_db, floor_frames, smooth = _probabilities(
+        power, voicing, state.floor_db, state.floor_frames, state.smooth, config.threshold
     )
 
     rate = config.sample_rate
@@ -621,6 +638,7 @@ def feed(config: VadConfig, state: VadState, pcm: bytes) -> VadStep:
         sample_rate=state.sample_rate,
         samples=samples,
         floor_db=floor_db,
+        floor_frames=floor_frames,
         smooth=smooth,
         in_utterance=in_utterance,
         candidate_start=candidate_start,
