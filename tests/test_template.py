@@ -75,10 +75,15 @@ def resources(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]
 
 
 def _sam_cli() -> str | None:
-    candidate = os.environ.get("SAM_CLI") or str(DEFAULT_SAM)
-    if Path(candidate).is_file() and os.access(candidate, os.X_OK):
-        return candidate
-    return shutil.which(candidate) if os.sep not in candidate else None
+    """$SAM_CLI (a path or a command name), else .venv-sam/bin/sam, else None."""
+    for candidate in (os.environ.get("SAM_CLI"), str(DEFAULT_SAM)):
+        if not candidate:
+            continue
+        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+        if os.sep not in candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
 
 
 def _offline_env() -> dict[str, str]:
@@ -96,7 +101,10 @@ def _offline_env() -> dict[str, str]:
 def sam_validate() -> subprocess.CompletedProcess[str]:
     sam = _sam_cli()
     if sam is None:
-        pytest.skip("SAM CLI not found: set SAM_CLI or run `make deps` to create .venv-sam/bin/sam")
+        pytest.skip(
+            f"SAM CLI not found (SAM_CLI={os.environ.get('SAM_CLI')!r}, {DEFAULT_SAM}): "
+            "set SAM_CLI or run `make deps` to create .venv-sam/bin/sam"
+        )
     return subprocess.run(
         [sam, "validate", "--lint", "--template", str(TEMPLATE), "--region", "us-east-1"],
         cwd=REPO,
