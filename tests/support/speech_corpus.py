@@ -28,6 +28,21 @@ NOISE_SNR_DB = 15.0
 
 TOOLS = ("espeak-ng", "sox")
 
+#: The cases :meth:`SpeechCorpus.build` returns, in order.
+CASE_NAMES = (
+    "child_pitch",
+    "slow_speech",
+    "soft_-35dBFS",
+    "inside_pauses",
+    "spanish",
+    "pink_noise_15dB_SNR",
+    "pink_noise_alone",
+    "brown_noise_alone",
+    "white_noise_alone",
+    "cough_bursts",
+    "silence",
+)
+
 
 def missing_tools() -> str | None:
     """Why the corpus cannot be built here, or ``None`` when espeak-ng and sox are installed."""
@@ -362,4 +377,5 @@ class SpeechCorpus:
         if not silence.exists():
             write_pcm(silence, np.zeros(4 * RATE, dtype="<i2"))
         cases.append(self._case("silence", "4 s digital silence", silence, ()))
+        assert tuple(case.name for case in cases) == CASE_NAMES
         return cases
