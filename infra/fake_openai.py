@@ -613,7 +613,7 @@ class FakeOpenAI:
             raise _Aborted
         headers = {}
         if failure.retry_after_ms is not None:
-            headers["retry-after-ms"] = str(failure.retry_after_ms)
+            headers["retry-after-ms"] = f"{failure.retry_after_ms:g}"
         return self._error(failure.status, failure.message, headers)
 
     async def _handle(
