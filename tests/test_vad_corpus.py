@@ -306,28 +306,32 @@ def write_report(path: Path) -> str:
         f"{rate} Hz: {feed_us:.0f} µs (with to_item/from_item {trip_us:.0f} µs)"
         for rate, feed_us, trip_us in bench
     )
+    versions = f"Python {sys.version.split()[0]}, numpy {np.__version__}"
     text = f"""# VAD corpus: ours vs WebRTC VAD
 
-Generated {today} by `.venv/bin/python -m tests.test_vad_corpus` (Python
-{sys.version.split()[0]}, numpy {np.__version__}). The corpus is built by
-`tests/support/speech_corpus.py` with espeak-ng and sox; the assertions live in
-`tests/test_vad_corpus.py`.
+Generated {today} by `.venv/bin/python -m tests.test_vad_corpus` ({versions}).
+The corpus is built by `tests/support/speech_corpus.py` with espeak-ng and sox; the assertions
+live in `tests/test_vad_corpus.py` (`pytest tests/test_vad_corpus.py -s` prints the same table).
 
-Our VAD: `kiddolingo.vad` with the children's defaults (threshold 0.3, prefix padding
-{CONFIG.prefix_padding_ms} ms, silence {CONFIG.silence_duration_ms} ms, min speech
-{CONFIG.min_speech_ms} ms) and `speculative_fraction` {CONFIG.speculative_fraction}, fed 100 ms
-chunks at 24 kHz. WebRTC VAD: `webrtcvad.Vad({WEBRTC_MODE})` on {WEBRTC_FRAME_MS} ms frames of
-the same audio resampled to 16 kHz by sox, its frame decisions run through the same segmentation
-rules (a candidate needs {CONFIG.min_speech_ms} ms of speech frames with gaps of at most
-{vad._CANDIDATE_GAP_MS} ms; the turn stops after {CONFIG.silence_duration_ms} ms without speech).
+- **Ours**: `kiddolingo.vad` with the children's defaults (threshold {CONFIG.threshold},
+  prefix padding {CONFIG.prefix_padding_ms} ms, silence {CONFIG.silence_duration_ms} ms,
+  min speech {CONFIG.min_speech_ms} ms) and speculative fraction {CONFIG.speculative_fraction},
+  fed 100 ms chunks at 24 kHz.
+- **WebRTC VAD**: `webrtcvad.Vad({WEBRTC_MODE})` on {WEBRTC_FRAME_MS} ms frames of the same audio
+  resampled to 16 kHz by sox, its frame decisions run through the same segmentation rules
+  (a turn starts once a candidate holds {CONFIG.min_speech_ms} ms of speech frames with gaps of
+  at most {vad._CANDIDATE_GAP_MS} ms, and stops after {CONFIG.silence_duration_ms} ms without
+  speech). It is a reference only: the tests assert our behaviour.
 
-Turns are `speech_started → speech_stopped` on the audio timeline (ms), with the distance to
-the true onset and end of the speech in brackets. ✓ means the expected outcome (speech: exactly
-one turn that ends; no speech: no turn). Speech frames: the share of frames judged speech.
+Turns are `speech_started → speech_stopped` on the audio timeline (ms), with the distance to the
+true onset and end of the speech in brackets; `…` is a turn that never ended. ✓ is the expected
+outcome (speech: exactly one turn, and it ends; no speech: no turn). Speech frames is the share
+of frames judged speech.
 
 {table}
 
-CPU of `feed()` per 100 ms chunk (`python -m kiddolingo.vad --bench`, this machine): {speed}.
+CPU of `feed()` per 100 ms chunk (`python -m kiddolingo.vad --bench`, this machine):
+{speed}.
 """
     path.write_text(text, encoding="utf-8")
     return text

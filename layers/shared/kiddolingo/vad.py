@@ -544,7 +544,9 @@ def feed(config: VadConfig, state: VadState, pcm: bytes) -> VadStep:
     idle_fired = state.idle_fired
     ring = bytearray(state.ring)
     # Where the candidate's audio begins in the ring (everything before is history).
-    history = len(ring) - (samples - candidate_start) * 2 if candidate_start >= 0 else len(ring)
+    history = len(ring)
+    if candidate_start >= 0:
+        history = max(0, len(ring) - (samples - candidate_start) * 2)
 
     out = bytearray()
     events: list[VadEvent] = []
