@@ -290,8 +290,8 @@ def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
 
 def merged_environment(
     specs: Mapping[str, FunctionSpecLike] | list[FunctionSpecLike],
-    overrides: Mapping[str, str] | None = None,
-) -> dict[str, str]:
+    overrides: Mapping[str, str | None] | None = None,
+) -> dict[str, str | None]:
     """One environment for all functions of the process, as Lambda would give each of them.
 
     Every function's template ``Environment.Variables`` are merged (string values only: an
@@ -327,10 +327,11 @@ def merged_environment(
                 continue
             merged[key] = value
             origin.setdefault(key, spec.logical_id)
+    result: dict[str, str | None] = dict(merged)
     for key, value in (overrides or {}).items():
-        if value is not None:
-            merged[key] = str(value)
-    return merged
+        # None removes the variable (e.g. AWS_PROFILE when pointing at moto).
+        result[key] = None if value is None else str(value)
+    return result
 
 
 class EnvironmentPatch:
@@ -351,7 +352,7 @@ class EnvironmentPatch:
             else:
                 os.environ[key] = value
         self._applied = True
-        _clear_settings_cache()
+        reset_shared_caches()
         return self
 
     def restore(self) -> None:
@@ -363,7 +364,7 @@ class EnvironmentPatch:
             else:
                 os.environ[key] = value
         self._applied = False
-        _clear_settings_cache()
+        reset_shared_caches()
 
     def __enter__(self) -> EnvironmentPatch:
         return self.apply()
@@ -372,10 +373,26 @@ class EnvironmentPatch:
         self.restore()
 
 
-def _clear_settings_cache() -> None:
-    """The shared package caches its settings per process; a new environment needs a new read."""
+def reset_shared_caches() -> None:
+    """Forget what the shared package cached from the previous environment.
+
+    ``kiddolingo`` caches its settings, boto3 session/clients and provider clients per process
+    (per Lambda container); a new local stack (another environment) needs fresh ones. Only
+    modules already imported are touched.
+    """
     settings = sys.modules.get("kiddolingo.settings")
-    getter = getattr(settings, "get_settings", None) if settings else None
-    cache_clear = getattr(getter, "cache_clear", None)
-    if callable(cache_clear):
-        cache_clear()
+    aws = sys.modules.get("kiddolingo.aws")
+    providers = sys.modules.get("kiddolingo.providers")
+    candidates = [
+        getattr(settings, "get_settings", None),
+        getattr(aws, "_session", None),
+        getattr(aws, "_client", None),
+        getattr(aws, "management_client", None),
+    ]
+    for cached in candidates:
+        cache_clear = getattr(cached, "cache_clear", None)
+        if callable(cache_clear):
+            cache_clear()
+    reset = getattr(providers, "reset_providers", None)
+    if callable(reset):
+        reset()
