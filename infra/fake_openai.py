@@ -36,7 +36,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from kiddolingo.audio import WavFormatError, wav_to_pcm16
 
 __all__ = [
@@ -674,12 +674,14 @@ class FakeOpenAI:
         if denied is None and request.content_type == "multipart/form-data":
             reader = await request.multipart()
             async for part in reader:
+                if not isinstance(part, BodyPartReader):
+                    continue  # a nested multipart: not something the API sends
                 if part.name == "file":
-                    record.file = bytes(await part.read())  # type: ignore[union-attr]
-                    record.filename = part.filename  # type: ignore[union-attr]
+                    record.file = bytes(await part.read())
+                    record.filename = part.filename
                     record.file_content_type = part.headers.get("Content-Type")
                 elif part.name:
-                    form[part.name] = await part.text()  # type: ignore[union-attr]
+                    form[part.name] = await part.text()
         record.form = form
         failure, latency = self._record(record)
 

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import numpy as np
@@ -27,7 +28,7 @@ from infra.fake_openai import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-MESSAGES = [{"role": "user", "content": "Hola"}]
+MESSAGES: list[Any] = [{"role": "user", "content": "Hola"}]
 
 
 def client(fake: FakeOpenAI, **kwargs: object) -> openai.AsyncOpenAI:
@@ -111,8 +112,8 @@ def test_chat_stream_is_sse_token_by_token_ending_with_done(fake_openai: FakeOpe
 def test_chat_without_stream_and_with_a_token_limit(fake_openai: FakeOpenAI) -> None:
     async def main() -> tuple[str | None, str | None, str | None]:
         async with client(fake_openai) as c:
-            full = await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
-            short = await c.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
+            full = await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+            short = await c.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=3)
             return (
                 full.choices[0].message.content,
                 short.choices[0].message.content,
@@ -129,7 +130,7 @@ def test_stream_usage_chunk_when_asked(fake_openai: FakeOpenAI) -> None:
         async with client(fake_openai) as c:
             stream = await c.chat.completions.create(
                 model="gpt-4o",
-                messages=MESSAGES,  # type: ignore[arg-type]
+                messages=MESSAGES,
                 stream=True,
                 stream_options={"include_usage": True},
             )
@@ -155,10 +156,9 @@ def test_transcription_response_formats(fake_openai: FakeOpenAI, fmt: str) -> No
 
     async def main() -> object:
         async with client(fake_openai) as c:
-            return await c.audio.transcriptions.create(
-                model="whisper-1",
-                file=("turn.wav", wav(), "audio/wav"),
-                response_format=fmt,  # type: ignore[arg-type]
+            create: Any = c.audio.transcriptions.create
+            return await create(
+                model="whisper-1", file=("turn.wav", wav(), "audio/wav"), response_format=fmt
             )
 
     result = asyncio.run(main())
@@ -294,7 +294,7 @@ def test_latency_profile_is_applied(fake_openai: FakeOpenAI) -> None:
             timings["transcription"] = time.monotonic() - t0
 
             t0 = time.monotonic()
-            stream = await c.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+            stream = await c.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content and "first" not in timings:
                     timings["first"] = time.monotonic() - t0

@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
@@ -60,6 +60,7 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     anyio.EndOfStream,
     anyio.BrokenResourceError,
 )
+_CAUGHT: tuple[type[BaseException], ...] = (openai.OpenAIError, *_TRANSPORT_ERRORS)
 
 
 def map_provider_error(stage: str, exc: BaseException) -> ProviderError:
@@ -95,7 +96,7 @@ def _provider_errors(stage: str) -> Iterator[None]:
         yield
     except ProviderError:
         raise
-    except (openai.OpenAIError, *_TRANSPORT_ERRORS) as exc:
+    except _CAUGHT as exc:
         raise map_provider_error(stage, exc) from exc
 
 
@@ -210,7 +211,7 @@ class OpenAIChatModel:
         with _provider_errors("chat"):
             response = await self._client.get().chat.completions.create(
                 model=self._client.model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=cast(Any, messages),
                 temperature=temperature,
                 max_tokens=max_tokens,
                 stream=True,
