@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from aiohttp import BodyPartReader, web
@@ -147,9 +147,10 @@ class LatencyProfile:
 @dataclass
 class Failure:
     """An injected failure: ``kind`` is ``status`` (answer with ``status``), ``timeout`` (hang
-    for ``hang_s`` before answering, past any sensible client timeout) or ``abort`` (close the
+    for ``hang_s`` before answering, past any sensible client timeout), ``abort`` (close the
     connection: after ``after_bytes`` of a streamed body, half of it by default, or at once
-    for a non-streamed endpoint). ``times=None`` fails until :meth:`FakeOpenAI.reset`."""
+    for a non-streamed endpoint) or ``stall`` (a streamed body stops at that point and hangs
+    for ``hang_s``). ``times=None`` fails until :meth:`FakeOpenAI.reset`."""
 
     endpoint: str
     kind: str = "status"
@@ -508,9 +509,11 @@ class FakeOpenAI:
 
         ``kind="status"`` answers ``status`` with an OpenAI-style error body and, when
         ``retry_after_ms`` is set, a ``retry-after-ms`` header (which keeps the SDK's retries
-        fast in tests). ``kind="timeout"`` hangs for ``hang_s``. ``kind="abort"`` breaks the
-        connection midway through a streamed body (after ``after_bytes``) or at once."""
-        if kind not in ("status", "timeout", "abort"):
+        fast in tests). ``kind="timeout"`` hangs for ``hang_s`` before answering.
+        ``kind="abort"`` breaks the connection midway through a streamed body (after
+        ``after_bytes``, half by default) or at once. ``kind="stall"`` stops a streamed body at
+        the same point and hangs for ``hang_s`` (a read timeout mid-stream), then aborts."""
+        if kind not in ("status", "timeout", "abort", "stall"):
             raise ValueError(f"unknown failure kind {kind!r}")
         failure = Failure(
             _endpoint(endpoint),
@@ -604,9 +607,10 @@ class FakeOpenAI:
         self, request: web.Request, record: RecordedRequest, failure: Failure | None
     ) -> web.StreamResponse | None:
         """Apply an injected failure that happens before any body is sent."""
-        if failure is None or (failure.kind == "abort" and record.endpoint in ("chat", "speech")):
+        streamed = record.endpoint in ("chat", "speech")
+        if failure is None or (failure.kind in ("abort", "stall") and streamed):
             return None
-        if failure.kind == "timeout":
+        if failure.kind in ("timeout", "stall"):
             await self._hang(failure.hang_s)
             return self._error(504, "injected timeout")
         if failure.kind == "abort":
@@ -854,7 +858,7 @@ class FakeOpenAI:
         interval = latency.token_interval_s()
         for index, data in enumerate(events):
             if abort_at is not None and record.bytes_sent + len(data) > abort_at:
-                raise _Aborted
+                await self._break_stream(failure)
             if 1 < index <= len(tokens) + 1:
                 await self._sleep(interval)  # paced between content tokens
             await self._write(response, record, data)
@@ -863,9 +867,14 @@ class FakeOpenAI:
         await response.write_eof()
         return response
 
+    async def _break_stream(self, failure: Failure | None) -> NoReturn:
+        if failure is not None and failure.kind == "stall":
+            await self._hang(failure.hang_s)
+        raise _Aborted
+
     @staticmethod
     def _abort_point(failure: Failure | None, total: int) -> int | None:
-        if failure is None or failure.kind != "abort":
+        if failure is None or failure.kind not in ("abort", "stall"):
             return None
         return failure.after_bytes if failure.after_bytes is not None else total // 2
 
@@ -908,7 +917,7 @@ class FakeOpenAI:
                     head = abort_at - record.bytes_sent
                     if head > 0:
                         await self._write(response, record, chunk[:head])
-                    raise _Aborted
+                    await self._break_stream(failure)
                 if start:
                     await self._sleep(interval)
                 await self._write(response, record, chunk)

@@ -538,6 +538,33 @@ def test_a_chat_stream_broken_midway_is_a_connection_error_and_not_retried(
     assert len(fake_openai.requests("chat")) == 1
 
 
+@pytest.mark.parametrize("endpoint", ["chat", "speech"])
+def test_a_stream_that_stalls_midway_times_out_and_is_not_retried(
+    fake_openai: FakeOpenAI, fake_openai_settings: Settings, endpoint: str
+) -> None:
+    fake_openai.script_replies(" ".join(["uno", "dos", "tres"] * 20))
+    fake_openai.fail(endpoint, kind="stall")
+    settings = tuned(fake_openai_settings, provider_timeout_s=0.3)
+    received: list[object] = []
+
+    async def body(p: Providers) -> None:
+        stream = (
+            p.chat.stream(MESSAGES, temperature=0.7, max_tokens=500)
+            if endpoint == "chat"
+            else p.speech.stream("Una frase para hablar un buen rato.", voice="nova")
+        )
+        async for item in stream:
+            received.append(item)
+
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeoutError) as info:
+        with_providers(settings, body)
+    assert time.monotonic() - started < 2.0
+    assert info.value.stage == endpoint and info.value.retryable
+    assert received  # part of the stream arrived before the stall
+    assert len(fake_openai.requests(endpoint)) == 1
+
+
 def test_a_speech_stream_broken_midway_is_a_connection_error(
     fake_openai: FakeOpenAI, fake_openai_settings: Settings
 ) -> None:
