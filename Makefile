@@ -4,9 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The SAM CLI lives in its own environment (its pins clash with ours) on Python 3.12+,
-# which `sam build` needs for the python3.12 runtime.
-SAM_PYTHON ?= $(shell command -v python3.12 || command -v python3.13 || command -v python3)
+# The SAM CLI lives in its own environment (its pins clash with ours), on the first Python
+# 3.12+ that actually runs (`sam build` needs one for the python3.12 runtime; pyenv shims of
+# inactive versions do not run), else on python3 (enough for `sam validate`).
+SAM_PYTHON ?= $(shell for p in python3.12 python3.13 $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3); do \
+	$$p -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+ifeq ($(SAM_PYTHON),)
+SAM_PYTHON := python3
+endif
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system

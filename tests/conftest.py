@@ -32,6 +32,28 @@ def _reset_process_caches() -> None:
     reset_providers()
 
 
+def _serialize_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every moto request atomic, as each real DynamoDB/S3 call is.
+
+    moto's in-process backends are not thread-safe (concurrent UpdateItems on one item can
+    raise "dictionary changed size during iteration"); the handlers run concurrently in the
+    concurrency tests, exactly as API Gateway invokes them, so the mock must be as atomic per
+    call as the real services.
+    """
+    import threading
+
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    original = BotocoreStubber.__call__
+
+    def atomic(self, *args, **kwargs):
+        with lock:
+            return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", atomic)
+
+
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch, fake_openai) -> Iterator:
     """moto S3 + DynamoDB from the template, the real handlers, posts captured per message,
@@ -49,6 +71,7 @@ def stack(monkeypatch: pytest.MonkeyPatch, fake_openai) -> Iterator:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     for var in ("AUTH_SECRET_PARAMETER", "OPENAI_API_KEY_PARAMETER"):
         monkeypatch.delenv(var, raising=False)
+    _serialize_moto(monkeypatch)
     with mock_aws():
         _reset_process_caches()
         aws_stack.create_resources()

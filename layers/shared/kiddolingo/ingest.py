@@ -39,7 +39,7 @@ from .audio import bytes_to_ms
 from .chunks import chunk_key
 
 #: Bounded so a runaway client cannot grow the connection item toward DynamoDB's 400 KB.
-MAX_PARKED_CHUNKS = 24
+MAX_PARKED_CHUNKS = 40
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,8 @@ class Tutor:
                     error_type="server_error",
                 )
             )
-        except ConflictError:
+        except ConflictError as exc:
+            log.warning("gave up after repeated write conflicts: %s", exc)
             self.post(
                 error_event(
                     "busy", "Too many events at once; please try again.", error_type="server_error"
@@ -156,59 +157,45 @@ class Tutor:
     # input_audio_buffer.append --------------------------------------------------------
 
     def _on_input_audio_buffer_append(self, conn: dict[str, Any], event: ClientEvent) -> None:
+        """Order, run the VAD, store speech; see ``kiddolingo.ingest`` for the sequencing."""
         pcm = decode_audio(event)
         if not pcm:
             return
         hinted = event.sequence
-        for attempt in range(MAX_APPEND_ATTEMPTS):
-            if attempt:
-                conn = self.store.get_connection(self.connection_id) or {}
-                if not conn:
-                    return
+        own: bytes | None = pcm  # None once our chunk is processed (we may go on closing gaps)
+        to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance]] = []
+        for _ in range(MAX_APPEND_ATTEMPTS):
             cfg = SessionConfig.from_item(conn.get("cfg"))
             state = ingestlib.AudioState.from_connection(conn)
             now_s = int(time.time())
             count = state.rate_count + 1 if state.rate_window == now_s else 1
-            if count > self.settings.max_appends_per_second:
-                raise ProtocolError(
-                    "rate_limited",
-                    f"Too much audio: at most {self.settings.max_appends_per_second} appends per "
-                    "second. Send about one append every 100 ms.",
-                    event_id=event.event_id,
-                    error_type="rate_limit_error",
-                )
-            seq = hinted if hinted is not None else state.next_seq
-            if seq < state.next_seq or seq in state.pending:
-                return  # a duplicate delivery: already processed or parked
-            if seq > state.next_seq:
-                if len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS:
+            run: list[tuple[int, bytes]] = []
+            if own is not None:
+                if count > self.settings.max_appends_per_second:
                     raise ProtocolError(
-                        "audio_out_of_order",
-                        f"Audio chunk #{seq} arrived while #{state.next_seq} is still missing.",
+                        "rate_limited",
+                        f"Too much audio: at most {self.settings.max_appends_per_second} appends "
+                        "per second. Send about one append every 100 ms.",
                         event_id=event.event_id,
+                        error_type="rate_limit_error",
                     )
-                try:
-                    self.store.update_connection(
-                        self.connection_id,
-                        "SET pend.#s = :a, aver = :n, rlw = :w, rln = :c",
-                        {
-                            ":a": pcm,
-                            ":n": state.version + 1,
-                            ":v": state.version,
-                            ":w": now_s,
-                            ":c": count,
-                        },
-                        names={"#s": str(seq)},
-                        condition="aver = :v",
-                    )
-                except ConflictError:
+                seq = hinted if hinted is not None else state.next_seq
+                if seq < state.next_seq or seq in state.pending:
+                    break  # a duplicate delivery: already processed or parked
+                if seq > state.next_seq:
+                    if self._park(state, seq, own, now_s, count, event.event_id):
+                        break
+                    conn = self.store.get_connection(self.connection_id) or {}
+                    if not conn:
+                        return
                     continue
-                return
-            run = [(seq, pcm)]
-            nxt = seq + 1
+                run.append((seq, own))
+            nxt = state.next_seq + len(run)
             while nxt in state.pending:
                 run.append((nxt, state.pending[nxt]))
                 nxt += 1
+            if not run:
+                break
             vad_cfg = (
                 ingestlib.vad_config(
                     cfg.turn_detection, cfg.input_rate, self.settings.speculative_fraction
@@ -233,18 +220,59 @@ class Tutor:
                 and conn.get("cancel") != conn.get("resp")
             )
             try:
-                self._commit_audio(
+                after = self._commit_audio(
                     state, result, now_s, count, cancel=conn.get("resp") if barge_in else None
                 )
             except ConflictError:
+                conn = self.store.get_connection(self.connection_id) or {}
+                if not conn:
+                    return
                 continue
+            own = None
             for ev in result.events:
                 self.post(ev)
-            for utt in result.committed:
-                if cfg.create_response:
-                    self.run_turn(conn, cfg, utt)
-            return
-        raise ConflictError("append: too many concurrent writers")
+            if cfg.create_response:
+                to_run += [(conn, cfg, utt) for utt in result.committed]
+            # A chunk parked while we worked sits at the new watermark: we close that gap too.
+            conn = after or {}
+            if not conn or int(conn.get("seq", 0)) not in {
+                int(k) for k in (conn.get("pend") or {})
+            }:
+                break
+        else:
+            raise ConflictError("append: too many concurrent writers")
+        for conn_, cfg_, utt in to_run:
+            self.run_turn(conn_, cfg_, utt)
+
+    def _park(
+        self,
+        state: ingestlib.AudioState,
+        seq: int,
+        pcm: bytes,
+        now_s: int,
+        count: int,
+        event_id: str | None,
+    ) -> bool:
+        """Park a chunk that is ahead of the watermark. False: the watermark reached it."""
+        if len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS:
+            raise ProtocolError(
+                "audio_out_of_order",
+                f"Audio chunk #{seq} arrived while #{state.next_seq} is still missing.",
+                event_id=event_id,
+            )
+        try:
+            # Only "still ahead of the watermark" is checked, not the version: parking never
+            # makes the invocation that closes the gap lose its race (no livelock in a burst).
+            self.store.update_connection(
+                self.connection_id,
+                "SET pend.#s = :a, rlw = :w, rln = :c",
+                {":a": pcm, ":w": now_s, ":c": count, ":mine": seq},
+                names={"#s": str(seq)},
+                condition="seq < :mine",
+            )
+            return True
+        except ConflictError:
+            return False
 
     def _commit_audio(
         self,
@@ -253,7 +281,8 @@ class Tutor:
         now_s: int,
         count: int,
         cancel: str | None = None,
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        """The conditional write of the audio state; returns the item as written (ALL_NEW)."""
         st = result.state
         sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
         values: dict[str, Any] = {
@@ -284,8 +313,13 @@ class Tutor:
             names[f"#p{i}"] = str(seq)
             removes.append(f"pend.#p{i}")
         expr = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        self.store.update_connection(
-            self.connection_id, expr, values, names or None, condition="aver = :v"
+        return self.store.update_connection(
+            self.connection_id,
+            expr,
+            values,
+            names or None,
+            condition="aver = :v",
+            return_values="ALL_NEW",
         )
 
     # input_audio_buffer.commit / clear ------------------------------------------------
@@ -438,7 +472,9 @@ class Tutor:
         try:
             runtime.run(self._turn(conn, cfg, utt))
         except ConnectionGoneError:
-            self.store.delete_connection(self.connection_id)
+            # 410 mid-turn: clean up *this* connection (item, open utterance); the session
+            # stays for a resume.
+            self.disconnect()
         finally:
             if utt is not None:
                 try:
@@ -474,7 +510,8 @@ class Tutor:
                     )
                 )
                 log.warning("transcription failed", extra={"kind": exc.kind})
-                user_text = None
+                # The child still hears a friendly apology; nothing enters the history.
+                await self._apologize_for(exc, cfg, providers)
                 return
             transcription_ms = (time.monotonic() - t0) * 1000
             await self._apost(
@@ -530,6 +567,36 @@ class Tutor:
         outcome.timings.transcription_ms = transcription_ms
         self.last_turn = outcome
         await asyncio.to_thread(self._end_response, sid, response_id, utt, outcome)
+        if outcome.reason == "connection_gone":
+            # What was heard is in the history; now clean up the connection (run_turn).
+            raise ConnectionGoneError(self.connection_id)
+
+    async def _apologize_for(self, exc: Any, cfg: SessionConfig, providers: Any) -> None:
+        """A turn that failed before the reply: the apology alone, outside the history."""
+        from .turn import TurnRequest, TurnRunner
+
+        response_id, item_id = new_id("resp"), new_id("item")
+        runner = TurnRunner(
+            chat=providers.chat,
+            speech=providers.speech,
+            moderator=None,
+            poster=_Poster(self.messenger),
+            control=_Control(self.store, self.connection_id, response_id),
+            deadline_s=self.settings.turn_deadline_s,
+        )
+        req = TurnRequest(
+            response_id=response_id,
+            item_id=item_id,
+            messages_for=lambda _text: [],
+            voice=cfg.voice,
+            target_language=cfg.target_language,
+            temperature=self.settings.chat_temperature,
+            max_tokens=self.settings.chat_max_tokens,
+            moderation=False,
+        )
+        self.last_turn = await runner.fail(req, exc)
+        if self.last_turn.reason == "connection_gone":
+            raise ConnectionGoneError(self.connection_id)
 
     def _providers(self) -> Any:
         if self._providers_factory is not None:
@@ -542,9 +609,7 @@ class Tutor:
         await asyncio.to_thread(self.messenger.post, event)
 
     def _begin_response(self, sid: str, response_id: str, item_id: str) -> None:
-        self.store.update_connection(
-            self.connection_id, "SET resp = :r REMOVE cancel", {":r": response_id}
-        )
+        self.store.update_connection(self.connection_id, "SET resp = :r", {":r": response_id})
         self.store.mutate_session(
             sid,
             lambda item: {
@@ -570,8 +635,7 @@ class Tutor:
                 assistant = assistant_item(outcome.item_id, outcome.segments)
                 if resp.get("id") == response_id and resp.get("trunc") is not None:
                     assistant, _ = truncate_item(assistant, resp["trunc"])
-                if assistant["text"]:
-                    hist.append(assistant)
+                hist.append(assistant)  # an empty text is skipped by the chat context
             updates: dict[str, Any] = {
                 "hist": trim_history(hist, 2 * self.settings.max_history_messages)
             }

@@ -285,13 +285,19 @@ class SessionStore:
 
     def response_state(self, connection_id: str, response_id: str) -> str:
         """``active``, ``cancelled`` or ``gone`` (the connection closed)."""
+        # pk is projected too: without it, a live connection with neither attribute would come
+        # back as an empty item and read as "gone".
         item = self._get(
-            conn_key(connection_id), projection="#c, #r", names={"#c": "cancel", "#r": "resp"}
+            conn_key(connection_id),
+            projection="pk, #c, #r",
+            names={"#c": "cancel", "#r": "resp"},
         )
         if item is None:
             return "gone"
         if item.get("cancel") == response_id:
             return "cancelled"
+        if item.get("resp") not in (None, response_id):
+            return "cancelled"  # a newer response took over this connection
         return "active"
 
     def cancel_response(self, connection_id: str, response_id: str | None = None) -> str | None:

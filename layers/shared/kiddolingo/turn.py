@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from .audio import bytes_to_ms
 from .conversation import Segment, apology, join_segments, safe_redirect
+from .messenger import ConnectionGoneError
 from .protocol import server_event
 from .providers.errors import ProviderError
 from .speech_text import SentenceSplitter, strip_for_speech
@@ -213,30 +214,49 @@ class TurnRunner:
     async def respond(self, req: TurnRequest, user_text: str | None) -> TurnOutcome:
         """Stream a reply to ``user_text`` (``None``: reply to the history as it stands)."""
         outcome = TurnOutcome(req.response_id, req.item_id, "in_progress", user_text=user_text)
-        await self.poster.post(
-            server_event("response.created", response=self._response(req, "in_progress"))
-        )
         try:
-            await asyncio.wait_for(self._stream(req, user_text, outcome), self.deadline_s)
-            outcome.status = "completed"
-        except Cancelled as exc:
-            outcome.status, outcome.reason = "cancelled", exc.reason
-        except (ProviderError, TimeoutError) as exc:
-            perr = (
-                exc
-                if isinstance(exc, ProviderError)
-                else ProviderError(
-                    "turn",
-                    "timeout",
-                    retryable=False,
-                    status=None,
-                    message="turn deadline exceeded",
-                )
+            await self.poster.post(
+                server_event("response.created", response=self._response(req, "in_progress"))
             )
-            outcome.status, outcome.error = "failed", perr
-            log.warning("turn failed", extra={"stage": perr.stage, "kind": perr.kind})
+            try:
+                await asyncio.wait_for(self._stream(req, user_text, outcome), self.deadline_s)
+                outcome.status = "completed"
+            except Cancelled as exc:
+                outcome.status, outcome.reason = "cancelled", exc.reason
+            except (ProviderError, TimeoutError) as exc:
+                perr = (
+                    exc
+                    if isinstance(exc, ProviderError)
+                    else ProviderError(
+                        "turn",
+                        "timeout",
+                        retryable=False,
+                        status=None,
+                        message="turn deadline exceeded",
+                    )
+                )
+                outcome.status, outcome.error = "failed", perr
+                log.warning("turn failed", extra={"stage": perr.stage, "kind": perr.kind})
+                await self._apologize(req, outcome)
+            await self._finish(req, outcome)
+        except ConnectionGoneError:
+            # 410: the child's connection is gone. Stop; the caller keeps what was heard and
+            # cleans up that connection (reason ``connection_gone``).
+            outcome.status, outcome.reason = "cancelled", "connection_gone"
+        return outcome
+
+    async def fail(self, req: TurnRequest, error: ProviderError) -> TurnOutcome:
+        """A turn that failed before there was anything to answer (transcription): the child
+        hears the apology and ``response.done`` says ``failed``."""
+        outcome = TurnOutcome(req.response_id, req.item_id, "failed", error=error)
+        try:
+            await self.poster.post(
+                server_event("response.created", response=self._response(req, "in_progress"))
+            )
             await self._apologize(req, outcome)
-        await self._finish(req, outcome)
+            await self._finish(req, outcome)
+        except ConnectionGoneError:
+            outcome.status, outcome.reason = "cancelled", "connection_gone"
         return outcome
 
     async def _finish(self, req: TurnRequest, outcome: TurnOutcome) -> None:
@@ -258,7 +278,7 @@ class TurnRunner:
                     "message": "The tutor could not answer.",
                 },
             }
-        elif outcome.user_flagged:
+        elif outcome.user_flagged or outcome.reason == "content_filter":
             details = {"type": "completed", "reason": "content_filter"}
         await self.poster.post(
             server_event(
@@ -286,7 +306,8 @@ class TurnRunner:
             for s in sentences:
                 yield s
 
-        await self._speak(req, gen(), outcome)
+        # Only our own fixed texts come this way (apology, redirect): no moderation round trip.
+        await self._speak(req, gen(), outcome, moderate=False)
 
     async def _stream(self, req: TurnRequest, user_text: str | None, outcome: TurnOutcome) -> None:
         t = outcome.timings
@@ -327,6 +348,10 @@ class TurnRunner:
         ok = await self._speak(req, sentences(), outcome, gate=gate)
         if not ok:
             await self._redirect(req, outcome)
+        elif outcome.reason == "content_filter":
+            # A reply sentence was flagged: it and the rest are never spoken; the child hears
+            # the gentle redirect after what was already said.
+            await self._speak_sentences(req, [safe_redirect(req.target_language)], outcome)
 
     async def _redirect(self, req: TurnRequest, outcome: TurnOutcome) -> None:
         """The child said something unsafe: a gentle redirect, never the flagged content."""
@@ -340,8 +365,12 @@ class TurnRunner:
         sentences: AsyncIterator[str],
         outcome: TurnOutcome,
         gate: Callable[[], Awaitable[bool]] | None = None,
+        moderate: bool = True,
     ) -> bool:
-        """Synthesize and post sentence by sentence, one sentence ahead. False: gate refused."""
+        """Synthesize and post sentence by sentence, one sentence ahead. False: gate refused.
+
+        ``moderate=False`` for our own fixed texts (the apology, the redirect): they must reach
+        the child even while the moderation endpoint is down."""
         t = outcome.timings
         jobs: asyncio.Queue[SpeechJob | None] = asyncio.Queue(maxsize=1)
         producer_error: list[BaseException] = []
@@ -349,26 +378,31 @@ class TurnRunner:
 
         async def produce() -> None:
             try:
-                async for sentence in sentences:
-                    if not sentence.strip():
-                        continue
-                    if (
-                        req.moderation
-                        and self.moderator is not None
-                        and strip_for_speech(sentence).strip()
-                    ):
-                        verdict = await self.moderator.check(sentence)
-                        if verdict.flagged:
-                            # A flagged reply is never spoken: stop here.
-                            outcome.reason = "content_filter"
-                            break
-                    job = SpeechJob(self.speech, sentence, req.voice, t)
-                    live.append(job)
-                    await jobs.put(job)  # blocks while one sentence is already waiting
+                async with contextlib.aclosing(sentences):
+                    async for sentence in sentences:
+                        if not sentence.strip():
+                            continue
+                        if (
+                            moderate
+                            and req.moderation
+                            and self.moderator is not None
+                            and strip_for_speech(sentence).strip()
+                        ):
+                            verdict = await self.moderator.check(sentence)
+                            if verdict.flagged:
+                                # A flagged reply is never spoken: stop here.
+                                outcome.reason = "content_filter"
+                                break
+                        job = SpeechJob(self.speech, sentence, req.voice, t)
+                        live.append(job)
+                        await jobs.put(job)  # blocks while one sentence is already waiting
+            except asyncio.CancelledError:
+                # The poster stopped (cancel, 410, a failure): nobody waits for the end marker,
+                # and putting it into a full queue would hang here until the turn deadline.
+                raise
             except BaseException as exc:
                 producer_error.append(exc)
-            finally:
-                await jobs.put(None)
+            await jobs.put(None)
 
         producer = asyncio.create_task(produce())
         gated = gate is None
@@ -448,7 +482,7 @@ class TurnRunner:
                         if keep
                         else Segment("", ms)
                     )
-                if seg.text:
-                    outcome.segments.append(seg)
-                    if self.on_segment is not None:
-                        await self.on_segment(seg)
+                # Kept even when no whole word was heard: the item exists for a truncate.
+                outcome.segments.append(seg)
+                if self.on_segment is not None:
+                    await self.on_segment(seg)
