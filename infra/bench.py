@@ -1,0 +1,1521 @@
+"""``make bench``: voice-to-voice latency and the cost of the audio-chunk path, measured.
+
+A simulated child holds a scripted conversation with the tutor through the **real handlers**
+(``infra.template.functions()`` loaded by ``infra.lambda_runtime.LambdaFunction``, the same code
+Lambda runs), over S3 and DynamoDB under moto's ``mock_aws`` (built by
+``infra.template.create_resources``), against the fake OpenAI-compatible server
+(``infra.fake_openai``) with a fixed latency profile, through the real ``openai`` SDK.
+
+The child speaks real speech (espeak-ng when installed, else a synthetic voiced signal) in
+100 ms ``input_audio_buffer.append`` events **in real time**, with server VAD on (children's
+defaults, ``silence_duration_ms`` 1200), then keeps streaming room noise, as a microphone does.
+Every append is its own invocation, started from a worker thread on the 100 ms clock, so the
+sender keeps its pace while the invocation that detects the end of speech runs the turn inline.
+Posts to the connection are captured message by message by a botocore ``before-call`` hook
+(moto concatenates them), which also counts every AWS call of every invocation.
+
+Figures (p50 and p95 over the turns):
+
+* ``speech_stopped`` delay: the ``input_audio_buffer.speech_stopped`` post minus the wall time
+  the last speech chunk was sent (the last speech sample is the last sample of that chunk);
+* voice-to-voice: last speech sample sent → first ``response.output_audio.delta`` posted;
+* floor: silence window + transcription + time to the first sentence (chat first token + the
+  tokens of the first sentence / tokens per second) + speech first byte, per turn from its reply;
+* overhead over the floor; the speculative target (silence window + speech first byte + 150 ms);
+* the brief's sequential design as the baseline, on the same fake server and profile through
+  the real SDK (whole transcription, non-streamed chat completion, whole speech with the
+  non-streaming ``audio.speech.create``, then "send"): silence window + that pipeline; the ratio;
+* AWS calls (DynamoDB + S3 + posts) per append that does not end a turn, and per turn;
+* CPU per 100 ms of audio on the chunk path: ``time.thread_time()`` around the append
+  invocations that do not end a turn, minus the CPU moto spends emulating AWS in that thread
+  (measured between a first and a last ``before-send`` hook), per 100 ms of audio;
+* cold-start import time of each handler module, in a fresh interpreter (and whether the chunk
+  path imported ``openai``);
+* S3 writes per minute of conversation.
+
+The per-turn server figures (transcription, chat first token, speech first byte) come from
+``kiddolingo.metrics.turn_figures`` applied to each turn's outcome: the numbers the EMF metrics
+emit. Prints a table; ``BENCH_JSON=path`` also writes the figures as JSON.
+
+    python -m infra.bench [--turns N] [--transcription-ms MS] [--chat-first-token-ms MS]
+                          [--tokens-per-s N] [--speech-first-byte-ms MS] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import contextvars
+import copy
+import datetime as dt
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import wave
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS_DIR = ROOT / "events"
+
+TABLE = "kiddolingo-bench-sessions"
+BUCKET = "kiddolingo-bench-audio"
+RATE = 24_000
+CHUNK_MS = 100
+CHUNK_SAMPLES = RATE * CHUNK_MS // 1000
+CHUNK_BYTES = CHUNK_SAMPLES * 2
+CONNECTION_ID = "BenchConnAAAAA="
+#: Room noise under everything the microphone sends (dBFS-ish RMS of the Gaussian noise).
+NOISE_RMS = 20.0
+LEAD_SILENCE_MS = 600
+AFTER_REPLY_SILENCE_MS = 300
+#: Give up on a turn whose first audio has not arrived this long after the speech ended.
+TURN_TIMEOUT_S = 20.0
+SPECULATIVE_SLACK_MS = 150.0
+FLOOR_SLACK_MS = 60.0
+
+#: What the child says (espeak-ng speaks it) and what the tutor answers, turn by turn.
+CHILD_PHRASES = (
+    "Hello, my name is Ana.",
+    "I am fine, thank you.",
+    "My favorite color is blue.",
+    "Yes, I have a little dog.",
+    "I am seven years old.",
+    "Can we play a game?",
+    "I like apples and bananas.",
+    "Goodbye, see you tomorrow.",
+)
+TUTOR_REPLIES = (
+    "¡Hola, Ana! 😊 (Hello, Ana!) ¿Cómo estás hoy? (How are you today?)",
+    "¡Muy bien! 👍 (Very good!) ¿Cuál es tu color favorito? (What is your favorite color?)",
+    "¡El azul es precioso! 💙 (Blue is lovely!) ¿Tienes una mascota? (Do you have a pet?)",
+    "¡Un perrito! 🐶 (A little dog!) El perro dice guau. (The dog says woof.)",
+    "¡Siete años! ⭐ (Seven years old!) ¡Eres muy lista! (You are very clever!)",
+    "¡Sí, vamos a jugar! 🎲 (Yes, let's play!) ¿Qué animal es este? (What animal is this?)",
+    "¡Qué rico! 🍎 (Yummy!) La manzana es roja. (The apple is red.)",
+    "¡Adiós, Ana! 👋 (Goodbye, Ana!) ¡Hasta mañana! (See you tomorrow!)",
+)
+
+#: Every top-level key of the JSON output that is a figure (the test checks them all).
+FIGURE_KEYS = (
+    "speech_stopped_delay_p50_ms",
+    "speech_stopped_delay_p95_ms",
+    "voice_to_voice_p50_ms",
+    "voice_to_voice_p95_ms",
+    "floor_p50_ms",
+    "floor_p95_ms",
+    "overhead_p50_ms",
+    "overhead_p95_ms",
+    "speculative_target_p50_ms",
+    "sequential_p50_ms",
+    "sequential_p95_ms",
+    "speedup_vs_sequential",
+    "aws_calls_per_append_mean",
+    "aws_calls_per_append_max",
+    "aws_calls_per_turn_mean",
+    "aws_calls_per_turn_max",
+    "cpu_ms_per_100ms_audio",
+    "cpu_ms_per_100ms_audio_with_moto",
+    "import_ms_audio",
+    "import_ms_connect",
+    "import_ms_disconnect",
+    "s3_writes_per_minute",
+)
+
+
+# ------------------------------------------------------------------------------ the profile
+
+
+def _profile(args: argparse.Namespace) -> Any:
+    from infra.fake_openai import LatencyProfile
+
+    base = LatencyProfile.zero() if args.quick else LatencyProfile.realistic()
+    changes = {
+        name: value
+        for name, value in (
+            ("transcription_ms", args.transcription_ms),
+            ("chat_first_token_ms", args.chat_first_token_ms),
+            ("chat_tokens_per_s", args.tokens_per_s),
+            ("speech_first_byte_ms", args.speech_first_byte_ms),
+            ("speech_realtime_factor", args.speech_realtime_factor),
+            ("moderation_ms", args.moderation_ms),
+        )
+        if value is not None
+    }
+    return replace(base, **changes)
+
+
+def _profile_dict(profile: Any) -> dict[str, float | None]:
+    return {
+        k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in vars(profile).items()
+    }
+
+
+def first_sentence_tokens(reply: str) -> int:
+    """How many chat tokens of ``reply`` arrive before the first sentence can be released.
+
+    The fake streams ``chat_tokens(reply)`` one by one; the turn's sentence splitter releases a
+    sentence once the character after it has arrived, i.e. with token index ``k`` (0-based),
+    which arrives ``k / tokens_per_s`` after the first token.
+    """
+    from kiddolingo.speech_text import SentenceSplitter
+
+    from infra.fake_openai import chat_tokens
+
+    splitter = SentenceSplitter()
+    tokens = chat_tokens(reply)
+    for index, token in enumerate(tokens):
+        if splitter.feed(token):
+            return index
+    return len(tokens)
+
+
+def first_sentence_ms(profile: Any, reply: str) -> float:
+    """Chat first token + the tokens of the first sentence at the profile's token rate."""
+    interval_ms = profile.token_interval_s() * 1000.0
+    return profile.chat_first_token_ms + first_sentence_tokens(reply) * interval_ms
+
+
+def floor_ms(profile: Any, reply: str, silence_ms: float) -> float:
+    return (
+        silence_ms
+        + profile.transcription_ms
+        + first_sentence_ms(profile, reply)
+        + profile.speech_first_byte_ms
+    )
+
+
+#: Where the overhead over the floor goes: (name, from post, to post, what the profile spends).
+STAGES = (
+    (
+        "end of speech → speech_stopped posted, past the silence window",
+        None,
+        "input_audio_buffer.speech_stopped",
+        "silence",
+    ),
+    (
+        "speech_stopped → transcript posted, past transcription",
+        "input_audio_buffer.speech_stopped",
+        "conversation.item.input_audio_transcription.completed",
+        "transcription",
+    ),
+    (
+        "transcript → response.created",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        None,
+    ),
+    (
+        "response.created → first sentence's text posted, past chat to the first sentence",
+        "response.created",
+        "response.output_audio_transcript.delta",
+        "first_sentence",
+    ),
+    (
+        "first sentence's text → first audio delta, past speech first byte",
+        "response.output_audio_transcript.delta",
+        "response.output_audio.delta",
+        "speech",
+    ),
+)
+
+
+def overhead_breakdown(
+    timeline: dict[str, float], profile: Any, reply: str, silence_ms: float
+) -> dict[str, float]:
+    """The overhead over the floor, stage by stage (the stages add up to the overhead)."""
+    spent = {
+        "silence": float(silence_ms),
+        "transcription": profile.transcription_ms,
+        "first_sentence": first_sentence_ms(profile, reply),
+        "speech": profile.speech_first_byte_ms,
+        None: 0.0,
+    }
+    out: dict[str, float] = {}
+    for name, start, end, budget in STAGES:
+        if end not in timeline or (start is not None and start not in timeline):
+            continue
+        begin = 0.0 if start is None else timeline[start]
+        out[name] = round(timeline[end] - begin - spent[budget], 1)
+    return out
+
+
+# ------------------------------------------------------------------------------ the child
+
+
+def _noise(n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.normal(0.0, NOISE_RMS, n_samples)
+
+
+def _to_pcm(samples: np.ndarray) -> bytes:
+    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+
+
+def _read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as w:
+        rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+        data = w.readframes(w.getnframes())
+    if width != 2:
+        raise ValueError("espeak-ng wrote a WAV that is not 16-bit")
+    samples = np.frombuffer(data, dtype="<i2").astype(np.float64)
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
+    if rate != RATE:
+        n_out = round(len(samples) * RATE / rate)
+        samples = np.interp(np.arange(n_out) * rate / RATE, np.arange(len(samples)), samples)
+    return samples
+
+
+def _espeak(text: str) -> np.ndarray | None:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.wav"
+        done = subprocess.run(
+            [exe, "-v", "en+f3", "-p", "70", "-s", "140", "-w", str(path), text],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0 or not path.exists():
+            return None
+        return _read_wav(path)
+
+
+def _synthetic_voice(text: str) -> np.ndarray:
+    """A child-like voiced signal: ~260 Hz harmonics, four syllables a second."""
+    seconds = max(1.0, 0.07 * len(text))
+    t = np.arange(int(seconds * RATE)) / RATE
+    f0 = 260.0 + 25.0 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    voice = sum(np.sin(k * phase) / k for k in range(1, 8))
+    syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t - np.pi / 2)
+    return 6000.0 * voice * syllables
+
+
+def speech_chunks(text: str, rng: np.random.Generator) -> tuple[list[bytes], bytes, str]:
+    """The phrase as 100 ms chunks whose last chunk ends with the last speech sample.
+
+    Returns the chunks (speech plus room noise, padded at the front to whole chunks), the
+    utterance audio (for the sequential baseline) and where the speech came from.
+    """
+    voice = _espeak(text)
+    source = "espeak-ng"
+    if voice is None:
+        voice, source = _synthetic_voice(text), "synthetic"
+    loud = np.flatnonzero(np.abs(voice) > 300.0)  # trim espeak's own leading/trailing silence
+    if len(loud):
+        voice = voice[loud[0] : loud[-1] + 1]
+    pad = (-len(voice)) % CHUNK_SAMPLES
+    signal = np.concatenate([np.zeros(pad), voice])
+    pcm = _to_pcm(signal + _noise(len(signal), rng))
+    chunks = [pcm[i : i + CHUNK_BYTES] for i in range(0, len(pcm), CHUNK_BYTES)]
+    return chunks, pcm, source
+
+
+# ------------------------------------------------------------------------------ events
+
+
+def _event_file(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS_DIR / f"{name}.json").read_text())
+    return data
+
+
+class Events:
+    """API Gateway WebSocket events from ``events/`` (the files ``sam local invoke`` uses)."""
+
+    def __init__(self, connection_id: str) -> None:
+        self.connection_id = connection_id
+        self._connect = _event_file("connect")
+        self._message = _event_file("response_create")
+        self._disconnect = _event_file("disconnect")
+        self._n = 0
+
+    def _stamp(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._n += 1
+        ctx = event["requestContext"]
+        now_ms = int(time.time() * 1000)
+        rid = f"B{self._n:014d}="[-16:]
+        ctx.update(
+            connectionId=self.connection_id,
+            requestTimeEpoch=now_ms,
+            requestId=rid,
+            extendedRequestId=rid,
+        )
+        if "messageId" in ctx:
+            ctx["messageId"] = rid
+        return event
+
+    def connect(self) -> dict[str, Any]:
+        event = copy.deepcopy(self._connect)
+        event.pop("queryStringParameters", None)
+        event.pop("multiValueQueryStringParameters", None)
+        for key in ("headers", "multiValueHeaders"):
+            (event.get(key) or {}).pop("Authorization", None)
+        event = self._stamp(event)
+        event["requestContext"]["connectedAt"] = event["requestContext"]["requestTimeEpoch"]
+        return event
+
+    def message(self, body: dict[str, Any]) -> dict[str, Any]:
+        event = copy.deepcopy(self._message)
+        event["body"] = json.dumps(body, separators=(",", ":"))
+        return self._stamp(event)
+
+    def disconnect(self) -> dict[str, Any]:
+        return self._stamp(copy.deepcopy(self._disconnect))
+
+
+# ------------------------------------------------------------------------------ observation
+
+
+@dataclass
+class Invocation:
+    """One handler invocation: its AWS calls, posts and CPU."""
+
+    kind: str  # connect | control | speech | silence | disconnect
+    seq: int = 0
+    sent_at: float = 0.0
+    calls: Counter[str] = field(default_factory=Counter)
+    posts: list[str] = field(default_factory=list)
+    cpu_ms: float = 0.0
+    moto_cpu_ms: float = 0.0
+    wall_ms: float = 0.0
+    error: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def ended_turn(self) -> bool:
+        return any(
+            p in ("input_audio_buffer.committed", "response.created", "response.done")
+            for p in self.posts
+        )
+
+    @property
+    def n_calls(self) -> int:
+        return sum(self.calls.values())
+
+
+@dataclass
+class Post:
+    at: float
+    type: str
+    invocation: Invocation | None
+    fields: dict[str, Any]
+
+
+_CURRENT: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar(
+    "bench_invocation", default=None
+)
+
+
+class _Http:
+    def __init__(self, status: int) -> None:
+        self.status_code = status
+        self.headers: dict[str, str] = {}
+        self.content = b""
+        self.raw = None
+
+
+class Observer:
+    """botocore hooks on the handlers' session: counts calls per invocation, captures posts.
+
+    Calls made where the invocation's context does not reach (a thread pool inside a turn)
+    are kept as orphans with their time, and assigned to the turn running then.
+    """
+
+    def __init__(self) -> None:
+        self.posts: list[Post] = []
+        self.orphans: list[tuple[float, str]] = []
+        self.lock = threading.Lock()
+        self._local = threading.local()
+
+    def install(self, events: Any) -> None:
+        events.register("before-call", self._before_call)
+        events.register_first("before-send", self._send_started)
+        events.register_last("before-send", self._send_finished)
+
+    def _before_call(self, model: Any, params: dict[str, Any], **kwargs: Any) -> Any:
+        service = model.service_model.service_name
+        op = f"{service}.{model.name}"
+        inv = _CURRENT.get()
+        if inv is None:
+            with self.lock:
+                self.orphans.append((time.perf_counter(), op))
+        else:
+            with inv.lock:
+                inv.calls[op] += 1
+        if model.name != "PostToConnection":
+            return None
+        body = params["body"]
+        data = json.loads(body if isinstance(body, bytes | bytearray) else bytes(body))
+        etype = str(data.get("type"))
+        small = {k: v for k, v in data.items() if k in ("item_id", "audio_end_ms", "response")}
+        if "response" in small:
+            small["response"] = {"status": small["response"].get("status")}
+        post = Post(time.perf_counter(), etype, inv, small)
+        if inv is not None:
+            with inv.lock:
+                inv.posts.append(etype)
+        with self.lock:
+            self.posts.append(post)
+        return _Http(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    # moto answers inside ``before-send``: the CPU between our first and last handler is the
+    # emulated AWS service's, which Lambda does not pay.
+    def _send_started(self, **kwargs: Any) -> None:
+        self._local.started = time.thread_time()
+
+    def _send_finished(self, **kwargs: Any) -> None:
+        started = getattr(self._local, "started", None)
+        inv = _CURRENT.get()
+        if started is None or inv is None:
+            return
+        self._local.started = None
+        with inv.lock:
+            inv.moto_cpu_ms += (time.thread_time() - started) * 1000.0
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.posts)
+
+    def first(self, since: int, etype: str) -> Post | None:
+        with self.lock:
+            for post in self.posts[since:]:
+                if post.type == etype:
+                    return post
+        return None
+
+
+class _LastTurnTap:
+    """A data descriptor put on ``Tutor.last_turn``: hands each turn's outcome to the bench."""
+
+    def __init__(self, sink: Callable[[Any], None]) -> None:
+        self.sink = sink
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return obj.__dict__.get("last_turn")
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["last_turn"] = value
+        if value is not None:
+            self.sink(value)
+
+
+@contextlib.contextmanager
+def _tap_turns(sink: Callable[[Any], None]) -> Iterator[None]:
+    from kiddolingo import service
+
+    missing = object()
+    old = service.Tutor.__dict__.get("last_turn", missing)
+    setattr(service.Tutor, "last_turn", _LastTurnTap(sink))  # noqa: B010
+    try:
+        yield
+    finally:
+        if old is missing:
+            delattr(service.Tutor, "last_turn")
+        else:
+            setattr(service.Tutor, "last_turn", old)  # noqa: B010
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str | None]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _reset_process_caches() -> None:
+    from kiddolingo import aws
+    from kiddolingo.providers import reset_providers
+    from kiddolingo.settings import get_settings
+
+    get_settings.cache_clear()
+    aws._session.cache_clear()
+    aws._client.cache_clear()
+    aws.management_client.cache_clear()
+    reset_providers()
+
+
+# ------------------------------------------------------------------------------ the conversation
+
+
+@dataclass
+class Turn:
+    index: int
+    phrase: str
+    reply: str
+    floor_ms: float
+    source: str = ""
+    speech_chunks: int = 0
+    last_speech_at: float | None = None
+    speech_stopped_at: float | None = None
+    first_delta_at: float | None = None
+    done_at: float | None = None
+    status: str | None = None
+    figures: dict[str, float] = field(default_factory=dict)
+    window: tuple[float, float] = (0.0, 0.0)
+    #: First post of each type, in ms after the last speech sample was sent.
+    timeline: dict[str, float] = field(default_factory=dict)
+    breakdown: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.last_speech_at is not None and self.first_delta_at is not None
+
+    @property
+    def voice_to_voice_ms(self) -> float | None:
+        if not self.ok:
+            return None
+        assert self.first_delta_at is not None and self.last_speech_at is not None
+        return (self.first_delta_at - self.last_speech_at) * 1000.0
+
+    @property
+    def speech_stopped_delay_ms(self) -> float | None:
+        if self.speech_stopped_at is None or self.last_speech_at is None:
+            return None
+        return (self.speech_stopped_at - self.last_speech_at) * 1000.0
+
+
+class Conversation:
+    """One connection, driven in real time through the handlers."""
+
+    def __init__(self, functions: dict[str, Any], observer: Observer, silence_ms: int) -> None:
+        self.functions = functions
+        self.observer = observer
+        self.silence_ms = silence_ms
+        self.events = Events(CONNECTION_ID)
+        self.invocations: list[Invocation] = []
+        self.pool = ThreadPoolExecutor(max_workers=12, thread_name_prefix="bench-append")
+        self.futures: list[Future[Invocation]] = []
+        self.seq = 0
+        self.audio_ms = 0
+        self.rng = np.random.default_rng(7)
+        self._next_at = 0.0
+
+    # -- invoking --------------------------------------------------------------------------
+
+    def _invoke(self, route: str, event: dict[str, Any], inv: Invocation) -> Invocation:
+        token = _CURRENT.set(inv)
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        try:
+            result = self.functions[route].invoke(event)
+            inv.error = result.error
+        finally:
+            inv.cpu_ms = (time.thread_time() - cpu0) * 1000.0
+            inv.wall_ms = (time.perf_counter() - wall0) * 1000.0
+            _CURRENT.reset(token)
+        return inv
+
+    def invoke_now(self, route: str, event: dict[str, Any], kind: str) -> Invocation:
+        inv = Invocation(kind, sent_at=time.perf_counter())
+        self.invocations.append(inv)
+        self._invoke(route, event, inv)
+        if inv.error:
+            raise RuntimeError(f"{route} failed: {inv.error}")
+        return inv
+
+    def start(self) -> None:
+        out = self.invoke_now("$connect", self.events.connect(), "connect")
+        del out
+        update = {
+            "type": "session.update",
+            "event_id": "bench-update",
+            "session": {
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": RATE},
+                        "turn_detection": {
+                            "type": "server_vad",
+                            "threshold": 0.3,
+                            "prefix_padding_ms": 300,
+                            "silence_duration_ms": self.silence_ms,
+                            "create_response": True,
+                            "interrupt_response": True,
+                        },
+                    },
+                    "output": {"voice": "nova"},
+                },
+                "tutor": {"target_language": "Spanish", "learner_age": 7},
+            },
+        }
+        self.invoke_now("$default", self.events.message(update), "control")
+        self._next_at = time.perf_counter() + 0.05
+
+    def send(self, pcm: bytes, kind: str) -> float:
+        """Send one 100 ms chunk on the real-time clock; returns the wall time it was sent."""
+        delay = self._next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        self._next_at = max(self._next_at + CHUNK_MS / 1000.0, time.perf_counter() - 0.5)
+        self.seq += 1
+        self.audio_ms += CHUNK_MS
+        body = {
+            "type": "input_audio_buffer.append",
+            "event_id": f"audio#{self.seq}",
+            "audio": base64.b64encode(pcm).decode("ascii"),
+        }
+        event = self.events.message(body)
+        sent_at = time.perf_counter()
+        inv = Invocation(kind, seq=self.seq, sent_at=sent_at)
+        self.invocations.append(inv)
+        self.futures.append(self.pool.submit(self._invoke, "$default", event, inv))
+        return sent_at
+
+    def silence(self) -> bytes:
+        return _to_pcm(_noise(CHUNK_SAMPLES, self.rng))
+
+    # -- a turn ----------------------------------------------------------------------------
+
+    def turn(self, turn: Turn, chunks: list[bytes], fake: Any) -> None:
+        fake.script_transcripts(turn.phrase)
+        fake.script_replies(turn.reply)
+        start = time.perf_counter()
+        mark = self.observer.mark()
+        for _ in range(LEAD_SILENCE_MS // CHUNK_MS):
+            self.send(self.silence(), "silence")
+        for chunk in chunks:
+            turn.last_speech_at = self.send(chunk, "speech")
+        turn.speech_chunks = len(chunks)
+        deadline = time.perf_counter() + TURN_TIMEOUT_S + self.silence_ms / 1000.0
+        # Silence until the tutor's first audio, then on until its reply is done.
+        while time.perf_counter() < deadline:
+            if self.observer.first(mark, "response.done") is not None:
+                break
+            self.send(self.silence(), "silence")
+        for _ in range(AFTER_REPLY_SILENCE_MS // CHUNK_MS):
+            self.send(self.silence(), "silence")
+        stopped = self.observer.first(mark, "input_audio_buffer.speech_stopped")
+        delta = self.observer.first(mark, "response.output_audio.delta")
+        done = self.observer.first(mark, "response.done")
+        turn.speech_stopped_at = stopped.at if stopped else None
+        turn.first_delta_at = delta.at if delta else None
+        turn.done_at = done.at if done else None
+        turn.status = (done.fields.get("response") or {}).get("status") if done else None
+        turn.window = (start, time.perf_counter())
+        if turn.last_speech_at is not None:
+            with self.observer.lock:
+                posts = list(self.observer.posts[mark:])
+            for post in posts:
+                if post.type not in turn.timeline:
+                    turn.timeline[post.type] = round((post.at - turn.last_speech_at) * 1000.0, 1)
+
+    def finish(self) -> None:
+        for future in self.futures:
+            future.result(timeout=60)
+        self.pool.shutdown(wait=True)
+        self.invoke_now("$disconnect", self.events.disconnect(), "disconnect")
+
+
+def _warm_providers(fake: Any, profile: Any) -> None:
+    from kiddolingo import runtime
+    from kiddolingo.audio import pcm16_to_wav
+    from kiddolingo.providers import build_providers
+
+    from infra.fake_openai import LatencyProfile
+
+    providers = build_providers()
+
+    async def warm() -> None:
+        await providers.transcriber.transcribe(pcm16_to_wav(bytes(CHUNK_BYTES), RATE))
+        async for _ in providers.chat.stream(
+            [{"role": "user", "content": "hola"}], temperature=0.7, max_tokens=5
+        ):
+            pass
+        async for _ in providers.speech.stream("hola", voice="nova"):
+            pass
+        await providers.moderator.check("hola")
+
+    fake.set_latency(LatencyProfile.zero())
+    try:
+        runtime.run(warm())
+    finally:
+        fake.reset()
+        fake.set_latency(profile)
+
+
+def run_conversation(profile: Any, n_turns: int, silence_ms: int, fake: Any) -> dict[str, Any]:
+    import boto3
+    from kiddolingo import aws
+    from kiddolingo.metrics import parse_emf, turn_figures
+    from moto import mock_aws
+
+    from infra import template as tpl
+    from infra.lambda_runtime import LambdaFunction
+
+    specs = tpl.functions({"TABLE_NAME": TABLE, "BUCKET_NAME": BUCKET})
+    env: dict[str, str | None] = {}
+    for spec in specs.values():
+        env.update({k: v for k, v in spec.environment.items() if isinstance(v, str)})
+    env.update(
+        {
+            "TABLE_NAME": TABLE,
+            "BUCKET_NAME": BUCKET,
+            "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_API_KEY": "sk-bench-fake",
+            "AUTH_REQUIRED": "false",
+            "POWERTOOLS_METRICS_NAMESPACE": "KiddoLingoBench",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": None,
+            "AWS_PROFILE": None,
+            "AWS_ENDPOINT_URL": None,
+            "OPENAI_API_KEY_PARAMETER": None,
+            "AUTH_SECRET_PARAMETER": None,
+        }
+    )
+    for stage in ("TRANSCRIPTION", "CHAT", "SPEECH", "MODERATION"):
+        for suffix in ("BASE_URL", "API_KEY", "API_KEY_PARAMETER"):
+            env[f"{stage}_{suffix}"] = None
+
+    outcomes: list[tuple[float, Any]] = []
+    emf_out = io.StringIO()
+    rng = np.random.default_rng(11)
+    turns = [
+        Turn(
+            i + 1,
+            CHILD_PHRASES[i % len(CHILD_PHRASES)],
+            TUTOR_REPLIES[i % len(TUTOR_REPLIES)],
+            floor_ms(profile, TUTOR_REPLIES[i % len(TUTOR_REPLIES)], silence_ms),
+        )
+        for i in range(n_turns)
+    ]
+    audio = [speech_chunks(t.phrase, rng) for t in turns]
+    fake.reset()
+    fake.set_latency(profile)
+
+    with _environment(env), mock_aws():
+        _reset_process_caches()
+        # The handlers' clients are built from this session after the hooks are on it (a
+        # client copies the session's hooks when it is created).
+        observer = Observer()
+        observer.install(aws._session().events)
+        s3 = boto3.client("s3")
+        tpl.create_resources(boto3.client("dynamodb"), s3, TABLE, BUCKET)
+        functions = {route: LambdaFunction(cast(Any, spec)) for route, spec in specs.items()}
+        for fn in functions.values():
+            fn.load()  # the INIT phase is measured in a fresh process, below
+        # A warm container, one that has served a turn before: the provider SDK is loaded and
+        # its connections open. What the first turn of a fresh container pays on top is
+        # measured on its own (turn_cold_start_ms).
+        _warm_providers(fake, profile)
+        conversation = Conversation(functions, observer, silence_ms)
+        tap = _tap_turns(lambda outcome: outcomes.append((time.perf_counter(), outcome)))
+        with tap, contextlib.redirect_stdout(emf_out):
+            conversation.start()
+            for turn, (chunks, _pcm, source) in zip(turns, audio, strict=True):
+                turn.source = source
+                conversation.turn(turn, chunks, fake)
+            conversation.finish()
+        left = s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0)
+        _reset_process_caches()
+
+    for turn in turns:
+        lo, hi = turn.window
+        for at, outcome in outcomes:
+            if lo <= at <= hi:
+                turn.figures = turn_figures(outcome)
+    return {
+        "turns": turns,
+        "utterances": [pcm for _chunks, pcm, _source in audio],
+        "invocations": conversation.invocations,
+        "observer": observer,
+        "audio_ms": conversation.audio_ms,
+        "emf": parse_emf(emf_out.getvalue()),
+        "objects_left": left,
+        "transcriptions": len(fake.requests("transcriptions")),
+    }
+
+
+# ------------------------------------------------------------------------------ the baseline
+
+
+def run_sequential(
+    profile: Any, utterances: list[bytes], turns: list[Turn], silence_ms: int, fake: Any
+) -> list[float]:
+    """The brief's design: whole transcription → whole completion → whole speech → send."""
+    import openai
+    from kiddolingo.audio import pcm16_to_wav
+    from kiddolingo.conversation import chat_messages
+    from kiddolingo.speech_text import strip_for_speech
+
+    fake.reset()
+    fake.set_latency(profile)
+    client = openai.OpenAI(base_url=fake.base_url, api_key="sk-bench-fake", max_retries=0)
+    out: list[float] = []
+    history: list[dict[str, Any]] = []
+    try:
+        for turn, pcm in zip(turns, utterances, strict=True):
+            fake.script_transcripts(turn.phrase)
+            fake.script_replies(turn.reply)
+            wav = pcm16_to_wav(pcm, RATE)
+            started = time.perf_counter()
+            text = client.audio.transcriptions.create(
+                model="whisper-1", file=("turn.wav", wav, "audio/wav")
+            ).text
+            messages = chat_messages(
+                history,
+                text,
+                target_language="Spanish",
+                learner_age=7,
+                instructions=None,
+                max_history=20,
+            )
+            completion = client.chat.completions.create(
+                model="gpt-4o",
+                messages=messages,  # type: ignore[arg-type]
+                temperature=0.7,
+                max_tokens=150,
+            )
+            reply = completion.choices[0].message.content or ""
+            speech = client.audio.speech.create(
+                model="tts-1-hd", voice="nova", input=strip_for_speech(reply), response_format="pcm"
+            )
+            first = speech.content[:16_384]
+            json.dumps(
+                {
+                    "type": "response.output_audio.delta",
+                    "delta": base64.b64encode(first).decode("ascii"),
+                }
+            )  # "send"
+            out.append(silence_ms + (time.perf_counter() - started) * 1000.0)
+            history += [{"role": "user", "text": text}, {"role": "assistant", "text": reply}]
+    finally:
+        client.close()
+    return out
+
+
+# ------------------------------------------------------------------------------ imports
+
+
+_IMPORT_PROBE = r"""
+import json, sys, time, importlib.util
+path, code_dir = sys.argv[1], sys.argv[2]
+started = time.perf_counter()
+sys.path.append(code_dir)
+spec = importlib.util.spec_from_file_location("handler_app", path)
+module = importlib.util.module_from_spec(spec)
+sys.modules["handler_app"] = module
+spec.loader.exec_module(module)
+elapsed = (time.perf_counter() - started) * 1000.0
+print(json.dumps({"ms": elapsed, "openai": "openai" in sys.modules,
+                  "tracer": "aws_lambda_powertools.tracing" in sys.modules}))
+"""
+
+
+_TURN_PROBE = r"""
+import json, sys, time
+started = time.perf_counter()
+from kiddolingo.providers import build_providers
+from kiddolingo.settings import Settings
+providers = build_providers(Settings())
+import openai
+client = openai.AsyncOpenAI(api_key="sk-probe", base_url="http://127.0.0.1:9/v1")
+for resource in (client.audio.transcriptions, client.chat.completions, client.audio.speech,
+                 client.moderations):
+    pass
+import kiddolingo.turn, kiddolingo.audio, kiddolingo.conversation
+print(json.dumps({"ms": (time.perf_counter() - started) * 1000.0}))
+"""
+
+
+def measure_turn_cold_start(runs: int) -> dict[str, Any]:
+    """What the first turn of a fresh container pays before its first request: importing the
+    provider SDK and the turn's modules, building the clients (median of ``runs``)."""
+    times = []
+    for _ in range(max(1, runs)):
+        done = subprocess.run(
+            [sys.executable, "-c", _TURN_PROBE],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ),
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"the cold-turn probe failed:\n{done.stderr[-2000:]}")
+        times.append(float(json.loads(done.stdout.strip().splitlines()[-1])["ms"]))
+    return {"ms": float(np.median(times)), "runs": [round(t, 1) for t in times]}
+
+
+def _import_env(spec: Any) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({k: v for k, v in spec.environment.items() if isinstance(v, str)})
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    env["PYTHONDONTWRITEBYTECODE"] = "0"
+    return env
+
+
+def measure_imports(runs: int) -> dict[str, Any]:
+    """Cold-start imports of each handler module, in fresh interpreters (median of ``runs``)."""
+    from infra import template as tpl
+
+    specs = tpl.functions({"TABLE_NAME": TABLE, "BUCKET_NAME": BUCKET})
+    out: dict[str, Any] = {}
+    for route, spec in specs.items():
+        name = Path(spec.code_dir).name
+        module_path = Path(spec.code_dir) / (spec.handler.rpartition(".")[0] + ".py")
+        times: list[float] = []
+        info: dict[str, Any] = {}
+        for _ in range(max(1, runs)):
+            done = subprocess.run(
+                [sys.executable, "-c", _IMPORT_PROBE, str(module_path), str(spec.code_dir)],
+                capture_output=True,
+                text=True,
+                env=_import_env(spec),
+                cwd=ROOT,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"importing {module_path} failed:\n{done.stderr[-2000:]}")
+            info = json.loads(done.stdout.strip().splitlines()[-1])
+            times.append(float(info["ms"]))
+        out[name] = {
+            "route": route,
+            "ms": float(np.median(times)),
+            "min_ms": round(min(times), 1),
+            "runs": [round(t, 1) for t in times],
+            "imports_openai": bool(info.get("openai")),
+            "imports_tracer": bool(info.get("tracer")),
+        }
+    audio = specs.get("$default")
+    if audio is not None:
+        out["audio"]["heaviest"] = _importtime_breakdown(audio)
+    return out
+
+
+def _importtime_breakdown(spec: Any, top: int = 6) -> list[dict[str, Any]]:
+    """The heaviest top-level imports of a handler module (``python -X importtime``)."""
+    module_path = Path(spec.code_dir) / (spec.handler.rpartition(".")[0] + ".py")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            _IMPORT_PROBE,
+            str(module_path),
+            str(spec.code_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=_import_env(spec),
+        cwd=ROOT,
+        check=False,
+    )
+    probe_start = False
+    rows: list[dict[str, Any]] = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:"):
+            continue
+        parts = line[len("import time:") :].split("|")
+        if len(parts) != 3 or not parts[0].strip().isdigit():
+            continue
+        name = parts[2].rstrip()
+        depth = (len(name) - len(name.lstrip(" "))) // 2
+        if name.strip() == "importlib.util":
+            probe_start = True  # everything before is the probe's own imports
+            continue
+        if probe_start and depth == 0:
+            rows.append({"module": name.strip(), "ms": int(parts[1]) / 1000.0})
+    rows.sort(key=lambda r: r["ms"], reverse=True)
+    return [{"module": r["module"], "ms": round(r["ms"], 1)} for r in rows[:top]]
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def _pct(values: list[float] | list[float | None], q: float) -> float | None:
+    clean = [v for v in values if v is not None and not math.isnan(v)]
+    if not clean:
+        return None
+    return float(np.percentile(clean, q))
+
+
+def _r(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def figures(
+    args: argparse.Namespace,
+    profile: Any,
+    run: dict[str, Any],
+    sequential: list[float],
+    imports: dict[str, Any],
+) -> dict[str, Any]:
+    turns: list[Turn] = run["turns"]
+    ok = [t for t in turns if t.ok]
+    for t in turns:
+        t.breakdown = overhead_breakdown(t.timeline, profile, t.reply, args.silence_ms)
+    breakdown = {
+        name: _r(_pct([t.breakdown[name] for t in ok if name in t.breakdown], 50))
+        for name, *_rest in STAGES
+    }
+    v2v = [t.voice_to_voice_ms for t in ok if t.voice_to_voice_ms is not None]
+    floors = [t.floor_ms for t in ok]
+    overhead = [v - t.floor_ms for t, v in zip(ok, v2v, strict=True)]
+    stopped = [t.speech_stopped_delay_ms for t in turns if t.speech_stopped_delay_ms is not None]
+    spec_target = [args.silence_ms + profile.speech_first_byte_ms + SPECULATIVE_SLACK_MS] * len(ok)
+
+    invocations: list[Invocation] = run["invocations"]
+    appends = [i for i in invocations if i.kind in ("speech", "silence")]
+    plain = [i for i in appends if not i.ended_turn and not i.error]
+    enders = [i for i in appends if i.ended_turn]
+    observer: Observer = run["observer"]
+    # Calls no invocation context reached (a thread pool inside a turn): the turn running then.
+    orphan_by_turn: list[Counter[str]] = [Counter() for _ in enders]
+    for at, op in observer.orphans:
+        for n, inv in enumerate(enders):
+            if inv.sent_at <= at <= inv.sent_at + inv.wall_ms / 1000.0 + 0.05:
+                orphan_by_turn[n][op] += 1
+                break
+    turn_calls = [inv.calls + extra for inv, extra in zip(enders, orphan_by_turn, strict=True)]
+
+    def per_call(counters: list[Counter[str]]) -> dict[str, float]:
+        total: Counter[str] = Counter()
+        for c in counters:
+            total.update(c)
+        n = max(1, len(counters))
+        return {op: round(count / n, 3) for op, count in sorted(total.items())}
+
+    calls_per_append = [i.n_calls for i in plain]
+    heavy = [
+        {"kind": i.kind, "seq": i.seq, "calls": dict(i.calls), "posts": i.posts}
+        for i in plain
+        if i.n_calls > 3
+    ]
+    by_kind: dict[str, dict[str, float | None]] = {}
+    for kind in ("speech", "silence"):
+        group = [i for i in plain if i.kind == kind]
+        by_kind[kind] = {
+            "appends": len(group),
+            "calls_mean": _r(float(np.mean([i.n_calls for i in group])), 2) if group else None,
+            "cpu_ms_mean": _r(float(np.mean([i.cpu_ms - i.moto_cpu_ms for i in group])), 2)
+            if group
+            else None,
+        }
+    distribution = Counter(calls_per_append)
+    cpu_net = [max(0.0, i.cpu_ms - i.moto_cpu_ms) for i in plain]
+    cpu_gross = [i.cpu_ms for i in plain]
+    s3_puts = sum(i.calls.get("s3.PutObject", 0) for i in invocations)
+    s3_puts += sum(1 for _at, op in observer.orphans if op == "s3.PutObject")
+    minutes = run["audio_ms"] / 60_000.0
+
+    seq_p50 = _pct(sequential, 50)
+    v2v_p50 = _pct(v2v, 50)
+    floor_p50 = _pct(floors, 50)
+    processing = _pct([v - args.silence_ms for v in v2v], 50)
+    seq_processing = _pct([v - args.silence_ms for v in sequential], 50)
+    server: dict[str, dict[str, float | None]] = {}
+    for name in ("TranscriptionMs", "ChatFirstTokenMs", "SpeechFirstByteMs", "VoiceToVoiceMs"):
+        values = [t.figures[name] for t in turns if name in t.figures]
+        if values:
+            server[name] = {"p50": _r(_pct(values, 50)), "p95": _r(_pct(values, 95))}
+    emf: list[dict[str, float]] = run["emf"]
+
+    out: dict[str, Any] = {
+        "date": dt.date.today().isoformat(),
+        "command": "python -m infra.bench " + " ".join(sys.argv[1:]),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "quick": bool(args.quick),
+        "profile": _profile_dict(profile),
+        "silence_ms": args.silence_ms,
+        "speech_source": sorted({t.source for t in turns}),
+        "turns": len(turns),
+        "turns_measured": len(ok),
+        "turn_statuses": [t.status for t in turns],
+        "speech_stopped_delay_p50_ms": _r(_pct(stopped, 50)),
+        "speech_stopped_delay_p95_ms": _r(_pct(stopped, 95)),
+        "voice_to_voice_p50_ms": _r(v2v_p50),
+        "voice_to_voice_p95_ms": _r(_pct(v2v, 95)),
+        "floor_p50_ms": _r(floor_p50),
+        "floor_p95_ms": _r(_pct(floors, 95)),
+        "overhead_p50_ms": _r(_pct(overhead, 50)),
+        "overhead_p95_ms": _r(_pct(overhead, 95)),
+        "overhead_breakdown_p50_ms": breakdown,
+        "speculative_target_p50_ms": _r(_pct(spec_target, 50)),
+        "sequential_p50_ms": _r(seq_p50),
+        "sequential_p95_ms": _r(_pct(sequential, 95)),
+        "speedup_vs_sequential": (round(seq_p50 / v2v_p50, 2) if seq_p50 and v2v_p50 else None),
+        "processing_speedup_vs_sequential": (
+            round(seq_processing / processing, 2) if seq_processing and processing else None
+        ),
+        "aws_calls_per_append_mean": _r(
+            float(np.mean(calls_per_append)) if calls_per_append else None, 2
+        ),
+        "aws_calls_per_append_max": max(calls_per_append) if calls_per_append else None,
+        "aws_calls_per_append_distribution": {str(k): v for k, v in sorted(distribution.items())},
+        "aws_calls_per_append_by_call": per_call([i.calls for i in plain]),
+        "appends_over_3_calls": heavy,
+        "appends_by_kind": by_kind,
+        "aws_calls_per_turn_mean": _r(
+            float(np.mean([sum(c.values()) for c in turn_calls])) if turn_calls else None, 1
+        ),
+        "aws_calls_per_turn_max": max((sum(c.values()) for c in turn_calls), default=None),
+        "aws_calls_per_turn_by_call": per_call(turn_calls),
+        "appends_measured": len(plain),
+        "cpu_ms_per_100ms_audio": _r(float(np.mean(cpu_net)) if cpu_net else None, 2),
+        "cpu_ms_per_100ms_audio_p95": _r(_pct(cpu_net, 95), 2),
+        "cpu_ms_per_100ms_audio_with_moto": _r(float(np.mean(cpu_gross)) if cpu_gross else None, 2),
+        "append_wall_p50_ms": _r(_pct([i.wall_ms for i in plain], 50)),
+        "import_ms_audio": _r(imports.get("audio", {}).get("ms")),
+        "import_ms_connect": _r(imports.get("connect", {}).get("ms")),
+        "import_ms_disconnect": _r(imports.get("disconnect", {}).get("ms")),
+        "chunk_path_imports_openai": imports.get("audio", {}).get("imports_openai"),
+        "turn_cold_start_ms": _r(imports.get("turn_cold_start", {}).get("ms")),
+        "imports": imports,
+        "s3_writes": s3_puts,
+        "s3_writes_per_minute": _r(s3_puts / minutes if minutes else None),
+        "conversation_minutes": round(minutes, 3),
+        "audio_objects_left": run["objects_left"],
+        "server_figures": server,
+        "emf_records": len(emf),
+        "speculative_hits": sum(r.get("SpeculativeHits", 0) for r in emf) if emf else None,
+        "speculative_misses": sum(r.get("SpeculativeMisses", 0) for r in emf) if emf else None,
+        "per_turn": [
+            {
+                "turn": t.index,
+                "phrase": t.phrase,
+                "status": t.status,
+                "speech_stopped_delay_ms": _r(t.speech_stopped_delay_ms),
+                "voice_to_voice_ms": _r(t.voice_to_voice_ms),
+                "floor_ms": _r(t.floor_ms),
+                "sequential_ms": _r(sequential[i]) if i < len(sequential) else None,
+                "figures": t.figures,
+                "timeline_ms": t.timeline,
+                "overhead_breakdown_ms": t.breakdown,
+            }
+            for i, t in enumerate(turns)
+        ],
+        "sequential_ms": [_r(v) for v in sequential],
+    }
+    out["targets"] = _targets(out)
+    return out
+
+
+def _targets(f: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def check(value: Any, limit: float, le: bool = True) -> bool | None:
+        if value is None:
+            return None
+        return bool(value <= limit) if le else bool(value >= limit)
+
+    return {
+        "voice_to_voice_p50 <= floor + 60 ms": {
+            "value": f["overhead_p50_ms"],
+            "target": FLOOR_SLACK_MS,
+            "ok": check(f["overhead_p50_ms"], FLOOR_SLACK_MS),
+        },
+        ">= 2x faster than sequential": {
+            "value": f["speedup_vs_sequential"],
+            "target": 2.0,
+            "ok": check(f["speedup_vs_sequential"], 2.0, le=False),
+        },
+        "speculative: v2v <= silence + speech first byte + 150 ms": {
+            "value": f["voice_to_voice_p50_ms"],
+            "target": f["speculative_target_p50_ms"],
+            "ok": check(f["voice_to_voice_p50_ms"], f["speculative_target_p50_ms"] or 0.0),
+        },
+        "<= 3 AWS calls per append": {
+            "value": f["aws_calls_per_append_max"],
+            "target": 3,
+            "ok": check(f["aws_calls_per_append_max"], 3),
+        },
+        "<= 5 ms CPU per 100 ms of audio": {
+            "value": f["cpu_ms_per_100ms_audio"],
+            "target": 5.0,
+            "ok": check(f["cpu_ms_per_100ms_audio"], 5.0),
+        },
+        "no openai import on the chunk path": {
+            "value": f["chunk_path_imports_openai"],
+            "target": False,
+            "ok": None
+            if f["chunk_path_imports_openai"] is None
+            else not f["chunk_path_imports_openai"],
+        },
+        "<= 300 ms of imports (chunk path cold start)": {
+            "value": f["import_ms_audio"],
+            "target": 300.0,
+            "ok": check(f["import_ms_audio"], 300.0),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def _fmt(value: Any, unit: str = "ms") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if unit == "ms":
+        return f"{value:,.0f} ms"
+    if unit == "x":
+        return f"{value:.2f}×"
+    if unit == "ms2":
+        return f"{value:.2f} ms"
+    return f"{value:g}{unit}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("ok" if ok else "MISS")
+
+
+def table(f: dict[str, Any]) -> str:
+    p = f["profile"]
+    tps = p["chat_tokens_per_s"]
+    rt = p["speech_realtime_factor"]
+    t = f["targets"]
+    head = (
+        f"KiddoLingo Voice benchmark · {f['date']} · {f['turns_measured']}/{f['turns']} turns · "
+        f"speech: {', '.join(f['speech_source'])}\n"
+        f"profile: transcription {p['transcription_ms']:g} ms, chat first token "
+        f"{p['chat_first_token_ms']:g} ms then {('∞' if tps is None else f'{tps:g}')} tok/s, "
+        f"speech first byte {p['speech_first_byte_ms']:g} ms "
+        f"({'∞' if rt is None else f'{rt:g}'}× real time), moderation {p['moderation_ms']:g} ms; "
+        f"silence window {f['silence_ms']} ms\n"
+    )
+    rows: list[tuple[str, str, str, str, str]] = [
+        ("figure", "p50", "p95", "target", ""),
+        (
+            "speech_stopped after the last speech sample",
+            _fmt(f["speech_stopped_delay_p50_ms"]),
+            _fmt(f["speech_stopped_delay_p95_ms"]),
+            f"≈ silence window ({f['silence_ms']} ms)",
+            "",
+        ),
+        (
+            "voice-to-voice (last speech sample → first audio)",
+            _fmt(f["voice_to_voice_p50_ms"]),
+            _fmt(f["voice_to_voice_p95_ms"]),
+            "",
+            "",
+        ),
+        (
+            "floor (silence + STT + first sentence + TTS TTFB)",
+            _fmt(f["floor_p50_ms"]),
+            _fmt(f["floor_p95_ms"]),
+            "",
+            "",
+        ),
+        (
+            "overhead over the floor",
+            _fmt(f["overhead_p50_ms"]),
+            _fmt(f["overhead_p95_ms"]),
+            "≤ 60 ms",
+            _verdict(t["voice_to_voice_p50 <= floor + 60 ms"]["ok"]),
+        ),
+        (
+            "speculative target (silence + TTS TTFB + 150 ms)",
+            _fmt(f["speculative_target_p50_ms"]),
+            "",
+            "v2v ≤ this",
+            _verdict(t["speculative: v2v <= silence + speech first byte + 150 ms"]["ok"]),
+        ),
+        (
+            "sequential baseline (brief's design)",
+            _fmt(f["sequential_p50_ms"]),
+            _fmt(f["sequential_p95_ms"]),
+            "",
+            "",
+        ),
+        (
+            "speedup vs sequential (v2v p50)",
+            _fmt(f["speedup_vs_sequential"], "x"),
+            "",
+            "≥ 2×",
+            _verdict(t[">= 2x faster than sequential"]["ok"]),
+        ),
+        (
+            "  … after the silence window only",
+            _fmt(f["processing_speedup_vs_sequential"], "x"),
+            "",
+            "",
+            "",
+        ),
+        (
+            "AWS calls per append (not ending a turn)",
+            f"{_fmt(f['aws_calls_per_append_mean'], '')} mean",
+            f"{_fmt(f['aws_calls_per_append_max'], '')} max",
+            "≤ 3",
+            _verdict(t["<= 3 AWS calls per append"]["ok"]),
+        ),
+        (
+            "AWS calls per turn",
+            f"{_fmt(f['aws_calls_per_turn_mean'], '')} mean",
+            f"{_fmt(f['aws_calls_per_turn_max'], '')} max",
+            "",
+            "",
+        ),
+        (
+            "CPU per 100 ms of audio (chunk path, excl. moto)",
+            _fmt(f["cpu_ms_per_100ms_audio"], "ms2"),
+            _fmt(f["cpu_ms_per_100ms_audio_p95"], "ms2"),
+            "≤ 5 ms",
+            _verdict(t["<= 5 ms CPU per 100 ms of audio"]["ok"]),
+        ),
+        (
+            "  … including moto's AWS emulation",
+            _fmt(f["cpu_ms_per_100ms_audio_with_moto"], "ms2"),
+            "",
+            "",
+            "",
+        ),
+        (
+            "cold-start imports: audio ($default)",
+            _fmt(f["import_ms_audio"]),
+            "",
+            "≤ 300 ms",
+            _verdict(t["<= 300 ms of imports (chunk path cold start)"]["ok"]),
+        ),
+        (
+            "  openai imported on the chunk path",
+            _fmt(f["chunk_path_imports_openai"]),
+            "",
+            "no",
+            _verdict(t["no openai import on the chunk path"]["ok"]),
+        ),
+        ("first turn of a fresh container: SDK import", _fmt(f["turn_cold_start_ms"]), "", "", ""),
+        ("cold-start imports: connect", _fmt(f["import_ms_connect"]), "", "", ""),
+        ("cold-start imports: disconnect", _fmt(f["import_ms_disconnect"]), "", "", ""),
+        (
+            "S3 writes per conversation minute",
+            _fmt(f["s3_writes_per_minute"], ""),
+            "",
+            "speech + prefix only",
+            "",
+        ),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [head]
+    for n, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    extra = ["overhead over the floor, by stage (p50):"]
+    extra += [
+        f"  {value:>6.0f} ms  {name}"
+        for name, value in f["overhead_breakdown_p50_ms"].items()
+        if value is not None
+    ]
+    kinds = f["appends_by_kind"]
+    extra.append(
+        "chunk path by kind: "
+        + "; ".join(
+            f"{k} {v['appends']} appends, {_fmt(v['calls_mean'], '')} calls, "
+            f"{_fmt(v['cpu_ms_mean'], 'ms2')} CPU"
+            for k, v in kinds.items()
+        )
+    )
+    if f["server_figures"]:
+        parts = [
+            f"{name} {v['p50']:g}/{v['p95']:g}"
+            for name, v in f["server_figures"].items()
+            if v["p50"] is not None and v["p95"] is not None
+        ]
+        extra.append(
+            "server figures (turn_figures, ms from the reply start; p50/p95): " + ", ".join(parts)
+        )
+    extra.append(
+        "calls per append by call (mean): "
+        + ", ".join(f"{k} {v:g}" for k, v in f["aws_calls_per_append_by_call"].items())
+        + f"; distribution {f['aws_calls_per_append_distribution']}"
+    )
+    extra.append(
+        "calls per turn by call (mean): "
+        + ", ".join(f"{k} {v:g}" for k, v in f["aws_calls_per_turn_by_call"].items())
+    )
+    heaviest = f["imports"].get("audio", {}).get("heaviest") or []
+    if heaviest:
+        extra.append(
+            "heaviest imports of the audio handler: "
+            + ", ".join(f"{h['module']} {h['ms']:g} ms" for h in heaviest)
+        )
+    extra.append(
+        f"EMF records captured: {f['emf_records']}; audio objects left in S3: "
+        f"{f['audio_objects_left']}"
+    )
+    return "\n".join([*lines, "", *extra])
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--turns", type=int, default=None, help="turns (default 8, quick 2)")
+    parser.add_argument("--transcription-ms", type=float, default=None)
+    parser.add_argument("--chat-first-token-ms", type=float, default=None)
+    parser.add_argument("--tokens-per-s", type=float, default=None)
+    parser.add_argument("--speech-first-byte-ms", type=float, default=None)
+    parser.add_argument("--speech-realtime-factor", type=float, default=None)
+    parser.add_argument("--moderation-ms", type=float, default=None)
+    parser.add_argument("--silence-ms", type=int, default=1200, help="VAD silence_duration_ms")
+    parser.add_argument("--import-runs", type=int, default=None, help="fresh interpreters each")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 turns, no provider latency (for the tests)"
+    )
+    args = parser.parse_args(argv)
+    if args.turns is None:
+        args.turns = 2 if args.quick else 8
+    if args.import_runs is None:
+        args.import_runs = 1 if args.quick else 5
+    if args.turns < 1:
+        parser.error("--turns must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from infra.fake_openai import FakeOpenAI
+
+    profile = _profile(args)
+    imports = measure_imports(args.import_runs)
+    imports["turn_cold_start"] = measure_turn_cold_start(args.import_runs)
+    with FakeOpenAI(latency=profile) as fake:
+        run = run_conversation(profile, args.turns, args.silence_ms, fake)
+        sequential = run_sequential(profile, run["utterances"], run["turns"], args.silence_ms, fake)
+    result = figures(args, profile, run, sequential, imports)
+    print(table(result))
+    target = os.environ.get("BENCH_JSON")
+    if target:
+        Path(target).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return 0 if result["turns_measured"] == result["turns"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Issue 5: the per-turn EMF metrics (``kiddolingo.metrics``) and ``make bench`` (``infra.bench``).
+
+Nothing here asserts a latency: the benchmark is run once, quickly, to prove it runs end to end
+and reports every figure; the metrics are checked value by value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from kiddolingo.metrics import UNITS, emit_turn_metrics, parse_emf, turn_figures
+from kiddolingo.providers.errors import ProviderError
+from kiddolingo.turn import TurnOutcome
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def outcome(status: str = "completed", reason: str | None = None, **timings: float) -> TurnOutcome:
+    out = TurnOutcome("resp_1", "item_1", status, reason=reason)
+    for name, value in timings.items():
+        setattr(out.timings, name, value)
+    return out
+
+
+# ---------------------------------------------------------------------------- turn_figures
+
+
+def test_figures_of_a_completed_turn() -> None:
+    figures = turn_figures(
+        outcome(transcription_ms=612.5, chat_first_token_ms=455.0, speech_first_byte_ms=903.25)
+    )
+    assert figures == {
+        "TranscriptionMs": 612.5,
+        "ChatFirstTokenMs": 455.0,
+        "SpeechFirstByteMs": 903.25,
+        "Interruptions": 0.0,
+        "ProviderErrors": 0.0,
+    }
+    assert set(figures) <= set(UNITS)
+
+
+def test_unmeasured_timings_are_left_out() -> None:
+    figures = turn_figures(outcome())  # a reply to response.create: no transcription at all
+    assert "TranscriptionMs" not in figures and "VoiceToVoiceMs" not in figures
+    assert figures["Interruptions"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "interrupted"),
+    [
+        ("cancelled", "turn_detected", 1.0),  # barge-in: the child spoke over the tutor
+        ("cancelled", "client_cancelled", 0.0),  # response.cancel is not an interruption
+        ("cancelled", "connection_gone", 0.0),
+        ("completed", None, 0.0),
+    ],
+)
+def test_interruptions(status: str, reason: str | None, interrupted: float) -> None:
+    assert turn_figures(outcome(status, reason))["Interruptions"] == interrupted
+
+
+def test_provider_errors() -> None:
+    failed = outcome("failed")
+    failed.error = ProviderError("chat", "timeout", retryable=False, status=None, message="late")
+    assert turn_figures(failed)["ProviderErrors"] == 1.0
+
+
+def test_speculative_hits_and_misses() -> None:
+    assert turn_figures(outcome(), speculative="hit") == {
+        **turn_figures(outcome()),
+        "SpeculativeHits": 1.0,
+        "SpeculativeMisses": 0.0,
+    }
+    miss = turn_figures(outcome(), speculative="miss")
+    assert (miss["SpeculativeHits"], miss["SpeculativeMisses"]) == (0.0, 1.0)
+    assert "SpeculativeHits" not in turn_figures(outcome())
+    with pytest.raises(ValueError):
+        turn_figures(outcome(), speculative="maybe")
+
+
+def test_voice_to_voice_when_the_timings_carry_it() -> None:
+    direct = SimpleNamespace(timings=SimpleNamespace(voice_to_voice_ms=2_345.6), status="completed")
+    assert turn_figures(direct)["VoiceToVoiceMs"] == 2_345.6
+    # the end of speech as a monotonic time, and the first audio relative to the reply start
+    derived = SimpleNamespace(
+        timings=SimpleNamespace(started=100.5, speech_end_at=99.0, first_audio_ms=700.0),
+        status="completed",
+    )
+    assert turn_figures(derived)["VoiceToVoiceMs"] == pytest.approx(2_200.0)
+
+
+# ---------------------------------------------------------------------------- EMF
+
+
+def test_emit_prints_one_emf_record_with_the_same_numbers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KiddoLingoTest")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "kiddolingo-voice")
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    turn = outcome("cancelled", "turn_detected", transcription_ms=600.0, chat_first_token_ms=451.5)
+    figures = emit_turn_metrics(turn, speculative="hit")
+
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    (directive,) = record["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "KiddoLingoTest"
+    assert directive["Dimensions"] == [["service"]]
+    assert record["service"] == "kiddolingo-voice"
+    assert record["response_id"] == "resp_1"
+    assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
+        name: UNITS[name] for name in figures
+    }
+    # what CloudWatch extracts is exactly what turn_figures computed (the benchmark's numbers)
+    assert parse_emf(out) == [figures]
+    assert figures == turn_figures(turn, speculative="hit")
+    assert figures["Interruptions"] == 1.0 and figures["SpeculativeHits"] == 1.0
+
+
+def test_emit_can_be_disabled(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    assert emit_turn_metrics(outcome(transcription_ms=1.0))["TranscriptionMs"] == 1.0
+    assert capsys.readouterr().out == ""
+
+
+def test_emit_never_raises(capsys: pytest.CaptureFixture[str]) -> None:
+    assert emit_turn_metrics(object()) == {"Interruptions": 0.0, "ProviderErrors": 0.0}
+    assert emit_turn_metrics(outcome(), speculative="bogus") == {}  # logged, not raised
+    capsys.readouterr()
+
+
+def test_concurrent_turns_do_not_mix_their_records(capsys: pytest.CaptureFixture[str]) -> None:
+    def emit(n: int) -> None:
+        emit_turn_metrics(outcome(transcription_ms=float(n)))
+
+    threads = [threading.Thread(target=emit, args=(n,)) for n in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = parse_emf(capsys.readouterr().out)
+    assert sorted(r["TranscriptionMs"] for r in records) == [float(n) for n in range(1, 9)]
+    assert all(len(r) == 3 for r in records)
+
+
+def test_importing_metrics_loads_neither_powertools_nor_openai() -> None:
+    code = (
+        "import sys, kiddolingo.metrics\n"
+        "assert 'aws_lambda_powertools' not in sys.modules\n"
+        "assert 'openai' not in sys.modules\n"
+        "from kiddolingo.turn import TurnOutcome\n"
+        "kiddolingo.metrics.emit_turn_metrics(TurnOutcome('r', 'i', 'completed'))\n"
+        "assert 'openai' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------------------- the floor
+
+
+def test_the_floor_follows_the_first_sentence_of_the_reply() -> None:
+    from infra.bench import first_sentence_tokens, floor_ms, overhead_breakdown
+    from infra.fake_openai import LatencyProfile
+
+    reply = "¡Hola, Ana! 😊 (Hello, Ana!) ¿Cómo estás hoy? (How are you today?)"
+    # "¡" "Hola" "," " Ana" "!" " 😊" | " (" — the splitter needs the "(" to close the sentence
+    assert first_sentence_tokens(reply) == 6
+    profile = LatencyProfile()  # 600 / 450 + 40 tok/s / 200
+    assert floor_ms(profile, reply, 1200) == pytest.approx(1200 + 600 + 450 + 6 * 25 + 200)
+    assert floor_ms(LatencyProfile.zero(), reply, 1200) == 1200
+
+    timeline = {
+        "input_audio_buffer.speech_stopped": 1230.0,
+        "conversation.item.input_audio_transcription.completed": 1900.0,
+        "response.created": 1950.0,
+        "response.output_audio_transcript.delta": 2700.0,
+        "response.output_audio.delta": 2910.0,
+    }
+    stages = overhead_breakdown(timeline, profile, reply, 1200)
+    assert len(stages) == 5
+    overhead = timeline["response.output_audio.delta"] - floor_ms(profile, reply, 1200)
+    assert sum(stages.values()) == pytest.approx(overhead)
+
+
+# ---------------------------------------------------------------------------- make bench
+
+
+@pytest.mark.slow
+def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path) -> None:
+    from infra.bench import FIGURE_KEYS
+
+    out_json = tmp_path / "bench.json"
+    env = dict(os.environ, BENCH_JSON=str(out_json))
+    for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        env.pop(var, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.bench", "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "voice-to-voice" in done.stdout and "AWS calls per append" in done.stdout
+
+    figures = json.loads(out_json.read_text())
+    missing = [key for key in FIGURE_KEYS if key not in figures]
+    assert not missing, missing
+    for key in FIGURE_KEYS:
+        assert isinstance(figures[key], int | float) and not isinstance(figures[key], bool), (
+            key,
+            figures[key],
+        )
+    assert figures["turns"] == figures["turns_measured"] == 2
+    assert figures["turn_statuses"] == ["completed", "completed"]
+    assert figures["aws_calls_per_append_mean"] > 0
+    assert figures["aws_calls_per_turn_mean"] > figures["aws_calls_per_append_mean"]
+    assert figures["chunk_path_imports_openai"] is False
+    assert figures["voice_to_voice_p50_ms"] >= figures["silence_ms"]
+    assert figures["sequential_p50_ms"] >= figures["silence_ms"]
+    assert len(figures["per_turn"]) == 2
+    assert all(t["figures"].get("TranscriptionMs") is not None for t in figures["per_turn"])
+    assert set(figures["targets"]) and all("ok" in t for t in figures["targets"].values())
+    assert figures["audio_objects_left"] == 0  # the children's audio is gone after the turns
