@@ -1,0 +1,583 @@
+// KiddoLingoClient: the reusable browser client of KiddoLingo Voice (plain ES module, no build).
+//
+// It speaks the server's subset of the OpenAI Realtime API (GA event names) over one WebSocket:
+//
+//   const client = new KiddoLingoClient({ url: "ws://127.0.0.1:8080/", token, targetLanguage: "Spanish" });
+//   client.addEventListener("state", (e) => console.log(e.detail.state));
+//   await client.connect();
+//   await client.startMicrophone();   // from a user gesture (button click)
+//
+// What it does:
+// * authenticates with the token as a `bearer.<jwt>` entry of Sec-WebSocket-Protocol next to
+//   "kiddolingo.v1" (or as ?token= with tokenTransport: "query");
+// * sends session.update first: PCM16 input at 24 kHz, server VAD with the children's defaults,
+//   the target language;
+// * captures the microphone (echo cancellation, noise suppression, auto gain) through an
+//   AudioWorklet that converts it to PCM16 at 24 kHz, and sends input_audio_buffer.append about
+//   every 100 ms (each frame ~6.5 KB, far under API Gateway's 32 KB), numbered "audio#<n>" from 1
+//   per WebSocket connection;
+// * plays response.output_audio.delta gaplessly (see player.js), tracking per item how many ms
+//   were actually played;
+// * barge-in: on input_audio_buffer.speech_started it stops playback at once and sends
+//   conversation.item.truncate {item_id, content_index: 0, audio_end_ms: <played ms>};
+// * reconnects by itself with exponential backoff (1 s doubling, capped at 10 s), resuming the
+//   same session (?session_id=<id from session.created>); audio captured while disconnected is
+//   dropped, never sent stale.
+//
+// Events (CustomEvent, details in brackets):
+//   "connection" {state: "connecting" | "open" | "reconnecting" | "closed"}
+//   "state"      {state: "idle" | "connecting" | "ready" | "listening" | "thinking" | "speaking"
+//                        | "reconnecting"}   (what the page shows)
+//   "session"    {id, session}
+//   "reconnecting" {attempt, delayMs}, "reconnected" {count, sessionId}
+//   "conversation" {items}  (the conversation changed: [{role, itemId, text, done, interrupted}])
+//   "user-transcript" {itemId, text}, "assistant-transcript" {itemId, text, delta, done}
+//   "speech-started", "speech-stopped", "interrupted" {itemId, playedMs}
+//   "microphone" {active}, "error" {kind: "microphone" | "connection" | "server" | "auth", code, message}
+//   "server-event" {event}  (every server event, raw)
+
+import { PcmPlayer } from "./player.js";
+
+export const PROTOCOL = "kiddolingo.v1";
+
+/** Server VAD tuned for children (the product brief): soft voices, long pauses. */
+export const CHILD_VAD_DEFAULTS = Object.freeze({
+  type: "server_vad",
+  threshold: 0.3,
+  prefix_padding_ms: 300,
+  silence_duration_ms: 1200,
+  create_response: true,
+  interrupt_response: true,
+});
+
+export function bytesToBase64(bytes) {
+  let binary = "";
+  const step = 0x8000;
+  for (let i = 0; i < bytes.length; i += step) {
+    binary += String.fromCharCode.apply(null, bytes.subarray(i, i + step));
+  }
+  return btoa(binary);
+}
+
+export function base64ToBytes(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+export class KiddoLingoClient extends EventTarget {
+  constructor(options = {}) {
+    super();
+    if (!options.url) throw new Error("KiddoLingoClient needs a url (ws://… or wss://…)");
+    this.url = options.url;
+    this.token = options.token || null;
+    this.tokenTransport = options.tokenTransport || "subprotocol";
+    this.targetLanguage = options.targetLanguage || "Spanish";
+    this.learnerAge = options.learnerAge || null;
+    this.inputRate = options.inputRate || 24000;
+    this.chunkMs = options.chunkMs || 100;
+    this.turnDetection =
+      options.turnDetection === null ? null : { ...CHILD_VAD_DEFAULTS, ...(options.turnDetection || {}) };
+    this.voice = options.voice || null;
+    this.instructions = options.instructions || null;
+    this.initialDelayMs = (options.reconnect && options.reconnect.initialDelayMs) || 1000;
+    this.maxDelayMs = (options.reconnect && options.reconnect.maxDelayMs) || 10000;
+    this.WebSocketImpl = options.WebSocketImpl || WebSocket;
+    this.workletUrl = options.workletUrl || new URL("./pcm-worklet.js", import.meta.url);
+
+    this.ws = null;
+    this.connectionState = "closed";
+    this.sessionId = options.sessionId || null;
+    this.everOpened = false;
+    this.reconnects = 0; // successful re-opens after the first connection
+    this.reconnectAttempts = 0; // attempts since the last successful open
+    this.totalReconnectAttempts = 0;
+    this.intentionalClose = false;
+    this.reconnectTimer = null;
+    this.appendSeq = 0; // per WebSocket connection, from 1
+    this.appendsSent = 0;
+    this.chunksDropped = 0;
+    this.eventsReceived = 0;
+
+    this.ctx = null;
+    this.player = null;
+    this.stream = null;
+    this.sourceNode = null;
+    this.workletNode = null;
+    this.sinkNode = null;
+    this.micActive = false;
+    this.micLevel = 0;
+
+    this.userSpeaking = false;
+    this.awaitingResponse = false;
+    this.responseInProgress = false;
+    this.responseAudioDone = true;
+    this.currentAssistantItem = null;
+    this.truncatedItems = new Set();
+    this.items = []; // [{role, itemId, text, done, interrupted}]
+    this.uiState = "idle";
+    this._stateTimer = null;
+  }
+
+  // ------------------------------------------------------------------ connection
+
+  /** Open the WebSocket (resolves once open; keeps reconnecting by itself after that). */
+  connect() {
+    this.intentionalClose = false;
+    if (this.ws && (this.ws.readyState === 0 || this.ws.readyState === 1)) {
+      return this._waitOpen();
+    }
+    this._open();
+    if (!this._stateTimer) this._stateTimer = setInterval(() => this._updateState(), 200);
+    return this._waitOpen();
+  }
+
+  _waitOpen() {
+    if (this.connectionState === "open") return Promise.resolve();
+    return new Promise((resolve) => {
+      const onConnection = (event) => {
+        if (event.detail.state === "open") {
+          this.removeEventListener("connection", onConnection);
+          resolve();
+        }
+      };
+      this.addEventListener("connection", onConnection);
+    });
+  }
+
+  /** Close for good (no reconnection). */
+  close() {
+    this.intentionalClose = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.stopMicrophone();
+    if (this.ws) this.ws.close(1000, "bye");
+    if (this.player) this.player.stop();
+    clearInterval(this._stateTimer);
+    this._stateTimer = null;
+    this._setConnection("closed");
+  }
+
+  _buildUrl() {
+    const url = new URL(this.url, typeof location !== "undefined" ? location.href : undefined);
+    if (this.sessionId) url.searchParams.set("session_id", this.sessionId);
+    if (this.token && this.tokenTransport === "query") url.searchParams.set("token", this.token);
+    return url.toString();
+  }
+
+  _open() {
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    const protocols = [PROTOCOL];
+    if (this.token && this.tokenTransport === "subprotocol") protocols.push(`bearer.${this.token}`);
+    let ws;
+    try {
+      ws = new this.WebSocketImpl(this._buildUrl(), protocols);
+    } catch (err) {
+      this._emit("error", { kind: "connection", code: "bad_url", message: String(err) });
+      this._scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    this.appendSeq = 0;
+    this._setConnection(this.everOpened ? "reconnecting" : "connecting");
+    ws.onopen = () => {
+      if (this.ws !== ws) return;
+      const reconnected = this.everOpened;
+      this.everOpened = true;
+      this.reconnectAttempts = 0;
+      // Whatever the worklet buffered while we were away is stale: drop it.
+      if (this.workletNode) this.workletNode.port.postMessage({ type: "reset" });
+      this._sendSessionUpdate();
+      this._setConnection("open");
+      if (reconnected) {
+        this.reconnects += 1;
+        this._emit("reconnected", { count: this.reconnects, sessionId: this.sessionId });
+      }
+    };
+    ws.onmessage = (message) => {
+      if (this.ws !== ws) return;
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch (_) {
+        return;
+      }
+      this._onServerEvent(event);
+    };
+    ws.onerror = () => {
+      /* a close event follows */
+    };
+    ws.onclose = (close) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.userSpeaking = false;
+      if (this.intentionalClose) {
+        this._setConnection("closed");
+        return;
+      }
+      if (close.code === 1001 && !this.micActive) {
+        // The gateway's idle timeout while nobody talks: reconnect on the next start instead.
+        this._setConnection("closed");
+        return;
+      }
+      if (this.everOpened) {
+        this._emit("error", {
+          kind: "connection",
+          code: "connection_lost",
+          message: `connection lost (${close.code})`,
+        });
+      } else {
+        this._emit("error", {
+          kind: this.token ? "connection" : "auth",
+          code: "connect_failed",
+          message: `could not connect (${close.code})`,
+        });
+      }
+      this._scheduleReconnect();
+    };
+  }
+
+  _scheduleReconnect() {
+    const delayMs = Math.min(this.initialDelayMs * 2 ** this.reconnectAttempts, this.maxDelayMs);
+    this.reconnectAttempts += 1;
+    this.totalReconnectAttempts += 1;
+    this._setConnection("reconnecting");
+    this._emit("reconnecting", { attempt: this.reconnectAttempts, delayMs });
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => this._open(), delayMs);
+  }
+
+  _setConnection(state) {
+    if (this.connectionState === state) return;
+    this.connectionState = state;
+    this._emit("connection", { state });
+    this._updateState();
+  }
+
+  /** Send one client event (dropped when not connected). Returns true if sent. */
+  send(event) {
+    if (!this.ws || this.ws.readyState !== 1) return false;
+    this.ws.send(JSON.stringify(event));
+    return true;
+  }
+
+  _sessionPayload() {
+    const session = {
+      type: "realtime",
+      audio: {
+        input: {
+          format: { type: "audio/pcm", rate: this.inputRate },
+          turn_detection: this.turnDetection,
+        },
+      },
+      tutor: { target_language: this.targetLanguage },
+    };
+    if (this.learnerAge) session.tutor.learner_age = this.learnerAge;
+    if (this.voice) session.audio.output = { voice: this.voice };
+    if (this.instructions) session.instructions = this.instructions;
+    return session;
+  }
+
+  _sendSessionUpdate() {
+    this.send({ type: "session.update", session: this._sessionPayload() });
+  }
+
+  /** Change the target language (sent at once when connected). */
+  setTargetLanguage(language) {
+    this.targetLanguage = language;
+    this.send({ type: "session.update", session: { tutor: { target_language: language } } });
+  }
+
+  // ------------------------------------------------------------------ audio
+
+  /** Create/resume the AudioContext: call from a user gesture (autoplay policy). */
+  prepareAudio() {
+    if (!this.ctx) {
+      const Ctx = window.AudioContext || window.webkitAudioContext;
+      this.ctx = new Ctx({ latencyHint: "interactive" });
+      this.player = new PcmPlayer(this.ctx);
+      this.player.addEventListener("drained", () => this._updateState());
+      this.player.addEventListener("playing", () => this._updateState());
+    }
+    if (this.ctx.state === "suspended") this.ctx.resume();
+    return this.ctx;
+  }
+
+  async startMicrophone() {
+    if (this.micActive) return;
+    this.prepareAudio();
+    if (this.connectionState === "closed" && !this.intentionalClose) this.connect();
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: {
+          echoCancellation: true,
+          noiseSuppression: true,
+          autoGainControl: true,
+          channelCount: 1,
+        },
+      });
+    } catch (err) {
+      const name = (err && err.name) || "";
+      const code =
+        name === "NotAllowedError" || name === "SecurityError"
+          ? "microphone_denied"
+          : name === "NotFoundError" || name === "OverconstrainedError"
+            ? "microphone_missing"
+            : "microphone_error";
+      this._emit("error", { kind: "microphone", code, message: String((err && err.message) || err) });
+      throw err;
+    }
+    await this.ctx.resume();
+    if (!this._workletLoaded) {
+      await this.ctx.audioWorklet.addModule(this.workletUrl);
+      this._workletLoaded = true;
+    }
+    this.stream = stream;
+    this.sourceNode = this.ctx.createMediaStreamSource(stream);
+    this.workletNode = new AudioWorkletNode(this.ctx, "kiddolingo-pcm-capture", {
+      numberOfInputs: 1,
+      numberOfOutputs: 1,
+      channelCount: 1,
+      channelCountMode: "explicit",
+      processorOptions: { targetRate: this.inputRate, chunkMs: this.chunkMs },
+    });
+    // A muted sink keeps the worklet pulled by the graph without playing the microphone back.
+    this.sinkNode = this.ctx.createGain();
+    this.sinkNode.gain.value = 0;
+    this.workletNode.connect(this.sinkNode).connect(this.ctx.destination);
+    this.workletNode.port.onmessage = (message) => this._onCapturedChunk(message.data);
+    this.sourceNode.connect(this.workletNode);
+    this.micActive = true;
+    this._emit("microphone", { active: true });
+    this._updateState();
+  }
+
+  stopMicrophone() {
+    if (!this.micActive) return;
+    this.micActive = false;
+    if (this.workletNode) {
+      this.workletNode.port.onmessage = null;
+      this.workletNode.disconnect();
+    }
+    if (this.sourceNode) this.sourceNode.disconnect();
+    if (this.sinkNode) this.sinkNode.disconnect();
+    if (this.stream) for (const track of this.stream.getTracks()) track.stop();
+    this.workletNode = this.sourceNode = this.sinkNode = this.stream = null;
+    if (this.userSpeaking && this.turnDetection) {
+      // The child stopped mid-sentence: end the turn now rather than wait for silence.
+      this.send({ type: "input_audio_buffer.commit" });
+      this.userSpeaking = false;
+    }
+    this._emit("microphone", { active: false });
+    this._updateState();
+  }
+
+  _onCapturedChunk(data) {
+    if (!data || data.type !== "audio") return;
+    this.micLevel = data.rms || 0;
+    if (!this.ws || this.ws.readyState !== 1 || this.connectionState !== "open") {
+      this.chunksDropped += 1; // captured while disconnected: never sent stale
+      return;
+    }
+    const audio = bytesToBase64(new Uint8Array(data.pcm));
+    this.appendSeq += 1;
+    if (this.send({ type: "input_audio_buffer.append", event_id: `audio#${this.appendSeq}`, audio })) {
+      this.appendsSent += 1;
+    }
+  }
+
+  /** Milliseconds of assistant audio played so far (all items). */
+  playedMs() {
+    return this.player ? this.player.totalPlayedMs() : 0;
+  }
+
+  // ------------------------------------------------------------------ server events
+
+  _onServerEvent(event) {
+    this.eventsReceived += 1;
+    this._emit("server-event", { event });
+    const type = event.type;
+    if (!type) {
+      // API Gateway's own messages: {"message": "Internal server error", ...}
+      if (event.message) {
+        this._emit("error", { kind: "server", code: "gateway", message: String(event.message) });
+      }
+      return;
+    }
+    switch (type) {
+      case "session.created": {
+        const id = event.session && event.session.id;
+        if (id) this.sessionId = id;
+        this._emit("session", { id, session: event.session });
+        break;
+      }
+      case "input_audio_buffer.speech_started":
+        this.userSpeaking = true;
+        this.awaitingResponse = false;
+        this._bargeIn();
+        this._emit("speech-started", event);
+        break;
+      case "input_audio_buffer.speech_stopped":
+        this.userSpeaking = false;
+        this._awaitResponse();
+        this._emit("speech-stopped", event);
+        break;
+      case "input_audio_buffer.committed":
+        this._awaitResponse();
+        this._upsertItem("user", event.item_id, { text: "", done: false });
+        break;
+      case "conversation.item.input_audio_transcription.completed": {
+        const item = this._upsertItem("user", event.item_id, {
+          text: event.transcript || "",
+          done: true,
+        });
+        this._emit("user-transcript", { itemId: item.itemId, text: item.text });
+        break;
+      }
+      case "response.created":
+        this.responseInProgress = true;
+        this.responseAudioDone = false;
+        this.awaitingResponse = true;
+        break;
+      case "response.output_audio_transcript.delta": {
+        const item = this._upsertItem("assistant", event.item_id, {});
+        item.text += event.delta || "";
+        this._emitConversation();
+        this._emit("assistant-transcript", {
+          itemId: item.itemId,
+          text: item.text,
+          delta: event.delta || "",
+          done: false,
+        });
+        break;
+      }
+      case "response.output_audio_transcript.done": {
+        const item = this._upsertItem("assistant", event.item_id, { done: true });
+        if (typeof event.transcript === "string" && !item.interrupted) item.text = event.transcript;
+        this._emitConversation();
+        this._emit("assistant-transcript", { itemId: item.itemId, text: item.text, delta: "", done: true });
+        break;
+      }
+      case "response.output_audio.delta": {
+        const itemId = event.item_id;
+        if (this.truncatedItems.has(itemId)) break;
+        this.currentAssistantItem = itemId;
+        this.awaitingResponse = false;
+        if (this.player && event.delta) this.player.enqueue(itemId, base64ToBytes(event.delta));
+        break;
+      }
+      case "response.output_audio.done":
+        this.responseAudioDone = true;
+        break;
+      case "response.done": {
+        this.responseInProgress = false;
+        this.responseAudioDone = true;
+        this.awaitingResponse = false;
+        const status = event.response && event.response.status;
+        if (status === "failed") {
+          this._emit("error", {
+            kind: "server",
+            code: "response_failed",
+            message: "The tutor could not answer this time.",
+          });
+        }
+        break;
+      }
+      case "input_audio_buffer.cleared":
+        this.awaitingResponse = false;
+        break;
+      case "error": {
+        this.awaitingResponse = false;
+        const error = event.error || {};
+        this._emit("error", {
+          kind: "server",
+          code: error.code || "error",
+          message: error.message || "Something went wrong.",
+        });
+        break;
+      }
+      default:
+        break;
+    }
+    this._updateState();
+  }
+
+  /** The child started talking: stop the tutor at once and tell the server what was heard. */
+  _bargeIn() {
+    if (!this.player) return;
+    const itemId = this.currentAssistantItem;
+    const playing = this.player.isPlaying();
+    if (!itemId || this.truncatedItems.has(itemId)) {
+      if (playing) this.player.stop();
+      return;
+    }
+    // Everything of a finished response was played (give or take rounding): nothing to cut.
+    const heardAll =
+      !playing &&
+      this.responseAudioDone &&
+      this.player.playedMs(itemId) >= this.player.scheduledMs(itemId) - 20;
+    if (heardAll) return;
+    this.player.stop();
+    const playedMs = this.player.playedMs(itemId);
+    this.truncatedItems.add(itemId);
+    this.send({
+      type: "conversation.item.truncate",
+      item_id: itemId,
+      content_index: 0,
+      audio_end_ms: playedMs,
+    });
+    const item = this.items.find((it) => it.itemId === itemId);
+    if (item) item.interrupted = true;
+    this._emitConversation();
+    this._emit("interrupted", { itemId, playedMs });
+  }
+
+  _awaitResponse() {
+    this.awaitingResponse = true;
+    // Never stay "thinking" forever if no response comes (e.g. the turn was too short).
+    clearTimeout(this._awaitTimer);
+    this._awaitTimer = setTimeout(() => {
+      if (!this.responseInProgress) {
+        this.awaitingResponse = false;
+        this._updateState();
+      }
+    }, 15000);
+  }
+
+  _upsertItem(role, itemId, fields) {
+    let item = itemId ? this.items.find((it) => it.itemId === itemId) : null;
+    if (!item) {
+      item = { role, itemId: itemId || `${role}_${this.items.length}`, text: "", done: false, interrupted: false };
+      this.items.push(item);
+    }
+    Object.assign(item, fields);
+    this._emitConversation();
+    return item;
+  }
+
+  _emitConversation() {
+    this._emit("conversation", { items: this.items });
+  }
+
+  _updateState() {
+    let state;
+    if (this.connectionState === "reconnecting") state = "reconnecting";
+    else if (this.connectionState === "connecting") state = "connecting";
+    else if (this.connectionState !== "open") state = "idle";
+    else if (this.player && this.player.isPlaying()) state = "speaking";
+    else if (this.awaitingResponse || this.responseInProgress) state = "thinking";
+    else if (this.micActive) state = "listening";
+    else state = "ready";
+    if (state !== this.uiState) {
+      this.uiState = state;
+      this._emit("state", { state });
+    }
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

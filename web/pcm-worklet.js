@@ -1,0 +1,97 @@
+// AudioWorklet: microphone samples (Float32 at the AudioContext's rate) → PCM16 little-endian
+// mono at the session's input rate (24 kHz by default), posted to the main thread in chunks of
+// about `chunkMs` milliseconds (100 ms = 4 800 bytes at 24 kHz; base64 in JSON stays far under
+// API Gateway's 32 KB frame limit).
+//
+// Resampling: a one-pole low-pass (when downsampling) followed by linear interpolation, with the
+// fractional read position carried from one 128-frame block to the next so chunks join without
+// clicks. Speech needs nothing fancier.
+//
+// Messages from the main thread: {type: "reset"} drops whatever is buffered (used after a
+// reconnect, so stale audio is never sent); {type: "flush"} posts the partial chunk now.
+
+class PcmCaptureProcessor extends AudioWorkletProcessor {
+  constructor(options) {
+    super();
+    const opts = (options && options.processorOptions) || {};
+    this.targetRate = opts.targetRate || 24000;
+    this.chunkSamples = Math.max(1, Math.round((this.targetRate * (opts.chunkMs || 100)) / 1000));
+    this.ratio = sampleRate / this.targetRate; // input samples per output sample
+    // Low-pass at ~0.45 of the target rate when downsampling (anti-aliasing, roughly).
+    if (this.ratio > 1) {
+      const cutoff = 0.45 * this.targetRate;
+      this.alpha = 1 - Math.exp((-2 * Math.PI * cutoff) / sampleRate);
+    } else {
+      this.alpha = 1;
+    }
+    this.lp = 0;
+    this.prev = 0; // last filtered input sample of the previous block
+    this.pos = 0; // read position (in input samples) relative to the current block's start
+    this.out = new Int16Array(this.chunkSamples);
+    this.outLen = 0;
+    this.sumSquares = 0;
+    this.port.onmessage = (event) => {
+      const type = event.data && event.data.type;
+      if (type === "reset") {
+        this.outLen = 0;
+        this.sumSquares = 0;
+      } else if (type === "flush") {
+        this.post();
+      }
+    };
+  }
+
+  post() {
+    if (this.outLen === 0) return;
+    const pcm = this.out.slice(0, this.outLen);
+    const rms = Math.sqrt(this.sumSquares / this.outLen) / 32768;
+    this.port.postMessage({ type: "audio", pcm: pcm.buffer, samples: this.outLen, rms }, [
+      pcm.buffer,
+    ]);
+    this.outLen = 0;
+    this.sumSquares = 0;
+  }
+
+  push(value) {
+    const clamped = value < -1 ? -1 : value > 1 ? 1 : value;
+    const s = clamped < 0 ? Math.round(clamped * 32768) : Math.round(clamped * 32767);
+    this.out[this.outLen++] = s;
+    this.sumSquares += s * s;
+    if (this.outLen === this.chunkSamples) this.post();
+  }
+
+  process(inputs) {
+    const input = inputs[0];
+    if (!input || input.length === 0 || !input[0]) return true;
+    const channel = input[0]; // mono: the first channel (getUserMedia gives mono speech)
+    const n = channel.length;
+    // Filter the block (keeps state across blocks).
+    const filtered = new Float32Array(n);
+    let lp = this.lp;
+    for (let i = 0; i < n; i++) {
+      lp += this.alpha * (channel[i] - lp);
+      filtered[i] = lp;
+    }
+    this.lp = lp;
+    if (this.ratio === 1) {
+      for (let i = 0; i < n; i++) this.push(filtered[i]);
+      this.prev = filtered[n - 1];
+      return true;
+    }
+    // Linear interpolation; index -1 is the previous block's last sample.
+    let pos = this.pos;
+    while (pos < n - 1 + 1e-9) {
+      const i = Math.floor(pos);
+      const frac = pos - i;
+      const a = i < 0 ? this.prev : filtered[i];
+      const b = i + 1 < n ? filtered[i + 1] : filtered[n - 1];
+      this.push(a + (b - a) * frac);
+      pos += this.ratio;
+    }
+    this.pos = pos - n;
+    this.prev = filtered[n - 1];
+    return true;
+  }
+}
+
+registerProcessor("kiddolingo-pcm-capture", PcmCaptureProcessor);
