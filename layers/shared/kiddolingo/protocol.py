@@ -82,7 +82,10 @@ def parse_client_event(body: str | bytes | None) -> ClientEvent:
     """Parse and validate one client frame. Raises ``ProtocolError`` with a precise code."""
     if body is None or body == "" or body == b"":
         raise ProtocolError("empty_event", "The event is empty; send one JSON object per frame.")
-    size = len(body.encode("utf-8")) if isinstance(body, str) else len(body)
+    try:
+        size = len(body.encode("utf-8")) if isinstance(body, str) else len(body)
+    except UnicodeEncodeError:
+        raise ProtocolError("invalid_json", "The event is not valid UTF-8 text.") from None
     if size > MAX_EVENT_BYTES:
         raise ProtocolError(
             "event_too_large",
@@ -93,6 +96,11 @@ def parse_client_event(body: str | bytes | None) -> ClientEvent:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError("invalid_json", f"The event is not valid JSON: {exc}.") from None
+    if (b"\\u" in body if isinstance(body, bytes) else "\\u" in body) and _lone_surrogate(data):
+        # json.loads accepts "\ud800" alone; such a string can never be stored or echoed.
+        raise ProtocolError(
+            "invalid_json", "The event contains an unpaired surrogate escape (\\ud800-\\udfff)."
+        )
     if not isinstance(data, dict):
         raise ProtocolError("invalid_event", "The event must be a JSON object.")
     event_id = data.get("event_id")
@@ -114,6 +122,14 @@ def parse_client_event(body: str | bytes | None) -> ClientEvent:
     event = ClientEvent(etype, event_id, payload)
     _VALIDATORS.get(etype, _no_fields)(event)
     return event
+
+
+def _lone_surrogate(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _no_fields(event: ClientEvent) -> None:
