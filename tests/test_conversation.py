@@ -31,10 +31,19 @@ def test_truncation_at_zero_keeps_nothing() -> None:
 
 
 def test_chat_messages_open_with_the_tutor_prompt_and_end_with_the_child() -> None:
-    history = [{"role": "assistant", "text": "Hi"}, {"role": "user", "text": "hola"},
-               {"role": "assistant", "text": "¡Muy bien!"}]
-    msgs = chat_messages(history, "gracias", target_language="French", learner_age=7,
-                         instructions=None, max_history=10)
+    history = [
+        {"role": "assistant", "text": "Hi"},
+        {"role": "user", "text": "hola"},
+        {"role": "assistant", "text": "¡Muy bien!"},
+    ]
+    msgs = chat_messages(
+        history,
+        "gracias",
+        target_language="French",
+        learner_age=7,
+        instructions=None,
+        max_history=10,
+    )
     assert msgs[0]["role"] == "system" and "French" in msgs[0]["content"]
     assert "7" in msgs[0]["content"]
     assert [m["role"] for m in msgs[1:]] == ["user", "assistant", "user"]
@@ -43,6 +52,7 @@ def test_chat_messages_open_with_the_tutor_prompt_and_end_with_the_child() -> No
 
 def test_history_in_the_context_is_bounded() -> None:
     history = [{"role": "user" if i % 2 == 0 else "assistant", "text": f"m{i}"} for i in range(50)]
-    msgs = chat_messages(history, "x", target_language="Spanish", learner_age=None,
-                         instructions=None, max_history=6)
+    msgs = chat_messages(
+        history, "x", target_language="Spanish", learner_age=None, instructions=None, max_history=6
+    )
     assert len(msgs) <= 1 + 6 + 1

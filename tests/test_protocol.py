@@ -35,8 +35,10 @@ def _err(body) -> ProtocolError:
         ('{"type": "input_audio_buffer.append"}', "invalid_audio"),
         ('{"type": "input_audio_buffer.append", "audio": "***"}', "invalid_audio"),
         ('{"type": "conversation.item.truncate", "audio_end_ms": 5}', "invalid_truncate"),
-        ('{"type": "conversation.item.truncate", "item_id": "i", "audio_end_ms": -1}',
-         "invalid_truncate"),
+        (
+            '{"type": "conversation.item.truncate", "item_id": "i", "audio_end_ms": -1}',
+            "invalid_truncate",
+        ),
         ('{"type": "session.update", "session": 3}', "invalid_session"),
     ],
 )
@@ -45,8 +47,9 @@ def test_bad_events_get_precise_codes(body: str, code: str) -> None:
 
 
 def test_odd_byte_count_is_refused() -> None:
-    body = json.dumps({"type": "input_audio_buffer.append",
-                       "audio": base64.b64encode(b"\x01\x02\x03").decode()})
+    body = json.dumps(
+        {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\x01\x02\x03").decode()}
+    )
     exc = _err(body)
     assert exc.code == "invalid_audio" and "odd" in exc.message
 
@@ -58,8 +61,15 @@ def test_oversize_event_is_refused_before_parsing() -> None:
 
 def test_append_sequence_comes_from_the_event_id() -> None:
     pcm = b"\x00\x01" * 10
-    ev = parse_client_event(json.dumps({"type": "input_audio_buffer.append", "event_id": "audio#42",
-                                        "audio": base64.b64encode(pcm).decode()}))
+    ev = parse_client_event(
+        json.dumps(
+            {
+                "type": "input_audio_buffer.append",
+                "event_id": "audio#42",
+                "audio": base64.b64encode(pcm).decode(),
+            }
+        )
+    )
     assert ev.sequence == 42 and decode_audio(ev) == pcm
     assert parse_client_event('{"type": "response.create", "event_id": "evt_123"}').sequence is None
 

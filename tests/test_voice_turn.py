@@ -6,8 +6,9 @@ from __future__ import annotations
 import base64
 import json
 
-from infra.fake_openai import synth_pcm
 from kiddolingo.speech_text import SentenceSplitter, strip_for_speech
+
+from infra.fake_openai import synth_pcm
 from tests.support.events import connect_event, disconnect_event, message_event
 from tests.support.speech import chunks, speak
 
@@ -23,17 +24,32 @@ def start(stack, conn: str = CONN, session_id: str | None = None) -> str:
     query = {"session_id": session_id} if session_id else None
     out = stack.invoke("$connect", connect_event(query=query, connection_id=conn))
     assert out["statusCode"] == 200, out
-    send(stack, conn, {"type": "session.update", "session": {
-        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
-                            "turn_detection": None}},
-        "tutor": {"target_language": "Spanish", "learner_age": 7}}})
+    send(
+        stack,
+        conn,
+        {
+            "type": "session.update",
+            "session": {
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": 24000},
+                        "turn_detection": None,
+                    }
+                },
+                "tutor": {"target_language": "Spanish", "learner_age": 7},
+            },
+        },
+    )
     return stack.connection_item(conn)["sid"]
 
 
 def speak_turn(stack, conn: str, pcm: bytes) -> None:
     for n, chunk in enumerate(chunks(pcm), start=1):
-        body = {"type": "input_audio_buffer.append", "event_id": f"audio#{n}",
-                "audio": base64.b64encode(chunk).decode()}
+        body = {
+            "type": "input_audio_buffer.append",
+            "event_id": f"audio#{n}",
+            "audio": base64.b64encode(chunk).decode(),
+        }
         assert len(json.dumps(body)) < 32 * 1024
         send(stack, conn, body)
     send(stack, conn, {"type": "input_audio_buffer.commit"})
@@ -55,11 +71,15 @@ def test_a_spoken_turn_end_to_end(stack, fake_openai) -> None:
     events = stack.recorder.events(CONN)
     types = [e["type"] for e in events]
     n_sent = len(sentences(REPLY))
-    head = ["session.created", "session.updated", "input_audio_buffer.committed",
-            "conversation.item.input_audio_transcription.completed", "response.created"]
+    head = [
+        "session.created",
+        "session.updated",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+    ]
     assert types[:5] == head
-    tail = ["response.output_audio.done", "response.output_audio_transcript.done",
-            "response.done"]
+    tail = ["response.output_audio.done", "response.output_audio_transcript.done", "response.done"]
     assert types[-3:] == tail
     body = types[5:-3]
     assert body.count("response.output_audio_transcript.delta") == n_sent
@@ -73,8 +93,9 @@ def test_a_spoken_turn_end_to_end(stack, fake_openai) -> None:
     assert events[3]["transcript"] == "Hola, me llamo Ana."
 
     # the audio deltas decode to the synthesized PCM of each sentence, emojis never spoken
-    audio = b"".join(base64.b64decode(e["delta"]) for e in events
-                     if e["type"] == "response.output_audio.delta")
+    audio = b"".join(
+        base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta"
+    )
     assert audio == b"".join(synth_pcm(strip_for_speech(s)) for s in sentences(REPLY))
     spoken = [r.input for r in fake_openai.requests("audio/speech")]
     assert all("😊" not in s and "🐱" not in s for s in spoken)
@@ -88,8 +109,10 @@ def test_a_spoken_turn_end_to_end(stack, fake_openai) -> None:
 
     # history holds the child's words and the tutor's answer; the turn's audio is gone
     hist = stack.session_item(sid)["hist"]
-    assert [(h["role"], h["text"]) for h in hist] == [("user", "Hola, me llamo Ana."),
-                                                      ("assistant", REPLY)]
+    assert [(h["role"], h["text"]) for h in hist] == [
+        ("user", "Hola, me llamo Ana."),
+        ("assistant", REPLY),
+    ]
     assert stack.audio_keys() == []
     assert max(stack.recorder.sizes) < 32 * 1024
 
@@ -112,14 +135,18 @@ def test_resume_carries_the_history_into_the_next_turn(stack, fake_openai) -> No
     assert start(stack, conn="conn-B=", session_id=sid) == sid
     speak_turn(stack, "conn-B=", pcm)
     second = fake_openai.requests("chat/completions")[-1].messages
-    assert [m["content"] for m in second[1:]] == ["Hola", "¡Hola! 😊 (Hello!)",
-                                                  "Me gustan los perros"]
+    assert [m["content"] for m in second[1:]] == [
+        "Hola",
+        "¡Hola! 😊 (Hello!)",
+        "Me gustan los perros",
+    ]
     # the resumed connection was greeted with the same session
     created = stack.recorder.events("conn-B=")[0]
     assert created["type"] == "session.created" and created["session"]["id"] == sid
 
 
 def test_resuming_an_unknown_session_is_refused(stack) -> None:
-    out = stack.invoke("$connect", connect_event(query={"session_id": "sess_nope"},
-                                                 connection_id=CONN))
+    out = stack.invoke(
+        "$connect", connect_event(query={"session_id": "sess_nope"}, connection_id=CONN)
+    )
     assert out["statusCode"] == 404

@@ -21,8 +21,12 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ctx = event["requestContext"]
     connection_id = ctx["connectionId"]
     settings = get_settings()
-    tutor = Tutor(settings, aws.session_store(settings), aws.chunk_store(settings),
-                  aws.messenger(ctx["domainName"], ctx["stage"], connection_id))
+    tutor = Tutor(
+        settings,
+        aws.session_store(settings),
+        aws.chunk_store(settings),
+        aws.messenger(ctx["domainName"], ctx["stage"], connection_id),
+    )
     try:
         tutor.handle_message(event.get("body"))
     except ConnectionGoneError:

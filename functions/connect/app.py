@@ -30,16 +30,22 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         auth = authenticate(ws.headers, query, settings)
         learner = auth.claims.learner_id if auth.claims else "anonymous"
         result = service.connect(
-            aws.session_store(settings), settings, connection_id,
-            learner_id=learner, session_id=(query.get("session_id") or None),
-            check_owner=lambda owner: check_resume(auth.claims, owner))
+            aws.session_store(settings),
+            settings,
+            connection_id,
+            learner_id=learner,
+            session_id=(query.get("session_id") or None),
+            check_owner=lambda owner: check_resume(auth.claims, owner),
+        )
     except AuthError as exc:
         logger.info("connect refused", extra={"status": exc.status, "code": exc.code})
         return exc.to_response()
     if result.status != 200:
         logger.info("connect refused", extra={"status": result.status, "code": result.code})
-        return {"statusCode": result.status,
-                "body": f'{{"error": {{"code": "{result.code}", "message": "{result.message}"}}}}'}
+        return {
+            "statusCode": result.status,
+            "body": f'{{"error": {{"code": "{result.code}", "message": "{result.message}"}}}}',
+        }
     logger.info("connected", extra={"session_id": result.session_id})
     response: dict[str, Any] = {"statusCode": 200}
     if auth.subprotocol:

@@ -26,9 +26,15 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     connection_id = ws.request_context.connection_id
     settings = get_settings()
     # Disconnect never posts: the messenger only carries the connection id.
-    tutor = Tutor(settings, aws.session_store(settings), aws.chunk_store(settings),
-                  ApiGatewayMessenger(None, connection_id))
+    tutor = Tutor(
+        settings,
+        aws.session_store(settings),
+        aws.chunk_store(settings),
+        ApiGatewayMessenger(None, connection_id),
+    )
     tutor.disconnect()
-    logger.info("disconnected", extra={"connection_id": connection_id,
-                                        "reason": ws.request_context.disconnect_reason})
+    logger.info(
+        "disconnected",
+        extra={"connection_id": connection_id, "reason": ws.request_context.disconnect_reason},
+    )
     return {"statusCode": 200}

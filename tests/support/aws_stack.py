@@ -88,15 +88,17 @@ class Stack:
     def session_item(self, session_id: str) -> dict[str, Any] | None:
         from kiddolingo.store import from_item
 
-        item = self.ddb.get_item(TableName=TABLE, Key={"pk": {"S": f"session#{session_id}"}},
-                                 ConsistentRead=True).get("Item")
+        item = self.ddb.get_item(
+            TableName=TABLE, Key={"pk": {"S": f"session#{session_id}"}}, ConsistentRead=True
+        ).get("Item")
         return from_item(item) if item else None
 
     def connection_item(self, connection_id: str) -> dict[str, Any] | None:
         from kiddolingo.store import from_item
 
-        item = self.ddb.get_item(TableName=TABLE, Key={"pk": {"S": f"conn#{connection_id}"}},
-                                 ConsistentRead=True).get("Item")
+        item = self.ddb.get_item(
+            TableName=TABLE, Key={"pk": {"S": f"conn#{connection_id}"}}, ConsistentRead=True
+        ).get("Item")
         return from_item(item) if item else None
 
     def audio_keys(self) -> list[str]:

@@ -18,17 +18,40 @@ def require_speech_tools() -> None:
 
 
 @lru_cache(maxsize=32)
-def speak(text: str, *, rate: int = 24000, voice: str = "en+f3", pitch: int = 70,
-          speed: int = 140, pad_s: float = 0.0) -> bytes:
+def speak(
+    text: str,
+    *,
+    rate: int = 24000,
+    voice: str = "en+f3",
+    pitch: int = 70,
+    speed: int = 140,
+    pad_s: float = 0.0,
+) -> bytes:
     """``text`` spoken by espeak-ng as raw PCM16 LE mono at ``rate``."""
     require_speech_tools()
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "s.wav"
         raw = Path(tmp) / "s.raw"
-        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed),
-                        "-w", str(wav), text], check=True, capture_output=True)
-        cmd = ["sox", str(wav), "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer",
-               "-t", "raw", str(raw)]
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(wav), text],
+            check=True,
+            capture_output=True,
+        )
+        cmd = [
+            "sox",
+            str(wav),
+            "-r",
+            str(rate),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-t",
+            "raw",
+            str(raw),
+        ]
         if pad_s:
             cmd += ["pad", "0", str(pad_s)]
         subprocess.run(cmd, check=True, capture_output=True)

@@ -195,7 +195,7 @@ def ingest(
             if pending_seq is None:
                 pending_seq = seq
             pending_bytes += pcm
-            timeline += int(round(bytes_to_ms(len(pcm), sample_rate)))
+            timeline += round(bytes_to_ms(len(pcm), sample_rate))
             continue
         step = vadlib.feed(vad_cfg, vad_state, pcm)
         vad_state = step.state

@@ -20,8 +20,8 @@ from .conversation import (
     Segment,
     assistant_item,
     chat_messages,
-    truncate_item,
     trim_history,
+    truncate_item,
     user_item,
 )
 from .messenger import ConnectionGoneError, Messenger

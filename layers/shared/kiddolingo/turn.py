@@ -102,7 +102,7 @@ class SpeechJob:
     def __init__(self, synth: Any, text: str, voice: str, timings: TurnTimings) -> None:
         self.text = text
         self.spoken = strip_for_speech(text)
-        self.queue: asyncio.Queue[bytes | None | BaseException] = asyncio.Queue()
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
         self._synth = synth
         self._voice = voice
         self._timings = timings
@@ -409,13 +409,15 @@ class TurnRunner:
         try:
             while True:
                 job = await jobs.get()
-                if job is None:
-                    break
                 if not gated:
+                    # Even a reply with nothing to speak (its first sentence flagged, or an
+                    # error) waits for the verdict on the child's words.
                     assert gate is not None
                     if not await gate():
                         return False
                     gated = True
+                if job is None:
+                    break
                 await self._check()
                 await self._post_sentence(req, job, outcome)
             if producer_error:
@@ -467,7 +469,7 @@ class TurnRunner:
                         t.first_audio_ms = _ms_since(t.started)
                     posted += len(piece)
         finally:
-            ms = int(round(bytes_to_ms(posted, 24000)))
+            ms = round(bytes_to_ms(posted, 24000))
             if posted or finished:
                 if finished:
                     seg = Segment(job.text, ms)
