@@ -314,12 +314,13 @@ def test_latency_profile_is_applied(fake_openai: FakeOpenAI) -> None:
             return timings
 
     t = asyncio.run(main())
-    assert 0.12 <= t["transcription"] < 0.5
-    assert 0.10 <= t["first"] < 0.4
-    assert 0.19 <= t["chat"] < 0.6  # 100 ms + 10 tokens at 100/s
-    assert 0.08 <= t["speech_first"] < 0.4
-    assert 0.08 + 0.6 / 10 * 0.8 <= t["speech"] < 0.8  # 600 ms of audio at 10x
-    assert 0.05 <= t["moderation"] < 0.4
+    # Lower bounds are the profile; upper bounds leave room for a loaded machine.
+    assert 0.12 <= t["transcription"] < 1.0
+    assert 0.10 <= t["first"] < 0.8
+    assert 0.19 <= t["chat"] < 1.2  # 100 ms + 10 tokens at 100/s
+    assert 0.08 <= t["speech_first"] < 0.8
+    assert 0.08 + 0.6 / 10 * 0.8 <= t["speech"] < 1.5  # 600 ms of audio at 10x
+    assert 0.05 <= t["moderation"] < 0.8
     (speech,) = fake_openai.requests("speech")
     assert speech.first_byte_at is not None
     assert speech.first_byte_at - speech.received_at >= 0.08

@@ -210,22 +210,22 @@ def test_closing_a_chat_stream_early_stops_the_server(
     fake_openai.set_latency(LatencyProfile.zero(), chat_tokens_per_s=100)
     fake_openai.script_replies(" ".join(f"palabra{i}" for i in range(200)))
 
-    async def body(p: Providers) -> list[str]:
+    async def body(p: Providers) -> tuple[list[str], float]:
+        started = time.monotonic()
         stream = p.chat.stream(MESSAGES, temperature=0.7, max_tokens=500)
         got = [await anext(stream) for _ in range(3)]
         await stream.aclose()  # type: ignore[attr-defined]
-        return got
+        return got, time.monotonic() - started
 
-    started = time.monotonic()
-    got = with_providers(fake_openai_settings, body)
+    got, elapsed = with_providers(fake_openai_settings, body)
+    assert elapsed < 1.0  # 200 tokens would take 2 s
     assert got == ["palabra0", " palabra1", " palabra2"]
     assert fake_openai.wait_idle(5)
-    assert time.monotonic() - started < 1.0  # 200 tokens would take 2 s
     (request,) = fake_openai.requests("chat")
     assert request.disconnected and not request.completed
     assert request.tokens_total == 200
-    assert request.tokens_sent < 20
-    assert request.bytes_sent < (request.bytes_total or 0) // 5
+    assert request.tokens_sent < 50
+    assert request.bytes_sent < (request.bytes_total or 0) // 4
 
 
 def test_cancelling_the_consumer_task_closes_the_chat_stream(
@@ -233,7 +233,7 @@ def test_cancelling_the_consumer_task_closes_the_chat_stream(
 ) -> None:
     """Barge-in: the turn task is cancelled while it waits for the next token."""
     fake_openai.set_latency(LatencyProfile.zero(), chat_tokens_per_s=50)
-    fake_openai.script_replies(" ".join(["hola"] * 200))
+    fake_openai.script_replies(" ".join(["hola"] * 200))  # 4 s of tokens
 
     async def body(p: Providers) -> int:
         received = 0
@@ -244,18 +244,20 @@ def test_cancelling_the_consumer_task_closes_the_chat_stream(
                 received += 1
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.15)
+        deadline = time.monotonic() + 5
+        while received < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         return received
 
     received = with_providers(fake_openai_settings, body)
-    assert 0 < received < 30
+    assert received >= 3
     assert fake_openai.wait_idle(5)
     (request,) = fake_openai.requests("chat")
-    assert request.disconnected
-    assert request.tokens_sent < 30
+    assert request.disconnected and not request.completed
+    assert request.tokens_sent < 100
 
 
 # --- speech -----------------------------------------------------------------------------------
@@ -308,7 +310,7 @@ def test_large_speech_reads_are_split_under_the_message_limit(
 def test_closing_a_speech_stream_early_stops_the_server(
     fake_openai: FakeOpenAI, fake_openai_settings: Settings
 ) -> None:
-    fake_openai.set_latency(LatencyProfile.zero(), speech_realtime_factor=10)
+    fake_openai.set_latency(LatencyProfile.zero(), speech_realtime_factor=4)
     text = "Había una vez un perro muy simpático que vivía en el campo."  # ~3.6 s of audio
 
     async def body(p: Providers) -> bytes:
@@ -507,7 +509,7 @@ def test_a_hanging_provider_times_out(
         True,
     )
     assert len(fake_openai.requests("moderations")) == 2  # the SDK retried the timeout once
-    assert 0.5 <= elapsed < 3.0
+    assert 0.5 <= elapsed < 4.0
 
 
 def test_a_timeout_then_success_is_hidden_by_the_sdk_retry(
@@ -559,7 +561,7 @@ def test_a_stream_that_stalls_midway_times_out_and_is_not_retried(
     started = time.monotonic()
     with pytest.raises(ProviderTimeoutError) as info:
         with_providers(settings, body)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0
     assert info.value.stage == endpoint and info.value.retryable
     assert received  # part of the stream arrived before the stall
     assert len(fake_openai.requests(endpoint)) == 1
