@@ -30,13 +30,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from email.parser import BytesHeaderParser
 from functools import lru_cache
 from typing import Any, NoReturn
 
 import numpy as np
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from kiddolingo.audio import WavFormatError, wav_to_pcm16
 
 __all__ = [
@@ -305,6 +306,31 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
         429: "rate_limit_exceeded",
     }.get(status, "server_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+
+
+def _multipart_parts(
+    body: bytes, boundary: str
+) -> Iterator[tuple[str | None, str | None, str | None, bytes]]:
+    """``(name, filename, content type, data)`` of each part of a multipart/form-data body
+    (parsed by hand: small, whole bodies, and no dependence on network chunk boundaries)."""
+    if not boundary:
+        return
+    delimiter = b"--" + boundary.encode("latin-1")
+    for raw in body.split(delimiter)[1:]:
+        if raw.startswith(b"--"):
+            break  # the closing delimiter
+        head, _, data = raw.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        data = data.removesuffix(b"\r\n")
+        headers = BytesHeaderParser().parsebytes(head + b"\r\n\r\n")
+        disposition = headers.get("Content-Disposition", "")
+        params = dict(
+            (key.strip().lower(), value.strip().strip('"'))
+            for key, _, value in (p.partition("=") for p in disposition.split(";")[1:])
+        )
+        yield params.get("name"), params.get("filename"), headers.get("Content-Type"), data
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -676,16 +702,16 @@ class FakeOpenAI:
         denied = self._check_auth(request)
         form: dict[str, str] = {}
         if denied is None and request.content_type == "multipart/form-data":
-            reader = await request.multipart()
-            async for part in reader:
-                if not isinstance(part, BodyPartReader):
-                    continue  # a nested multipart: not something the API sends
-                if part.name == "file":
-                    record.file = bytes(await part.read())
-                    record.filename = part.filename
-                    record.file_content_type = part.headers.get("Content-Type")
-                elif part.name:
-                    form[part.name] = await part.text()
+            match = _BOUNDARY.search(request.headers.get("Content-Type", ""))
+            boundary = match.group(1) if match else ""
+            for name, filename, content_type, data in _multipart_parts(
+                await request.read(), boundary
+            ):
+                if name == "file":
+                    record.file, record.filename = data, filename
+                    record.file_content_type = content_type
+                elif name:
+                    form[name] = data.decode("utf-8", "replace")
         record.form = form
         failure, latency = self._record(record)
 
