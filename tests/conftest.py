@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 
 import pytest
-
-import importlib.util
 
 if importlib.util.find_spec("tests.support.fake_openai_fixtures") is not None:
     pytest_plugins = ["tests.support.fake_openai_fixtures"]
@@ -67,6 +66,9 @@ def stack(monkeypatch: pytest.MonkeyPatch, fake_openai) -> Iterator:
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-fake")
     monkeypatch.setenv("AUTH_REQUIRED", "false")
+    # Tests that send appends one after another (not concurrently, as API Gateway does) would
+    # wait out every speculation; the speculative tests turn it on themselves.
+    monkeypatch.setenv("SPECULATIVE_FRACTION", os.environ.get("TEST_SPECULATIVE_FRACTION", "0"))
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KiddoLingoTest")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     for var in ("AUTH_SECRET_PARAMETER", "OPENAI_API_KEY_PARAMETER"):

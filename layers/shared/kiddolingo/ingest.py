@@ -128,8 +128,14 @@ class IngestResult:
     processed: tuple[int, ...] = ()
 
 
-def vad_config(td: dict[str, Any], sample_rate: int, speculative_fraction: float | None):
-    return vadlib.VadConfig.from_turn_detection(td, sample_rate, speculative_fraction)
+def vad_config(
+    td: dict[str, Any], sample_rate: int, speculative_fraction: float | None
+) -> vadlib.VadConfig:
+    """The VAD settings of a session; a fraction of 0 (or none) turns speculation off."""
+    fraction = (
+        speculative_fraction if speculative_fraction and 0 < speculative_fraction < 1 else None
+    )
+    return vadlib.VadConfig.from_turn_detection(td, sample_rate, fraction)
 
 
 def _new_utterance(session_id: str, start_ms: int) -> Utterance:

@@ -8,6 +8,7 @@ and ``turn``; this module sequences the I/O around them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +43,9 @@ from .store import REMOVE, ConflictError, NotFoundError, SessionStore
 log = logging.getLogger(__name__)
 
 MAX_APPEND_ATTEMPTS = 12
+#: Audio parked in the connection item while an earlier chunk is missing: bounded in bytes
+#: too, so the item stays far below DynamoDB's 400 KB whatever the chunk size.
+MAX_PARKED_BYTES = 160 * 1024
 #: How long a commit or truncate waits for in-flight appends / the turn to settle.
 SETTLE_WAIT_S = 1.5
 
@@ -163,7 +167,9 @@ class Tutor:
             return
         hinted = event.sequence
         own: bytes | None = pcm  # None once our chunk is processed (we may go on closing gaps)
+        limited: ProtocolError | None = None
         to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance]] = []
+        speculation: tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, str] | None = None
         for _ in range(MAX_APPEND_ATTEMPTS):
             cfg = SessionConfig.from_item(conn.get("cfg"))
             state = ingestlib.AudioState.from_connection(conn)
@@ -171,14 +177,19 @@ class Tutor:
             count = state.rate_count + 1 if state.rate_window == now_s else 1
             run: list[tuple[int, bytes]] = []
             if own is not None:
-                if count > self.settings.max_appends_per_second:
-                    raise ProtocolError(
+                if own and count > self.settings.max_appends_per_second:
+                    limited = ProtocolError(
                         "rate_limited",
                         f"Too much audio: at most {self.settings.max_appends_per_second} appends "
                         "per second. Send about one append every 100 ms.",
                         event_id=event.event_id,
                         error_type="rate_limit_error",
                     )
+                    if hinted is None:
+                        raise limited
+                    # A numbered append keeps its place in the sequence with its audio dropped:
+                    # otherwise every later chunk would wait for it forever.
+                    own = b""
                 seq = hinted if hinted is not None else state.next_seq
                 if seq < state.next_seq or seq in state.pending:
                     break  # a duplicate delivery: already processed or parked
@@ -219,9 +230,37 @@ class Tutor:
                 and conn.get("resp")
                 and conn.get("cancel") != conn.get("resp")
             )
+            extra_sets: dict[str, Any] = {}
+            extra_removes: list[str] = []
+            spec = conn.get("spec") or {}
+            released: set[str] = set()
+            if result.speech_resumed and spec:
+                extra_removes.append("spec")  # the child went on: the speculation is void
+                spec = {}
+            for utt in result.committed:
+                if spec.get("utt") == utt.id:
+                    # The speculative turn for this pause is ready: let it speak.
+                    extra_sets["spec_rel"] = spec["id"]
+                    released.add(utt.id)
+            spec_start = None
+            if (
+                result.speculate is not None
+                and not result.committed
+                and cfg.create_response
+                and self.settings.speculative_fraction > 0
+            ):
+                spec_start = new_id("spec")
+                extra_sets["spec"] = {"id": spec_start, "utt": result.speculate.id}
+                extra_removes = [r for r in extra_removes if r != "spec"] + ["spec_rel"]
             try:
                 after = self._commit_audio(
-                    state, result, now_s, count, cancel=conn.get("resp") if barge_in else None
+                    state,
+                    result,
+                    now_s,
+                    count,
+                    cancel=conn.get("resp") if barge_in else None,
+                    extra_sets=extra_sets,
+                    extra_removes=extra_removes,
                 )
             except ConflictError:
                 conn = self.store.get_connection(self.connection_id) or {}
@@ -232,7 +271,9 @@ class Tutor:
             for ev in result.events:
                 self.post(ev)
             if cfg.create_response:
-                to_run += [(conn, cfg, utt) for utt in result.committed]
+                to_run += [(conn, cfg, u) for u in result.committed if u.id not in released]
+            if spec_start is not None and result.speculate is not None:
+                speculation = (conn, cfg, result.speculate, spec_start)
             # A chunk parked while we worked sits at the new watermark: we close that gap too.
             conn = after or {}
             if not conn or int(conn.get("seq", 0)) not in {
@@ -241,8 +282,13 @@ class Tutor:
                 break
         else:
             raise ConflictError("append: too many concurrent writers")
+        if limited is not None:
+            self.post(error_from(limited))
         for conn_, cfg_, utt in to_run:
             self.run_turn(conn_, cfg_, utt)
+        if speculation is not None:
+            conn_, cfg_, utt, spec_id = speculation
+            self.run_turn(conn_, cfg_, utt, speculative=spec_id)
 
     def _park(
         self,
@@ -254,7 +300,8 @@ class Tutor:
         event_id: str | None,
     ) -> bool:
         """Park a chunk that is ahead of the watermark. False: the watermark reached it."""
-        if len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS:
+        parked = sum(len(v) for v in state.pending.values()) + len(pcm)
+        if len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS or parked > MAX_PARKED_BYTES:
             raise ProtocolError(
                 "audio_out_of_order",
                 f"Audio chunk #{seq} arrived while #{state.next_seq} is still missing.",
@@ -281,6 +328,8 @@ class Tutor:
         now_s: int,
         count: int,
         cancel: str | None = None,
+        extra_sets: dict[str, Any] | None = None,
+        extra_removes: list[str] | None = None,
     ) -> dict[str, Any] | None:
         """The conditional write of the audio state; returns the item as written (ALL_NEW)."""
         st = result.state
@@ -309,6 +358,11 @@ class Tutor:
         if cancel:
             sets.append("cancel = :cx")
             values[":cx"] = cancel
+        for i, (name, value) in enumerate((extra_sets or {}).items()):
+            names[f"#x{i}"] = name
+            values[f":x{i}"] = value
+            sets.append(f"#x{i} = :x{i}")
+        removes += list(extra_removes or [])
         for i, seq in enumerate(s for s in result.processed if s in before.pending):
             names[f"#p{i}"] = str(seq)
             removes.append(f"pend.#p{i}")
@@ -465,25 +519,95 @@ class Tutor:
     # ------------------------------------------------------------------ the turn
 
     def run_turn(
-        self, conn: dict[str, Any], cfg: SessionConfig, utt: ingestlib.Utterance | None
+        self,
+        conn: dict[str, Any],
+        cfg: SessionConfig,
+        utt: ingestlib.Utterance | None,
+        *,
+        speculative: str | None = None,
     ) -> None:
+        """Run a turn inline. ``speculative``: the id of a speculation started in the pause;
+        nothing is posted until the append that ends the utterance releases it, and all of it
+        is dropped (streams closed, nothing stored) if the child goes on speaking."""
         from . import runtime
 
+        gate = _SpecGate(self, speculative, cfg) if speculative else None
         try:
-            runtime.run(self._turn(conn, cfg, utt))
+            if speculative is None and not self._admit_turn():
+                self.post(
+                    error_event(
+                        "rate_limited",
+                        f"Too many turns: at most {self.settings.max_turns_per_minute} a minute. "
+                        "Let's take a little break!",
+                        error_type="rate_limit_error",
+                    )
+                )
+                return  # no turn; its audio is still deleted below
+            runtime.run(self._turn(conn, cfg, utt, gate))
         except ConnectionGoneError:
             # 410 mid-turn: clean up *this* connection (item, open utterance); the session
             # stays for a resume.
             self.disconnect()
         finally:
-            if utt is not None:
+            # A discarded speculation's utterance goes on: its audio stays.
+            if utt is not None and (gate is None or gate.released):
                 try:
                     self.chunks.delete_prefix(utterance_prefix(conn["sid"], utt.id))
                 except Exception:  # the lifecycle rule is the backstop
                     log.exception("could not delete the utterance audio")
 
+    def _admit_turn(self) -> bool:
+        """Turns per minute: a sliding window of turn start times (ms) on the connection item.
+
+        False when ``max_turns_per_minute`` turns started in the last 60 s. Speculative runs are
+        not counted (a discarded one is not a turn; the VAD starts at most one per pause)."""
+        limit = self.settings.max_turns_per_minute
+        if limit <= 0:
+            return True
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            conn = self.store.get_connection(self.connection_id)
+            if conn is None:
+                return True  # gone: the turn stops at its first post
+            now_ms = int(time.time() * 1000)
+            old = [int(t) for t in conn.get("turns") or []]
+            recent = [t for t in old if now_ms - t < 60_000]
+            if len(recent) >= limit:
+                return False
+            values: dict[str, Any] = {":new": [*recent, now_ms]}
+            if old:
+                values[":old"] = old
+            try:
+                self.store.update_connection(
+                    self.connection_id,
+                    "SET turns = :new",
+                    values,
+                    condition="turns = :old" if old else "attribute_not_exists(turns)",
+                )
+            except ConflictError:
+                continue
+            return True
+        return False
+
     async def _turn(
-        self, conn: dict[str, Any], cfg: SessionConfig, utt: ingestlib.Utterance | None
+        self,
+        conn: dict[str, Any],
+        cfg: SessionConfig,
+        utt: ingestlib.Utterance | None,
+        gate: _SpecGate | None = None,
+    ) -> None:
+        poster: _Poster = _GatedPoster(self.messenger, gate) if gate else _Poster(self.messenger)
+        try:
+            await self._turn_body(conn, cfg, utt, poster)
+        finally:
+            if isinstance(poster, _GatedPoster):
+                await poster.settle()
+
+    async def _turn_body(
+        self,
+        conn: dict[str, Any],
+        cfg: SessionConfig,
+        utt: ingestlib.Utterance | None,
+        poster: _Poster,
     ) -> None:
         from .audio import pcm16_to_wav
         from .turn import TurnRequest, TurnRunner
@@ -502,19 +626,19 @@ class Tutor:
             try:
                 user_text = (await providers.transcriber.transcribe(wav)).strip()
             except ProviderError as exc:
-                await self._apost(
+                await poster.post(
                     error_event(
                         "transcription_failed",
                         "I couldn't hear that clearly; please try again.",
                         error_type="server_error",
                     )
                 )
-                log.warning("transcription failed", extra={"kind": exc.kind})
+                log.warning("transcription failed: %s", exc, extra={"kind": exc.kind})
                 # The child still hears a friendly apology; nothing enters the history.
-                await self._apologize_for(exc, cfg, providers)
+                await self._apologize_for(exc, cfg, providers, poster)
                 return
             transcription_ms = (time.monotonic() - t0) * 1000
-            await self._apost(
+            await poster.post(
                 server_event(
                     "conversation.item.input_audio_transcription.completed",
                     item_id=utt.item_id,
@@ -529,19 +653,28 @@ class Tutor:
         session = await asyncio.to_thread(self.store.get_session, sid)
         history = list((session or {}).get("hist") or [])
         response_id, item_id = new_id("resp"), new_id("item")
-        await asyncio.to_thread(self._begin_response, sid, response_id, item_id)
+        if isinstance(poster, _GatedPoster):
+            # A speculation claims the connection's response slot only once released.
+            poster.on_release = lambda: self._begin_response(sid, response_id, item_id)
+        else:
+            await asyncio.to_thread(self._begin_response, sid, response_id, item_id)
 
         async def on_segment(seg: Segment) -> None:
             await asyncio.to_thread(
                 self.store.add_segment, sid, response_id, seg.text, seg.audio_ms
             )
 
-        control = _Control(self.store, self.connection_id, response_id)
+        control = _Control(
+            self.store,
+            self.connection_id,
+            response_id,
+            gate=poster.gate if isinstance(poster, _GatedPoster) else None,
+        )
         runner = TurnRunner(
             chat=providers.chat,
             speech=providers.speech,
             moderator=providers.moderator if settings.moderation_enabled else None,
-            poster=_Poster(self.messenger),
+            poster=poster,
             control=control,
             on_segment=on_segment,
             deadline_s=settings.turn_deadline_s,
@@ -566,12 +699,18 @@ class Tutor:
         outcome = await runner.respond(req, user_text)
         outcome.timings.transcription_ms = transcription_ms
         self.last_turn = outcome
+        if getattr(poster, "discarded", False):
+            # The child went on speaking: nothing of this reached the child or the history.
+            await asyncio.to_thread(self._drop_response, sid, response_id)
+            return
         await asyncio.to_thread(self._end_response, sid, response_id, utt, outcome)
         if outcome.reason == "connection_gone":
             # What was heard is in the history; now clean up the connection (run_turn).
             raise ConnectionGoneError(self.connection_id)
 
-    async def _apologize_for(self, exc: Any, cfg: SessionConfig, providers: Any) -> None:
+    async def _apologize_for(
+        self, exc: Any, cfg: SessionConfig, providers: Any, poster: _Poster | None = None
+    ) -> None:
         """A turn that failed before the reply: the apology alone, outside the history."""
         from .turn import TurnRequest, TurnRunner
 
@@ -580,7 +719,7 @@ class Tutor:
             chat=providers.chat,
             speech=providers.speech,
             moderator=None,
-            poster=_Poster(self.messenger),
+            poster=poster or _Poster(self.messenger),
             control=_Control(self.store, self.connection_id, response_id),
             deadline_s=self.settings.turn_deadline_s,
         )
@@ -616,6 +755,20 @@ class Tutor:
                 "resp": {"id": response_id, "item": item_id, "conn": self.connection_id, "segs": []}
             },
         )
+
+    def _drop_response(self, sid: str, response_id: str) -> None:
+        """Forget a discarded speculative response: no history, no marker left behind."""
+        with contextlib.suppress(NotFoundError):
+            self.store.mutate_session(
+                sid,
+                lambda item: (
+                    {"resp": REMOVE} if (item.get("resp") or {}).get("id") == response_id else None
+                ),
+            )
+        with contextlib.suppress(ConflictError):
+            self.store.update_connection(
+                self.connection_id, "REMOVE resp", {":r": response_id}, condition="resp = :r"
+            )
 
     def _end_response(
         self, sid: str, response_id: str, utt: ingestlib.Utterance | None, outcome: Any
@@ -675,12 +828,22 @@ class Tutor:
 
 
 class _Control:
-    def __init__(self, store: SessionStore, connection_id: str, response_id: str) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        connection_id: str,
+        response_id: str,
+        gate: _SpecGate | None = None,
+    ) -> None:
         self.store = store
         self.connection_id = connection_id
         self.response_id = response_id
+        self.gate = gate
 
     async def state(self) -> str:
+        if self.gate is not None and not self.gate.released:
+            # Before its verdict a speculation posts nothing, so there is nothing to stop.
+            return "cancelled" if self.gate.decided else "active"
         return await asyncio.to_thread(
             self.store.response_state, self.connection_id, self.response_id
         )
@@ -692,6 +855,91 @@ class _Poster:
 
     async def post(self, event: dict[str, Any]) -> None:
         await asyncio.to_thread(self.messenger.post, event)
+
+
+#: How often a speculation asks whether it was released or discarded.
+SPEC_POLL_S = 0.03
+
+
+class _SpecGate:
+    """Waits for the verdict on a speculative turn: released (the silence reached the full
+    window and the append that saw it set ``spec_rel``) or discarded (speech resumed and the
+    ``spec`` marker is gone or belongs to a newer speculation)."""
+
+    def __init__(self, tutor: Tutor, spec_id: str, cfg: SessionConfig) -> None:
+        self.tutor = tutor
+        self.spec_id = spec_id
+        td = cfg.turn_detection or {}
+        self.timeout_s = int(td.get("silence_duration_ms") or 1200) / 1000 + 5.0
+        self.released = False
+        self.decided = False
+
+    async def wait(self) -> bool:
+        if self.decided:
+            return self.released
+        store, conn_id = self.tutor.store, self.tutor.connection_id
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            item = await asyncio.to_thread(store.speculation_state, conn_id)
+            if item is None:
+                break
+            if item.get("spec_rel") == self.spec_id:
+                self.released = True
+                break
+            if (item.get("spec") or {}).get("id") != self.spec_id:
+                break
+            if time.monotonic() > deadline:
+                # No verdict: withdraw, unless the release lands at this very moment.
+                self.released = not await asyncio.to_thread(
+                    store.withdraw_speculation, conn_id, self.spec_id
+                )
+                break
+            await asyncio.sleep(SPEC_POLL_S)
+        self.decided = True
+        return self.released
+
+
+class _GatedPoster(_Poster):
+    """Holds a speculative turn's posts until its gate decides: on release they go out in
+    order and the turn streams on; on discard nothing is ever posted and the turn stops at
+    its first audio (so it never pays for more than the first sentence's speech)."""
+
+    def __init__(self, messenger: Messenger, gate: _SpecGate) -> None:
+        super().__init__(messenger)
+        self.gate = gate
+        self.buffer: list[dict[str, Any]] = []
+        self.discarded = False
+        self.on_release: Callable[[], None] | None = None
+
+    async def post(self, event: dict[str, Any]) -> None:
+        if self.discarded:
+            return
+        if not self.gate.decided:
+            self.buffer.append(event)
+            if event["type"] != "response.output_audio.delta":
+                return
+            if not await self.settle():
+                from .turn import Cancelled
+
+                raise Cancelled("speculation_discarded")
+            return
+        await super().post(event)
+
+    async def settle(self) -> bool:
+        """Wait for the verdict; flush what was held if released."""
+        if self.discarded:
+            return False
+        if not await self.gate.wait():
+            self.discarded = True
+            self.buffer.clear()
+            return False
+        if self.on_release is not None:
+            claim, self.on_release = self.on_release, None
+            await asyncio.to_thread(claim)
+        held, self.buffer = self.buffer, []
+        for event in held:
+            await super().post(event)
+        return True
 
 
 # ---------------------------------------------------------------------- connect

@@ -326,6 +326,27 @@ class SessionStore:
             return None
         return item.get("cancel") if item else None
 
+    def speculation_state(self, connection_id: str) -> dict[str, Any] | None:
+        return self._get(
+            conn_key(connection_id),
+            projection="#s, #r",
+            names={"#s": "spec", "#r": "spec_rel"},
+        )
+
+    def withdraw_speculation(self, connection_id: str, spec_id: str) -> bool:
+        """Remove our speculation marker unless it was released meanwhile. True: withdrawn."""
+        try:
+            self.update_connection(
+                connection_id,
+                "REMOVE spec",
+                {":s": spec_id},
+                condition="spec.id = :s AND attribute_not_exists(spec_rel)",
+            )
+            return True
+        except ConflictError:
+            item = self.speculation_state(connection_id) or {}
+            return item.get("spec_rel") != spec_id
+
     def add_segment(self, session_id: str, response_id: str, text: str, audio_ms: int) -> bool:
         """Record a sentence as posted; refused once the item was truncated or replaced."""
         try:

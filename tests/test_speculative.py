@@ -1,0 +1,98 @@
+"""Issue 5: an answer prepared during the child's pause — released when the pause turns out to
+be the end of the turn, discarded (never posted, never stored, streams closed) when the child
+goes on speaking. Appends are delivered concurrently and in real time, as API Gateway does."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support.speech import chunks, speak
+from tests.test_server_vad import CONN, SILENCE, append, send, start_vad
+
+
+@pytest.fixture
+def speculative(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_SPECULATIVE_FRACTION", "0.15")
+
+
+def trimmed(pcm: bytes) -> bytes:
+    """espeak-ng pads its speech with silence: cut it, so a pause is exactly what we add."""
+    import numpy as np
+
+    x = np.frombuffer(pcm, dtype="<i2")
+    loud = np.flatnonzero(np.abs(x) > 300)
+    return x[loud[0] : loud[-1] + 1].tobytes() if loud.size else b""
+
+
+def deliver_in_real_time(stack, frames: list[bytes]) -> None:
+    """One invocation per append, 100 ms apart, concurrently like API Gateway."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = []
+        for n, frame in enumerate(frames, start=1):
+            futures.append(pool.submit(send, stack, append(n, frame)))
+            time.sleep(0.1)
+        for f in futures:
+            f.result(timeout=30)
+
+
+def test_a_released_speculation_answers_the_turn(speculative, stack, fake_openai) -> None:
+    start_vad(stack)
+    deliver_in_real_time(stack, [SILENCE] * 3 + chunks(speak("I like cats.")) + [SILENCE] * 16)
+
+    events = stack.recorder.events(CONN)
+    types = [e["type"] for e in events]
+    stopped = types.index("input_audio_buffer.speech_stopped")
+    # nothing of the prepared answer went out before the end of the turn
+    assert "response.created" not in types[:stopped]
+    assert types[stopped : stopped + 4] == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+    ]
+    assert types[-1] == "response.done"
+    assert events[-1]["response"]["status"] == "completed"
+    # one answer reached the child, prepared during the pause (a short pause inside the
+    # sentence may have been speculated on and discarded too: never posted)
+    assert types.count("response.created") == 1
+    assert types.count("conversation.item.input_audio_transcription.completed") == 1
+    sid = stack.connection_item(CONN)["sid"]
+    assert [h["role"] for h in stack.session_item(sid)["hist"]] == ["user", "assistant"]
+    assert stack.audio_keys() == []
+
+
+def test_a_speculation_is_discarded_when_the_child_goes_on(speculative, stack, fake_openai) -> None:
+    # the transcript depends on how much audio was sent: speculation sees only the first half
+    fake_openai.transcriber = lambda rec: (
+        "I like cats and dogs" if len(rec.wav or b"") > 48_000 * 2.2 else "I like"
+    )
+    start_vad(stack)
+    pause = [SILENCE] * 6  # 0.6 s: past the speculation point, short of the 1.2 s window
+    frames = (
+        [SILENCE] * 3
+        + chunks(trimmed(speak("I like")) + b"".join(pause) + trimmed(speak("cats and dogs.")))
+        + [SILENCE] * 16
+    )
+    deliver_in_real_time(stack, frames)
+
+    events = stack.recorder.events(CONN)
+    transcripts = [
+        e["transcript"]
+        for e in events
+        if e["type"] == "conversation.item.input_audio_transcription.completed"
+    ]
+    # the speculation ran (a transcription of the first half) but never reached the child
+    assert "I like" in [r.response_text for r in fake_openai.requests("audio/transcriptions")]
+    assert transcripts == ["I like cats and dogs"]
+    assert [e["type"] for e in events].count("response.created") == 1
+    sid = stack.connection_item(CONN)["sid"]
+    hist = stack.session_item(sid)["hist"]
+    assert [(h["role"], h["text"]) for h in hist][0] == ("user", "I like cats and dogs")
+    assert len(hist) == 2
+    # the discarded speculation stopped paying: at most its first sentence was synthesized
+    speech = fake_openai.requests("audio/speech")
+    finished = [s for s in speech if s.finished]
+    assert len(speech) - len(finished) <= 2
