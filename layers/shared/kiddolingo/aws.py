@@ -1,8 +1,9 @@
 """AWS clients for the handlers, built once per Lambda container.
 
 Handlers wire their dependencies from here; the domain code only ever receives clients.
-``AWS_ENDPOINT_URL`` (honoured by boto3 itself) points S3 and DynamoDB at the local stack's
-moto server; the Management API endpoint always comes from the event.
+``AWS_ENDPOINT_URL`` (honoured by botocore itself) points S3 and DynamoDB at the local stack's
+moto server; the Management API endpoint always comes from the event. botocore is used without
+boto3, whose import (s3transfer and all) would cost the chunk path's cold start ~80 ms.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 from functools import lru_cache
 from typing import Any
 
-import boto3
+import botocore.session
 from botocore.config import Config
 
 from .chunks import ChunkStore
@@ -22,33 +23,43 @@ from .store import SessionStore
 # Short timeouts and standard retries: a turn has a deadline, and a throttled DynamoDB call is
 # worth a quick retry (conditional-check conflicts are retried by the store itself).
 _CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
-_POST_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 2,
-                                                                 "mode": "standard"})
+_POST_CONFIG = Config(
+    connect_timeout=2, read_timeout=3, retries={"max_attempts": 2, "mode": "standard"}
+)
 _lock = threading.Lock()
+
+
+class _Session(botocore.session.Session):
+    @property
+    def events(self) -> Any:
+        """The session's event emitter (as ``boto3.Session.events``): hooks for tests/bench."""
+        return self.get_component("event_emitter")
 
 
 @lru_cache(maxsize=1)
 def _session() -> Any:
-    return boto3.session.Session()
+    return _Session()
 
 
 @lru_cache(maxsize=4)
 def _client(service: str) -> Any:
     with _lock:
-        return _session().client(service, config=_CONFIG)
+        return _session().create_client(service, config=_CONFIG)
 
 
 @lru_cache(maxsize=16)
 def management_client(endpoint: str) -> Any:
     with _lock:
-        return _session().client("apigatewaymanagementapi", endpoint_url=endpoint,
-                                 config=_POST_CONFIG)
+        return _session().create_client(
+            "apigatewaymanagementapi", endpoint_url=endpoint, config=_POST_CONFIG
+        )
 
 
 def session_store(settings: Settings | None = None) -> SessionStore:
     settings = settings or get_settings()
-    return SessionStore(settings.table_name, _client("dynamodb"),
-                        ttl_s=settings.session_ttl_hours * 3600)
+    return SessionStore(
+        settings.table_name, _client("dynamodb"), ttl_s=settings.session_ttl_hours * 3600
+    )
 
 
 def chunk_store(settings: Settings | None = None) -> ChunkStore:
@@ -57,5 +68,6 @@ def chunk_store(settings: Settings | None = None) -> ChunkStore:
 
 
 def messenger(domain_name: str, stage: str, connection_id: str) -> ApiGatewayMessenger:
-    return ApiGatewayMessenger(management_client(endpoint_from_event(domain_name, stage)),
-                               connection_id)
+    return ApiGatewayMessenger(
+        management_client(endpoint_from_event(domain_name, stage)), connection_id
+    )

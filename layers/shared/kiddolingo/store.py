@@ -13,8 +13,8 @@ tests, so this cannot drift from the deployed table). Two kinds of item:
     ``kiddolingo.ingest``), ``resp`` (the response this connection is receiving) and ``cancel``
     (a response id that must stop).
 
-The low-level client with boto3's own (de)serializer is used instead of the resource API: it
-imports faster, which the audio-chunk path needs.
+The low-level client is used with ``kiddolingo.ddbjson`` instead of boto3's resource API or
+its ``TypeSerializer``: boto3's import costs the audio-chunk path's cold start ~80 ms.
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-_ser = TypeSerializer()
-_de = TypeDeserializer()
+from .ddbjson import deserialize, serialize
 
 MAX_CONFLICT_RETRIES = 8
 
@@ -41,26 +39,12 @@ class NotFoundError(Exception):
     """The session or connection does not exist (or has expired)."""
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, Binary):
-        return bytes(value.value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, set):
-        return {_plain(v) for v in value}
-    return value
-
-
 def to_attr(value: Any) -> dict[str, Any]:
-    return _ser.serialize(value)
+    return serialize(value)
 
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _plain(_de.deserialize(v)) for k, v in item.items()}
+    return {k: deserialize(v) for k, v in item.items()}
 
 
 def _is_conflict(exc: ClientError) -> bool:
