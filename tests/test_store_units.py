@@ -1,0 +1,101 @@
+"""Pure pieces under the stores: DynamoDB JSON, session settings, the ingest state machine."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from kiddolingo import ingest
+from kiddolingo.ddbjson import deserialize, serialize
+from kiddolingo.protocol import ProtocolError
+from kiddolingo.session import CHILD_VAD_DEFAULTS, SessionConfig, apply_update
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        0,
+        -7,
+        12345678901234,
+        "hola 😊",
+        b"\x00\x01",
+        [1, "a", None],
+        {"a": {"b": [b"x", False]}},
+        {"x", "y"},
+        Decimal("1.5"),
+    ],
+)
+def test_ddb_json_round_trips(value) -> None:
+    back = deserialize(serialize(value))
+    assert back == (1.5 if isinstance(value, Decimal) else value)
+
+
+def test_ddb_json_refuses_floats() -> None:
+    with pytest.raises(TypeError):
+        serialize(0.3)
+
+
+def test_session_update_validates_and_keeps_children_defaults() -> None:
+    cfg = SessionConfig.default()
+    new = apply_update(
+        cfg,
+        {
+            "audio": {
+                "input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 900}},
+                "output": {"voice": "coral"},
+            },
+            "tutor": {"target_language": "French", "learner_age": 8},
+        },
+        "e1",
+    )
+    assert new.turn_detection["silence_duration_ms"] == 900
+    assert new.turn_detection["threshold"] == CHILD_VAD_DEFAULTS["threshold"]
+    assert (new.voice, new.target_language, new.learner_age) == ("coral", "French", 8)
+    assert SessionConfig.from_item(new.to_item()) == new
+    manual = apply_update(new, {"audio": {"input": {"turn_detection": None}}}, None)
+    assert manual.turn_detection is None and not manual.server_vad
+
+
+@pytest.mark.parametrize(
+    "session",
+    [
+        {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 44100}}}},
+        {"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}},
+        {"audio": {"input": {"turn_detection": {"threshold": 2}}}},
+        {"audio": {"output": {"voice": "darth"}}},
+        {"tutor": {"learner_age": "seven"}},
+    ],
+)
+def test_bad_session_updates_are_refused(session) -> None:
+    with pytest.raises(ProtocolError) as info:
+        apply_update(SessionConfig.default(), session, "e9")
+    assert info.value.code == "invalid_session" and info.value.event_id == "e9"
+
+
+def test_manual_ingest_keeps_every_sample_in_order() -> None:
+    state = ingest.AudioState()
+    chunks = [(n, bytes([n]) * 4800) for n in range(1, 6)]
+    result = ingest.ingest(
+        state, chunks, session_id="sess_x", sample_rate=24000, vad_cfg=None, max_utterance_ms=30_000
+    )
+    ((key, data),) = result.writes
+    assert data == b"".join(c for _, c in chunks)
+    assert result.state.next_seq == 6 and result.state.audio_ms == 500
+    state2, utt = ingest.commit_manual(result.state)
+    assert utt is not None and utt.keys == (key,) and state2.utterance is None
+
+
+def test_vad_ingest_stores_nothing_for_silence() -> None:
+    cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, None)
+    result = ingest.ingest(
+        ingest.AudioState(),
+        [(1, b"\x00\x00" * 24000)],
+        session_id="s",
+        sample_rate=24000,
+        vad_cfg=cfg,
+        max_utterance_ms=30_000,
+    )
+    assert result.writes == () and result.events == () and result.state.audio_ms == 1000
