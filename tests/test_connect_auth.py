@@ -67,71 +67,80 @@ def assert_refused(stack, response: dict, status: int, code: str, before: list[s
 # --------------------------------------------------------------------------- accepted
 
 
-def test_valid_token_in_the_authorization_header(auth_stack) -> None:
-    out = connect(auth_stack, headers=bearer(issue_token(SECRET, "ana")))
+def test_valid_token_in_each_place(auth_stack) -> None:
+    # Authorization header (server-side clients, the openai SDK)
+    out = connect(auth_stack, conn="c-h=", headers=bearer(issue_token(SECRET, "ana")))
     assert out["statusCode"] == 200
-    conn = auth_stack.connection_item("c-auth=")
+    assert "headers" not in out  # no subprotocol offered: nothing to echo
+    conn = auth_stack.connection_item("c-h=")
     assert conn["learner"] == "ana"
     assert auth_stack.session_item(conn["sid"])["learner"] == "ana"
-    assert "headers" not in out  # no subprotocol offered: nothing to echo
 
-
-def test_valid_token_in_the_query_string(auth_stack) -> None:
-    out = connect(auth_stack, query={"token": issue_token(SECRET, "ben")})
+    # ?token= (browsers cannot set headers on a WebSocket)
+    out = connect(auth_stack, conn="c-q=", query={"token": issue_token(SECRET, "ben")})
     assert out["statusCode"] == 200
-    assert auth_stack.connection_item("c-auth=")["learner"] == "ben"
+    assert auth_stack.connection_item("c-q=")["learner"] == "ben"
 
-
-def test_valid_token_in_the_subprotocol_is_echoed_back(auth_stack) -> None:
+    # Sec-WebSocket-Protocol: the browser drops the socket unless an offered protocol is
+    # echoed; the echo is the app protocol, never the token
     token = issue_token(SECRET, "cleo")
-    out = connect(auth_stack, headers={"Sec-WebSocket-Protocol": f"kiddolingo.v1, bearer.{token}"})
+    out = connect(
+        auth_stack,
+        conn="c-p=",
+        headers={"Sec-WebSocket-Protocol": f"kiddolingo.v1, bearer.{token}"},
+    )
     assert out["statusCode"] == 200
-    # the browser drops the socket unless one offered protocol is echoed; never the token
     assert out["headers"] == {"Sec-WebSocket-Protocol": "kiddolingo.v1"}
-    assert auth_stack.connection_item("c-auth=")["learner"] == "cleo"
+    assert auth_stack.connection_item("c-p=")["learner"] == "cleo"
 
-
-def test_an_accepted_connection_holds_a_conversation(auth_stack) -> None:
-    connect(auth_stack, headers=bearer(issue_token(SECRET, "ana")))
-    auth_stack.invoke("$default", message_event({"type": "session.update", "session": {}},
-                                                connection_id="c-auth="))
-    assert auth_stack.recorder.types("c-auth=") == ["session.created", "session.updated"]
+    # an accepted connection holds a conversation
+    auth_stack.invoke(
+        "$default", message_event({"type": "session.update", "session": {}}, connection_id="c-p=")
+    )
+    assert auth_stack.recorder.types("c-p=") == ["session.created", "session.updated"]
 
 
 # --------------------------------------------------------------------------- refused (401)
 
 
-def test_missing_token_is_401(auth_stack) -> None:
+def test_missing_expired_and_forged_tokens_are_401(auth_stack) -> None:
     before = items(auth_stack)
-    out = connect(auth_stack)
-    assert_refused(auth_stack, out, 401, "missing_token", before)
+    assert_refused(auth_stack, connect(auth_stack), 401, "missing_token", before)
     # a subprotocol without a token is no better
     out = connect(auth_stack, headers={"Sec-WebSocket-Protocol": "kiddolingo.v1"})
     assert_refused(auth_stack, out, 401, "missing_token", before)
 
+    expired = issue_token(SECRET, "ana", ttl_s=60, now=time.time() - 3600)
+    assert_refused(
+        auth_stack, connect(auth_stack, headers=bearer(expired)), 401, "token_expired", before
+    )
 
-def test_expired_token_is_401(auth_stack) -> None:
-    before = items(auth_stack)
-    token = issue_token(SECRET, "ana", ttl_s=60, now=time.time() - 3600)
-    assert_refused(auth_stack, connect(auth_stack, headers=bearer(token)), 401,
-                   "token_expired", before)
+    forged = {
+        "wrong-secret": (issue_token(OTHER, "ana"), "invalid_signature"),
+        "alg-none": (
+            jwt.encode({"sub": "ana", "exp": int(time.time()) + 60}, "", algorithm="none"),
+            "invalid_token",
+        ),
+        "tampered": (_tampered(issue_token(SECRET, "ana"), sub="ben"), "invalid_signature"),
+        "garbage": ("not.a.jwt", "malformed_token"),
+    }
+    for name, (token, code) in forged.items():
+        out = connect(auth_stack, headers=bearer(token))
+        assert out["statusCode"] == 401, name
+        assert error_code(out) == code, name
+        # through the query string and the subprotocol too
+        assert connect(auth_stack, query={"token": token})["statusCode"] == 401, name
+        out = connect(auth_stack, headers={"Sec-WebSocket-Protocol": f"v1, bearer.{token}"})
+        assert out["statusCode"] == 401, name
+    assert items(auth_stack) == before
 
-
-@pytest.mark.parametrize(
-    "forge",
-    [
-        pytest.param(lambda: issue_token(OTHER, "ana"), id="wrong-secret"),
-        pytest.param(lambda: jwt.encode({"sub": "ana", "exp": int(time.time()) + 60}, "",
-                                        algorithm="none"), id="alg-none"),
-        pytest.param(lambda: _tampered(issue_token(SECRET, "ana"), sub="ben"), id="tampered"),
-        pytest.param(lambda: "not.a.jwt", id="garbage"),
-    ],
-)
-def test_forged_token_is_401(auth_stack, forge) -> None:
-    before = items(auth_stack)
-    out = connect(auth_stack, headers=bearer(forge()))
-    assert out["statusCode"] == 401, out
-    assert error_code(out) in {"invalid_signature", "invalid_token", "malformed_token"}
+    # the header wins: a bad header token is refused even if the query holds a good one
+    out = connect(
+        auth_stack,
+        headers=bearer(issue_token(OTHER, "ana")),
+        query={"token": issue_token(SECRET, "ana")},
+    )
+    assert out["statusCode"] == 401
     assert items(auth_stack) == before
 
 
@@ -145,50 +154,41 @@ def _tampered(token: str, **claims) -> str:
     return f"{head}.{body}.{sig}"
 
 
-def test_a_forged_header_does_not_fall_back_to_a_valid_query_token(auth_stack) -> None:
-    # the header wins: a bad header token is refused even if the query holds a good one
-    out = connect(auth_stack, headers=bearer(issue_token(OTHER, "ana")),
-                  query={"token": issue_token(SECRET, "ana")})
-    assert out["statusCode"] == 401
-
-
 # --------------------------------------------------------------------------- resume (403)
 
 
 def test_resuming_another_learners_session_is_403(auth_stack) -> None:
-    assert connect(auth_stack, conn="c-ana=",
-                   headers=bearer(issue_token(SECRET, "ana")))["statusCode"] == 200
+    assert (
+        connect(auth_stack, conn="c-ana=", headers=bearer(issue_token(SECRET, "ana")))["statusCode"]
+        == 200
+    )
     sid = auth_stack.connection_item("c-ana=")["sid"]
     before = items(auth_stack)
-    out = connect(auth_stack, conn="c-ben=", query={"session_id": sid},
-                  headers=bearer(issue_token(SECRET, "ben")))
+    out = connect(
+        auth_stack,
+        conn="c-ben=",
+        query={"session_id": sid},
+        headers=bearer(issue_token(SECRET, "ben")),
+    )
     assert_refused(auth_stack, out, 403, "forbidden", before)
     assert auth_stack.connection_item("c-ben=") is None
     assert auth_stack.session_item(sid)["learner"] == "ana"
 
 
 def test_resuming_ones_own_session_is_200(auth_stack) -> None:
-    ana = bearer(issue_token(SECRET, "ana"))
-    assert connect(auth_stack, conn="c-1=", headers=ana)["statusCode"] == 200
-    sid = auth_stack.connection_item("c-1=")["sid"]
-    auth_stack.invoke("$disconnect", {**_disconnect("c-1=")})
-    out = connect(auth_stack, conn="c-2=", query={"session_id": sid}, headers=ana)
-    assert out["statusCode"] == 200
-    assert auth_stack.connection_item("c-2=")["sid"] == sid
-
-
-def test_resuming_with_a_token_from_the_query_and_the_session_id_together(auth_stack) -> None:
     token = issue_token(SECRET, "ana")
-    assert connect(auth_stack, conn="c-1=", query={"token": token})["statusCode"] == 200
+    assert connect(auth_stack, conn="c-1=", headers=bearer(token))["statusCode"] == 200
     sid = auth_stack.connection_item("c-1=")["sid"]
-    out = connect(auth_stack, conn="c-2=", query={"token": token, "session_id": sid})
+    auth_stack.invoke("$disconnect", _disconnect("c-1="))
+    out = connect(auth_stack, conn="c-2=", query={"session_id": sid}, headers=bearer(token))
     assert out["statusCode"] == 200
     assert auth_stack.connection_item("c-2=")["sid"] == sid
-
-
-def test_resuming_an_unknown_session_is_404(auth_stack) -> None:
-    out = connect(auth_stack, query={"session_id": "sess_nope"},
-                  headers=bearer(issue_token(SECRET, "ana")))
+    # a browser puts both in the query string
+    out = connect(auth_stack, conn="c-3=", query={"token": token, "session_id": sid})
+    assert out["statusCode"] == 200
+    assert auth_stack.connection_item("c-3=")["sid"] == sid
+    # an unknown (or expired) session is 404, not a fresh session
+    out = connect(auth_stack, conn="c-4=", query={"session_id": "sess_nope"}, headers=bearer(token))
     assert out["statusCode"] == 404
 
 
@@ -206,8 +206,9 @@ def ssm_stack(stack, monkeypatch):
     """Authentication on, the token secret in an SSM SecureString (read through Powertools)."""
     from aws_lambda_powertools.utilities import parameters
 
-    boto3.client("ssm").put_parameter(Name="/kiddolingo/test/auth-secret", Value=SECRET,
-                                      Type="SecureString")
+    boto3.client("ssm").put_parameter(
+        Name="/kiddolingo/test/auth-secret", Value=SECRET, Type="SecureString"
+    )
     monkeypatch.setenv("AUTH_REQUIRED", "true")
     monkeypatch.delenv("AUTH_SECRET", raising=False)
     monkeypatch.setenv("AUTH_SECRET_PARAMETER", "/kiddolingo/test/auth-secret")
@@ -220,13 +221,18 @@ def ssm_stack(stack, monkeypatch):
 
 def test_secret_read_from_ssm(ssm_stack) -> None:
     assert connect(ssm_stack, headers=bearer(issue_token(SECRET, "ana")))["statusCode"] == 200
-    assert connect(ssm_stack, conn="c-x=",
-                   headers=bearer(issue_token(OTHER, "ana")))["statusCode"] == 401
+    assert (
+        connect(ssm_stack, conn="c-x=", headers=bearer(issue_token(OTHER, "ana")))["statusCode"]
+        == 401
+    )
     # cached: a rotated parameter is picked up only after PARAMETER_CACHE_S
-    boto3.client("ssm").put_parameter(Name="/kiddolingo/test/auth-secret", Value=OTHER,
-                                      Type="SecureString", Overwrite=True)
-    assert connect(ssm_stack, conn="c-y=",
-                   headers=bearer(issue_token(SECRET, "ana")))["statusCode"] == 200
+    boto3.client("ssm").put_parameter(
+        Name="/kiddolingo/test/auth-secret", Value=OTHER, Type="SecureString", Overwrite=True
+    )
+    assert (
+        connect(ssm_stack, conn="c-y=", headers=bearer(issue_token(SECRET, "ana")))["statusCode"]
+        == 200
+    )
 
 
 def test_unreadable_secret_refuses_everyone(stack, monkeypatch) -> None:

@@ -40,11 +40,14 @@ def assert_content_filter(events: list[dict[str, Any]]) -> None:
 def test_flagged_transcript_gets_the_gentle_redirect(stack, fake_openai) -> None:
     fake_openai.flag("bomba", "violence", 0.9)
     fake_openai.script_transcripts("Hola", "Quiero hacer una bomba", "Me gustan los gatos")
-    answer(fake_openai, {
-        "Hola": "¡Hola! 😊 (Hello!)",
-        "Quiero hacer una bomba": "Una bomba hace ¡bum! (A bomb goes boom!)",
-        "Me gustan los gatos": "¡Los gatos son lindos! 🐱 (Cats are cute!)",
-    })
+    answer(
+        fake_openai,
+        {
+            "Hola": "¡Hola! 😊 (Hello!)",
+            "Quiero hacer una bomba": "Una bomba hace ¡bum! (A bomb goes boom!)",
+            "Me gustan los gatos": "¡Los gatos son lindos! 🐱 (Cats are cute!)",
+        },
+    )
     child = Client(stack)
     child.turn()
     before = len(fake_openai.requests("audio/speech"))
@@ -59,12 +62,19 @@ def test_flagged_transcript_gets_the_gentle_redirect(stack, fake_openai) -> None
     assert "bum" not in everything_said_or_shown(events, fake_openai, before)
     assert_content_filter(events)
     assert done(events)["output"][0]["content"][0]["transcript"] == REDIRECT
-    assert types(events)[-3:] == ["response.output_audio.done",
-                                  "response.output_audio_transcript.done", "response.done"]
+    assert types(events)[-3:] == [
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.done",
+    ]
 
     # the history holds a neutral placeholder, never the flagged words
-    assert child.history() == [("user", "Hola"), ("assistant", "¡Hola! 😊 (Hello!)"),
-                               ("user", PLACEHOLDER), ("assistant", REDIRECT)]
+    assert child.history() == [
+        ("user", "Hola"),
+        ("assistant", "¡Hola! 😊 (Hello!)"),
+        ("user", PLACEHOLDER),
+        ("assistant", REDIRECT),
+    ]
     item = stack.session_item(child.sid)
     assert "bomba" not in repr(item)
 
@@ -72,9 +82,13 @@ def test_flagged_transcript_gets_the_gentle_redirect(stack, fake_openai) -> None
     events = child.turn()
     assert done(events)["status"] == "completed" and "status_details" not in done(events)
     context = chat_context(fake_openai)
-    assert context == [("user", "Hola"), ("assistant", "¡Hola! 😊 (Hello!)"),
-                       ("user", PLACEHOLDER), ("assistant", REDIRECT),
-                       ("user", "Me gustan los gatos")]
+    assert context == [
+        ("user", "Hola"),
+        ("assistant", "¡Hola! 😊 (Hello!)"),
+        ("user", PLACEHOLDER),
+        ("assistant", REDIRECT),
+        ("user", "Me gustan los gatos"),
+    ]
     assert stack.audio_keys() == []
 
 
@@ -114,8 +128,10 @@ def test_a_slow_moderation_runs_alongside_the_chat_request(stack, fake_openai) -
 
 def test_a_flagged_reply_is_never_spoken(stack, fake_openai) -> None:
     fake_openai.flag("pistola", "violence", 0.8)
-    reply = ("¡Hola! (Hello!) Vamos a jugar con una pistola. (Let us play with a gun.) "
-             "¿Te gusta? (Do you like it?)")
+    reply = (
+        "¡Hola! (Hello!) Vamos a jugar con una pistola. (Let us play with a gun.) "
+        "¿Te gusta? (Do you like it?)"
+    )
     fake_openai.script_transcripts("Hola", "Vale")
     answer(fake_openai, {"Hola": reply, "Vale": "¡Muy bien! (Very good!)"})
     child = Client(stack)

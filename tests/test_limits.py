@@ -1,0 +1,232 @@
+"""Issue 6 §3: limits, each with a clear ``error`` event and the session going on.
+
+Appends per second, turns per minute, the longest utterance (a forced commit), the history kept
+in the chat context and in the DynamoDB item, the largest event. Through the real handlers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from kiddolingo.protocol import MAX_EVENT_BYTES
+
+from tests.support.aws_stack import TABLE
+from tests.support.speech import speak
+from tests.test_faults import (
+    Client,
+    assert_completed_turn,
+    chat_context,
+    configure,
+    done,
+    errors,
+    tone,
+    types,
+)
+
+DYNAMODB_ITEM_LIMIT = 400 * 1024
+
+
+def _size(value: object) -> int:
+    """DynamoDB's item size rules, rounded up: UTF-8 strings, raw binary, numbers up to 21
+    bytes, 3 bytes per list or map plus 1 per element (and the map keys)."""
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, bool) or value is None:
+        return 1
+    if isinstance(value, int | float):
+        return 21
+    if isinstance(value, dict):
+        return 3 + sum(1 + len(str(k).encode()) + _size(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return 3 + sum(1 + _size(v) for v in value)
+    raise TypeError(type(value))
+
+
+def item_bytes(item: dict) -> int:
+    """The size DynamoDB counts against its 400 KB item limit (an upper bound)."""
+    return sum(len(k.encode()) + _size(v) for k, v in item.items())
+
+
+def next_second() -> None:
+    time.sleep(1.05 - time.time() % 1)
+
+
+# --------------------------------------------------------------------------- appends / second
+
+
+def test_appends_per_second(monkeypatch, stack, fake_openai) -> None:
+    configure(monkeypatch, MAX_APPENDS_PER_SECOND="3")
+    fake_openai.script_transcripts("Hola", "Otra vez")
+    fake_openai.script_replies("¡Hola! (Hello!)", "¡Muy bien! (Very good!)")
+    child = Client(stack)
+    chunk = tone(100)
+    next_second()
+    results = [child.append(chunk) for _ in range(6)]
+    limited = [r for r in results if errors(r)]
+    assert limited, "a burst over the limit is refused"
+    for events in limited:
+        (error,) = [e["error"] for e in events]
+        assert error["code"] == "rate_limited" and error["type"] == "rate_limit_error"
+        assert error["event_id"].startswith("audio#")
+    accepted = len(results) - len(limited)
+
+    # the session goes on: the accepted audio makes a turn ...
+    next_second()
+    events = child.send({"type": "input_audio_buffer.commit"})
+    assert_completed_turn(events, "¡Hola! (Hello!)")
+    assert len(fake_openai.requests("audio/transcriptions")[-1].pcm) == accepted * len(chunk)
+    # ... and the next utterance, numbered on from where the client was, is heard whole
+    # (a refused append must not leave a gap that parks every later chunk)
+    events = []
+    for _ in range(3):
+        events += child.append(chunk)
+    events += child.send({"type": "input_audio_buffer.commit"})
+    assert errors(events) == []
+    assert_completed_turn(events, "¡Muy bien! (Very good!)")
+    assert fake_openai.requests("audio/transcriptions")[-1].pcm == chunk * 3
+
+
+# --------------------------------------------------------------------------- turns / minute
+
+
+def test_turns_per_minute(monkeypatch, stack, fake_openai) -> None:
+    configure(monkeypatch, MAX_TURNS_PER_MINUTE="2")
+    fake_openai.script_transcripts("Uno", "Dos", "Tres")
+    child = Client(stack)
+    for _ in range(2):
+        assert done(child.turn())["status"] == "completed"
+
+    events = child.turn()
+    assert types(events) == ["input_audio_buffer.committed", "error"]
+    (error,) = [e["error"] for e in events if e["type"] == "error"]
+    assert error["code"] == "rate_limited" and error["type"] == "rate_limit_error"
+    assert len(fake_openai.requests("audio/transcriptions")) == 2  # no turn at all
+    assert stack.audio_keys() == []  # the refused turn's audio is not kept either
+    # response.create is a turn too
+    assert errors(child.send({"type": "response.create"})) == ["rate_limited"]
+    assert len(fake_openai.requests("chat/completions")) == 2
+    assert [r for r, _ in child.history()] == ["user", "assistant"] * 2
+
+    # the session goes on
+    assert types(child.send({"type": "session.update", "session": {}})) == ["session.updated"]
+    configure(monkeypatch, MAX_TURNS_PER_MINUTE="3")
+    assert done(child.turn())["status"] == "completed"
+
+
+def test_the_turn_limit_is_per_connection_window(monkeypatch, stack, fake_openai) -> None:
+    """Turns older than a minute no longer count (a sliding window, no minute boundary)."""
+    configure(monkeypatch, MAX_TURNS_PER_MINUTE="1")
+    child = Client(stack)
+    assert done(child.turn())["status"] == "completed"
+    assert errors(child.turn()) == ["rate_limited"]
+    # age the recorded turn by a minute
+    stack.ddb.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": f"conn#{child.conn}"}},
+        UpdateExpression="SET turns = :t",
+        ExpressionAttributeValues={":t": {"L": [{"N": str(int(time.time() * 1000) - 61_000)}]}},
+    )
+    assert done(child.turn())["status"] == "completed"
+
+
+# --------------------------------------------------------------------------- longest utterance
+
+
+def test_forced_commit_at_the_longest_utterance(monkeypatch, stack, fake_openai) -> None:
+    configure(monkeypatch, MAX_UTTERANCE_MS="1000")
+    pcm = speak("Yo tengo un perro grande y un gato pequeño", pad_s=1.5)
+    assert len(pcm) / 48000 > 2.5
+    fake_openai.script_transcripts("Yo tengo un perro grande", "y un gato")
+    child = Client(stack, vad={"type": "server_vad", "silence_duration_ms": 1000})
+    events = child.stream(pcm, chunk_ms=200)
+    assert errors(events) == []
+    started = [e for e in events if e["type"] == "input_audio_buffer.speech_started"]
+    stopped = [e for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
+    committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
+    assert len(started) == 1 and len(committed) >= 2
+    # the utterance was cut at the limit while the child was still speaking, and again for
+    # the speech that went on (each piece a turn of at most the limit's worth of audio)
+    assert 1000 <= stopped[0]["audio_end_ms"] - started[0]["audio_start_ms"] <= 1000 + 200
+    assert stopped[1]["audio_end_ms"] - stopped[0]["audio_end_ms"] <= 1000 + 200
+    for request in fake_openai.requests("audio/transcriptions"):
+        assert len(request.pcm) <= (1000 + 300 + 200) * 48
+    assert types(events).count("response.done") == len(committed)
+    assert child.history()[0] == ("user", "Yo tengo un perro grande")
+
+
+# --------------------------------------------------------------------------- history
+
+
+def test_history_stays_bounded(monkeypatch, stack, fake_openai) -> None:
+    configure(monkeypatch, MAX_HISTORY_MESSAGES="4")
+    # long transcripts (a 30 s utterance is a few hundred characters; these are more), short
+    # replies (speech is the slow part here; replies are capped at CHAT_MAX_TOKENS anyway)
+    n_turns = 6
+    fake_openai.script_transcripts(*[f"Frase número {i} " + "bla " * 300 for i in range(n_turns)])
+    fake_openai.script_replies(*["¡Muy bien! (Very good!)"] * n_turns)
+    child = Client(stack)
+    sizes = []
+    for i in range(n_turns):
+        child.turn()
+        context = chat_context(fake_openai)
+        # the chat context: at most MAX_HISTORY_MESSAGES earlier messages, then the new one
+        assert len(context) <= 4 + 1
+        assert context[-1][1].startswith(f"Frase número {i} ")
+        item = stack.session_item(child.sid)
+        assert len(item["hist"]) <= 2 * 4
+        sizes.append(item_bytes(item))
+    assert [h[0] for h in child.history()] == ["user", "assistant"] * 4
+    assert child.history()[-2][1].startswith(f"Frase número {n_turns - 1} ")
+    # the item stops growing once the history is full, far below DynamoDB's 400 KB
+    assert sizes[-1] <= sizes[-2] * 1.05
+    assert sizes[-1] < DYNAMODB_ITEM_LIMIT / 10
+    # even at the default of 20 messages (40 stored items) it stays far below the limit
+    per_item = sizes[-1] / len(child.history())
+    assert per_item * 40 < DYNAMODB_ITEM_LIMIT / 4
+    connection = stack.connection_item(child.conn)
+    assert item_bytes(connection) < DYNAMODB_ITEM_LIMIT / 10
+
+
+def test_parked_audio_cannot_grow_the_connection_item_past_dynamodb_limits(stack) -> None:
+    """Chunks that arrive ahead of a missing one wait in the connection item: a client that
+    never sends the missing chunk gets an error, never a failed DynamoDB write."""
+    child = Client(stack)
+    big = tone(490)  # ~23.5 KB of PCM: the largest append that fits a 32 KB frame
+    codes = []
+    for n in range(2, 30):
+        codes += errors(child.append(big, event_id=f"audio#{n}"))
+    assert set(codes) <= {"audio_out_of_order"} and codes
+    assert item_bytes(stack.connection_item(child.conn)) < DYNAMODB_ITEM_LIMIT
+    # the missing chunk arrives: everything parked is processed, the session goes on
+    assert errors(child.append(tone(100), event_id="audio#1")) == []
+    assert types(child.send({"type": "session.update", "session": {}})) == ["session.updated"]
+
+
+# --------------------------------------------------------------------------- largest event
+
+
+def _append_of_exactly(size: int) -> str:
+    audio = base64.b64encode(tone(400)).decode()
+    body = json.dumps({"type": "input_audio_buffer.append", "event_id": "", "audio": audio})
+    pad = size - len(body.encode())
+    assert pad >= 0
+    return json.dumps({"type": "input_audio_buffer.append", "event_id": "p" * pad, "audio": audio})
+
+
+def test_the_largest_event(stack) -> None:
+    child = Client(stack)
+    at_limit = _append_of_exactly(MAX_EVENT_BYTES)
+    assert len(at_limit.encode()) == MAX_EVENT_BYTES
+    assert errors(child.raw(at_limit)) == []
+    over = _append_of_exactly(MAX_EVENT_BYTES + 1)
+    events = child.raw(over)
+    assert errors(events) == ["event_too_large"]
+    assert str(MAX_EVENT_BYTES) in events[0]["error"]["message"]
+    # the session goes on; the accepted append is in the buffer, the refused one is not
+    events = child.send({"type": "input_audio_buffer.commit"})
+    assert types(events)[0] == "input_audio_buffer.committed"
+    assert len(stack.recorder.sizes) and max(stack.recorder.sizes) <= MAX_EVENT_BYTES
