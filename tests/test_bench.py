@@ -223,14 +223,16 @@ def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path) -> None:
             key,
             figures[key],
         )
-    assert figures["turns"] == figures["turns_measured"] == 2
-    assert figures["turn_statuses"] == ["completed", "completed"]
+    # two turns with the speculative turn off (streaming), two as deployed
+    assert figures["turns"] == figures["turns_measured"] == 4
+    assert figures["turn_statuses"] == ["completed"] * 4
+    assert [t["mode"] for t in figures["per_turn"]] == ["streaming"] * 2 + ["speculative"] * 2
     assert figures["aws_calls_per_append_mean"] > 0
     assert figures["aws_calls_per_turn_mean"] > figures["aws_calls_per_append_mean"]
     assert figures["chunk_path_imports_openai"] is False
     assert figures["voice_to_voice_p50_ms"] >= figures["silence_ms"]
+    assert figures["speculative_voice_to_voice_p50_ms"] >= figures["silence_ms"]
     assert figures["sequential_p50_ms"] >= figures["silence_ms"]
-    assert len(figures["per_turn"]) == 2
     assert all(t["figures"].get("TranscriptionMs") is not None for t in figures["per_turn"])
     assert set(figures["targets"]) and all("ok" in t for t in figures["targets"].values())
     assert figures["audio_objects_left"] == 0  # the children's audio is gone after the turns
