@@ -408,21 +408,21 @@ def test_binary_frame_closes_1003(gw: LocalGateway) -> None:
 
 
 def test_idle_timeout_closes_and_invokes_disconnect() -> None:
-    gateway = _gateway(idle_timeout_s=0.8)
+    gateway = _gateway(idle_timeout_s=1.5)
     with gateway.running(), _connect(gateway) as ws:
         cid = _echo_event(ws, "{}")["requestContext"]["connectionId"]
         # Client messages keep it alive (the replies are read later)...
-        for _ in range(5):
+        for _ in range(7):
             time.sleep(0.3)
             ws.send("{}")
         # ...silence does not.
         started = time.monotonic()
         assert _closed_code(ws) == 1001
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - started < 4.0
         ctx = _disconnect_of(gateway, cid)["requestContext"]
         assert (ctx["disconnectStatusCode"], ctx["disconnectReason"]) == (1001, "Going away")
-        connect_ms = ctx["connectedAt"]
-        assert ctx["requestTimeEpoch"] - connect_ms >= 1500 + 700
+        # Open for the 2.1 s of activity plus (about) the idle timeout.
+        assert ctx["requestTimeEpoch"] - ctx["connectedAt"] >= 2100 + 1200
 
 
 def test_maximum_connection_duration() -> None:

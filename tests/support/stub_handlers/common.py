@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import boto3
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
 
 
 def endpoint_url(event: dict[str, Any]) -> str:
@@ -13,12 +17,20 @@ def endpoint_url(event: dict[str, Any]) -> str:
     return f"http://{ctx['domainName']}/{ctx['stage']}"
 
 
+def _client(endpoint: str) -> Any:
+    # One client per endpoint, created under a lock (boto3 sessions are not thread-safe, its
+    # clients are), as a warm Lambda container would keep it.
+    with _lock:
+        client = _clients.get(endpoint)
+        if client is None:
+            client = _clients[endpoint] = boto3.session.Session().client(
+                "apigatewaymanagementapi", endpoint_url=endpoint, region_name="us-east-1"
+            )
+        return client
+
+
 def post(event: dict[str, Any], message: Any, connection_id: str | None = None) -> None:
-    # A session per call: boto3's default session is not thread-safe, and invocations overlap.
-    client = boto3.session.Session().client(
-        "apigatewaymanagementapi", endpoint_url=endpoint_url(event), region_name="us-east-1"
-    )
     data = message if isinstance(message, bytes) else json.dumps(message).encode()
-    client.post_to_connection(
+    _client(endpoint_url(event)).post_to_connection(
         ConnectionId=connection_id or event["requestContext"]["connectionId"], Data=data
     )
