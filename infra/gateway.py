@@ -577,7 +577,7 @@ class LocalGateway:
         user_agent = request.headers.get("User-Agent")
         domain_name = request.host
         query = dict(parse_qsl(request.query_string, keep_blank_values=True))
-        base = {
+        base: dict[str, Any] = {
             "connection_id": connection_id,
             "connected_at_ms": int(now * 1000),
             "source_ip": source_ip,

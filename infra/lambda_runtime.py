@@ -50,11 +50,16 @@ DEFAULT_REGION = "us-east-1"
 class FunctionSpecLike(Protocol):
     """What the runtime needs from ``infra.template.FunctionSpec``."""
 
-    logical_id: str
-    code_dir: Path
-    handler: str
-    environment: dict[str, Any]
-    timeout_s: float
+    @property
+    def logical_id(self) -> str: ...
+    @property
+    def code_dir(self) -> Path: ...
+    @property
+    def handler(self) -> str: ...
+    @property
+    def environment(self) -> Mapping[str, Any]: ...
+    @property
+    def timeout_s(self) -> float: ...
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,58 @@ def _truthy(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _serialized(app: Any) -> Any:
+    """A WSGI wrapper that lets one request at a time into ``app``."""
+    lock = threading.Lock()
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with lock:
+            result = app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                close = getattr(result, "close", None)
+                if callable(close):
+                    close()
+
+    return wsgi
+
+
+def _moto_server_class() -> Any:
+    from moto.server import ThreadedMotoServer
+
+    class _Serialized(ThreadedMotoServer):
+        """moto's server, processing one AWS request at a time.
+
+        moto's backends are not thread-safe (two concurrent ``UpdateItem`` calls on one item can
+        fail inside moto, or both pass a condition only one should), while the handlers run
+        concurrently like Lambda. Serializing moto keeps DynamoDB's atomic conditional writes
+        atomic; each request takes a few milliseconds, so nothing waits long.
+        """
+
+        def _server_entry(self) -> None:
+            from moto.moto_server.werkzeug_app import (
+                DomainDispatcherApplication,
+                MotoRequestHandler,
+                create_backend_app,
+            )
+            from werkzeug.serving import make_server
+
+            app = _serialized(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return _Serialized
+
+
+def serialized_moto_server(**kwargs: Any) -> Any:
+    """A ``ThreadedMotoServer`` that processes one request at a time (``_moto_server_class``)."""
+    return _moto_server_class()(**kwargs)
+
+
 class LocalStack:
     """moto (or real AWS) + the template's table/bucket + models (real or fake) + the gateway.
 
@@ -159,12 +211,10 @@ class LocalStack:
                 )
             overrides["AWS_REGION"] = region
         else:
-            from moto.server import ThreadedMotoServer
-
             # moto's werkzeug server logs every request at INFO: too loud for a terminal.
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
-            self.moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self.moto_server = serialized_moto_server(ip_address="127.0.0.1", port=0, verbose=False)
             self.moto_server.start()
             host, port = self.moto_server.get_host_and_port()
             self.aws_endpoint_url = f"http://{host}:{port}"

@@ -550,6 +550,7 @@ def test_lambda_function_result_and_error_shapes(tmp_path: Path) -> None:
     assert ok.payload["arn"].endswith(":function:kiddolingo-local-Fn")
     assert ok.init_duration_ms is not None
     bad = fn.invoke({"fail": True})
+    assert bad.error is not None
     assert bad.error["errorType"] == "ValueError" and bad.error["errorMessage"] == "nope"
     assert bad.status_code() == 500 and bad.init_duration_ms is None
 
