@@ -52,7 +52,14 @@ EXPECTED_ACTIONS = {
         "ssm:GetParameter",
         "secretsmanager:GetSecretValue",
     },
-    "DisconnectFunction": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+    # Deletes the audio of an utterance left open by the disconnect (Tutor.disconnect).
+    "DisconnectFunction": {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+    },
 }
 # The only resources allowed to end in a wildcard.
 ALLOWED_WILDCARDS = [
