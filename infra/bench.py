@@ -699,10 +699,40 @@ class Turn:
         return (self.speech_stopped_at - self.last_speech_at) * 1000.0
 
 
+def dynamodb_item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB bills it (low-level attribute values), approximately:
+    names + values, numbers at about half their digits, 3 bytes per map or list entry."""
+
+    def value(v: dict[str, Any]) -> int:
+        (kind, x), *_ = v.items()
+        if kind == "S":
+            return len(x.encode())
+        if kind == "B":
+            return len(x)
+        if kind == "N":
+            return len(str(x)) // 2 + 1
+        if kind in ("BOOL", "NULL"):
+            return 1
+        if kind == "M":
+            return 3 + sum(len(k.encode()) + value(e) + 1 for k, e in x.items())
+        if kind == "L":
+            return 3 + sum(value(e) + 1 for e in x)
+        if kind in ("SS", "NS", "BS"):
+            return sum(len(str(e)) for e in x)
+        return 0
+
+    return sum(len(k.encode()) + value(v) for k, v in item.items())
+
+
 class Conversation:
     """One connection, driven in real time through the handlers."""
 
-    def __init__(self, functions: dict[str, Any], observer: Observer, silence_ms: int) -> None:
+    def __init__(
+        self, functions: dict[str, Any], observer: Observer, silence_ms: int, ddb: Any = None
+    ) -> None:
+        self.ddb = ddb
+        #: Sizes of the connection item (bytes), sampled while the child speaks and pauses.
+        self.item_sizes: list[int] = []
         self.functions = functions
         self.observer = observer
         self.silence_ms = silence_ms
@@ -798,6 +828,7 @@ class Conversation:
             self.send(self.silence(), "silence")
         for chunk in chunks:
             turn.last_speech_at = self.send(chunk, "speech")
+        self.sample_item()
         turn.speech_chunks = len(chunks)
         deadline = time.perf_counter() + TURN_TIMEOUT_S + self.silence_ms / 1000.0
         # Silence until the tutor's first audio, then on until its reply is done.
@@ -829,6 +860,15 @@ class Conversation:
             for post in posts:
                 if post.type not in turn.timeline:
                     turn.timeline[post.type] = round((post.at - turn.last_speech_at) * 1000.0, 1)
+
+    def sample_item(self) -> None:
+        if self.ddb is None:
+            return
+        out = self.ddb.get_item(
+            TableName=TABLE, Key={"pk": {"S": f"conn#{CONNECTION_ID}"}}, ConsistentRead=True
+        )
+        if out.get("Item"):
+            self.item_sizes.append(dynamodb_item_size(out["Item"]))
 
     def finish(self) -> None:
         for future in self.futures:
@@ -945,8 +985,8 @@ def run_conversation(
         # client copies the session's hooks when it is created).
         observer = Observer()
         observer.install(aws._session().events)
-        s3 = boto3.client("s3")
-        tpl.create_resources(boto3.client("dynamodb"), s3, TABLE, BUCKET)
+        s3, ddb = boto3.client("s3"), boto3.client("dynamodb")  # not the handlers' session
+        tpl.create_resources(ddb, s3, TABLE, BUCKET)
         functions = {route: LambdaFunction(cast(Any, spec)) for route, spec in specs.items()}
         for fn in functions.values():
             fn.load()  # the INIT phase is measured in a fresh process, below
@@ -954,7 +994,7 @@ def run_conversation(
         # its connections open. What the first turn of a fresh container pays on top is
         # measured on its own (turn_cold_start_ms).
         _warm_providers(fake, profile)
-        conversation = Conversation(functions, observer, silence_ms)
+        conversation = Conversation(functions, observer, silence_ms, ddb)
         tap = _tap_turns(lambda outcome: outcomes.append((time.perf_counter(), outcome)))
         with tap, _tap_runtime(), contextlib.redirect_stdout(emf_out):
             conversation.start()
@@ -989,6 +1029,7 @@ def run_conversation(
         "emf": parse_emf(emf_out.getvalue()),
         "objects_left": left,
         "provider_requests": dict(provider_requests),
+        "connection_item_sizes": conversation.item_sizes,
     }
 
 
@@ -1375,6 +1416,10 @@ def figures(
         "cpu_ms_per_100ms_audio_p95": _r(_pct(cpu_net, 95), 2),
         "cpu_ms_per_100ms_audio_with_moto": _mean([i.cpu_ms for i in chunk]),
         "append_wall_p50_ms": _r(_pct([i.wall_ms for i in chunk], 50)),
+        "connection_item_kb_max": _r(
+            max((n for run in runs.values() for n in run["connection_item_sizes"]), default=0)
+            / 1024.0
+        ),
         "import_ms_audio": _r(imports.get("audio", {}).get("ms")),
         "import_ms_audio_median": imports.get("audio", {}).get("median_ms"),
         "import_ms_connect": _r(imports.get("connect", {}).get("ms")),
@@ -1665,6 +1710,12 @@ def table(f: dict[str, Any]) -> str:
             f"{_fmt(v['cpu_ms_mean'], 'ms2')} CPU"
             for k, v in kinds.items()
         )
+    )
+    size_kb = f["connection_item_kb_max"] or 0.0
+    extra.append(
+        f"connection item (read and written by every append): up to {size_kb:.1f} KB, i.e. "
+        f"{math.ceil(size_kb / 4)} RCU per strongly consistent read and {math.ceil(size_kb)} "
+        "WCU per update"
     )
     extra.append(
         "calls per append (mean): "
