@@ -42,6 +42,13 @@ from .store import REMOVE, ConflictError, NotFoundError, SessionStore
 
 log = logging.getLogger(__name__)
 
+# botocore (and the HTTP stacks under the SDKs) log whole request and response bodies at
+# DEBUG: children's transcripts in DynamoDB items and posted events. Capped at INFO unless a
+# level was set for them explicitly, so a DEBUG log level never leaks what a child said.
+for _name in ("botocore", "urllib3", "openai", "httpx2", "httpcore2"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.INFO)
+
 MAX_APPEND_ATTEMPTS = 12
 #: Audio parked in the connection item while an earlier chunk is missing: bounded in bytes
 #: too, so the item stays far below DynamoDB's 400 KB whatever the chunk size.
@@ -268,8 +275,14 @@ class Tutor:
                     return
                 continue
             own = None
-            for ev in result.events:
-                self.post(ev)
+            try:
+                for ev in result.events:
+                    self.post(ev)
+            except ConnectionGoneError:
+                # 410: the utterances ended here will never get their turn; their audio goes.
+                for u in [*result.committed, *(t[2] for t in to_run)]:
+                    self.chunks.delete_prefix(utterance_prefix(conn["sid"], u.id))
+                raise
             if cfg.create_response:
                 to_run += [(conn, cfg, u) for u in result.committed if u.id not in released]
             if spec_start is not None and result.speculate is not None:
@@ -282,13 +295,13 @@ class Tutor:
                 break
         else:
             raise ConflictError("append: too many concurrent writers")
-        if limited is not None:
-            self.post(error_from(limited))
         for conn_, cfg_, utt in to_run:
             self.run_turn(conn_, cfg_, utt)
         if speculation is not None:
             conn_, cfg_, utt, spec_id = speculation
             self.run_turn(conn_, cfg_, utt, speculative=spec_id)
+        if limited is not None:  # after the turns: a 410 here must not orphan their audio
+            self.post(error_from(limited))
 
     def _park(
         self,
@@ -408,13 +421,18 @@ class Tutor:
             except ConflictError:
                 conn = self.store.get_connection(self.connection_id) or conn
                 continue
-            self.post(
-                server_event(
-                    "input_audio_buffer.committed",
-                    item_id=utt.item_id,
-                    previous_item_id=state.last_item_id,
+            try:
+                self.post(
+                    server_event(
+                        "input_audio_buffer.committed",
+                        item_id=utt.item_id,
+                        previous_item_id=state.last_item_id,
+                    )
                 )
-            )
+            except ConnectionGoneError:
+                # 410: this utterance will never get its turn; its audio goes now.
+                self.chunks.delete_prefix(utterance_prefix(conn["sid"], utt.id))
+                raise
             cfg = SessionConfig.from_item(conn.get("cfg"))
             self.run_turn(conn, cfg, utt)
             return
@@ -704,6 +722,13 @@ class Tutor:
             await asyncio.to_thread(self._drop_response, sid, response_id)
             return
         await asyncio.to_thread(self._end_response, sid, response_id, utt, outcome)
+        if settings.log_transcripts:  # opt-in only (LOG_TRANSCRIPTS=true): children's words
+            log.info(
+                "turn %s: the child said %r; the tutor said %r",
+                response_id,
+                user_text,
+                outcome.text,
+            )
         if outcome.reason == "connection_gone":
             # What was heard is in the history; now clean up the connection (run_turn).
             raise ConnectionGoneError(self.connection_id)
