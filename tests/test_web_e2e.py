@@ -207,6 +207,23 @@ def test_microphone_refused_gives_a_friendly_error(browser: Any, live_stack: Any
         page.context.close()
 
 
+@pytest.mark.browser
+def test_reconnection_backoff_doubles_from_one_second_up_to_ten(
+    browser: Any, live_stack: Any
+) -> None:
+    page = _open_page(browser, live_stack.page_url)
+    try:
+        delays = page.evaluate(
+            """async () => {
+              const m = await import('./kiddolingo-client.js');
+              return [0, 1, 2, 3, 4, 5, 6].map((n) => m.backoffDelayMs(n));
+            }"""
+        )
+        assert delays == [1000, 2000, 4000, 8000, 10000, 10000, 10000]
+    finally:
+        page.context.close()
+
+
 # --------------------------------------------------------------------------------------------
 # a spoken conversation
 # --------------------------------------------------------------------------------------------
@@ -293,11 +310,18 @@ def test_page_reconnects_by_itself_and_the_session_goes_on(browser: Any, live_st
         (connection_id,) = set(gateway.connections) - before
         chats_before = len(fake.requests("chat"))
 
+        page.evaluate(
+            "() => { window.__backoff = []; kiddo.client.addEventListener("
+            "'reconnecting', (e) => window.__backoff.push(e.detail)); }"
+        )
         # The network drops the connection mid-session.
         assert gateway.drop(connection_id)
         _wait(page, "() => kiddo.reconnects === 1 && kiddo.connectionState === 'open'", 20,
               "the reconnection")  # fmt: skip
         assert page.evaluate("kiddo.sessionId") == session_id
+        # One attempt, after the first backoff step (1 s); audio captured meanwhile was dropped.
+        assert page.evaluate("window.__backoff") == [{"attempt": 1, "delayMs": 1000}]
+        assert page.evaluate("kiddo.client.chunksDropped") >= 5
         (new_id,) = set(gateway.connections) - before - {connection_id}
 
         # The new connection resumed the session...

@@ -66,6 +66,11 @@ export function base64ToBytes(text) {
   return bytes;
 }
 
+/** Reconnection delay before attempt `attempt` (0-based): 1 s doubling, capped at 10 s. */
+export function backoffDelayMs(attempt, initialDelayMs = 1000, maxDelayMs = 10000) {
+  return Math.min(initialDelayMs * 2 ** attempt, maxDelayMs);
+}
+
 export class KiddoLingoClient extends EventTarget {
   constructor(options = {}) {
     super();
@@ -240,7 +245,7 @@ export class KiddoLingoClient extends EventTarget {
   }
 
   _scheduleReconnect() {
-    const delayMs = Math.min(this.initialDelayMs * 2 ** this.reconnectAttempts, this.maxDelayMs);
+    const delayMs = backoffDelayMs(this.reconnectAttempts, this.initialDelayMs, this.maxDelayMs);
     this.reconnectAttempts += 1;
     this.totalReconnectAttempts += 1;
     this._setConnection("reconnecting");
