@@ -453,6 +453,41 @@ def test_child_interrupts_and_only_what_was_heard_is_kept(
         page.context.close()
 
 
+@needs_handlers
+def test_openai_sdk_realtime_client_talks_through_the_local_gateway(live_stack: Any) -> None:
+    """The official SDK's ``client.realtime.connect()`` appends ``/realtime?model=…`` and sends
+    the token as ``Authorization: Bearer``: the gateway takes any path and passes both on."""
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    async def talk() -> list[str]:
+        client = AsyncOpenAI(
+            api_key=live_stack.token,
+            base_url="http://127.0.0.1:9/v1",  # never used: only the WebSocket is
+            websocket_base_url=live_stack.ws_url.rstrip("/"),
+        )
+        types = []
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            await conn.session.update(
+                session={"type": "realtime", "audio": {"input": {"format": {
+                    "type": "audio/pcm", "rate": 24000}}}}
+            )  # fmt: skip
+            async for event in conn:
+                types.append(event.type)
+                if len(types) == 2:
+                    break
+        return types
+
+    seen = len(live_stack.gateway.invocations)
+    assert asyncio.run(talk()) == ["session.created", "session.updated"]
+    connect = next(
+        inv for inv in list(live_stack.gateway.invocations)[seen:] if inv.route_key == "$connect"
+    )
+    assert connect.event["queryStringParameters"] == {"model": "gpt-realtime"}
+    assert connect.event["headers"]["Authorization"] == f"Bearer {live_stack.token}"
+
+
 # --------------------------------------------------------------------------------------------
 # make run
 # --------------------------------------------------------------------------------------------
