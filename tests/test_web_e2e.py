@@ -480,7 +480,12 @@ def test_openai_sdk_realtime_client_talks_through_the_local_gateway(live_stack: 
         return types
 
     seen = len(live_stack.gateway.invocations)
-    assert asyncio.run(talk()) == ["session.created", "session.updated"]
+    # In a thread of its own: Playwright's sync API may own this thread's event loop.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        types = pool.submit(lambda: asyncio.run(talk())).result(timeout=30)
+    assert types == ["session.created", "session.updated"]
     connect = next(
         inv for inv in list(live_stack.gateway.invocations)[seen:] if inv.route_key == "$connect"
     )
