@@ -54,31 +54,34 @@ def test_a_turns_audio_is_deleted_once_the_turn_is_done(stack, fake_openai) -> N
     assert stack.audio_keys() == []  # ... and is gone once its turn is done
 
 
-@pytest.mark.parametrize("how", ["failed-turn", "refused-turn", "clear", "disconnect", "410"])
-def test_audio_is_deleted_however_the_utterance_ends(monkeypatch, stack, fake_openai, how) -> None:
-    child = Client(stack)
-    if how == "refused-turn":
-        configure(monkeypatch, MAX_TURNS_PER_MINUTE="1")
-        child.turn()
-    child.stream(tone(300))
-    assert stack.audio_keys()
-    if how == "failed-turn":
-        fake_openai.fail("transcriptions", status=400, times=None)
-        events = child.send({"type": "input_audio_buffer.commit"})
-        assert done(events)["status"] == "failed"
-    elif how == "refused-turn":
-        assert errors(child.send({"type": "input_audio_buffer.commit"})) == ["rate_limited"]
-    elif how == "clear":
-        assert types(child.send({"type": "input_audio_buffer.clear"})) == [
-            "input_audio_buffer.cleared"
-        ]
-    elif how == "disconnect":
-        child.disconnect()
-    elif how == "410":
-        stack.recorder.gone.add(child.conn)
-        child.send({"type": "input_audio_buffer.commit"})
-        assert stack.connection_item(child.conn) is None
-    assert stack.audio_keys() == []
+def test_audio_is_deleted_however_the_utterance_ends(monkeypatch, stack, fake_openai) -> None:
+    """A failed turn, a refused turn, clear, a disconnect and a 410, each on its own connection:
+    no audio is left behind by any of them."""
+    configure(monkeypatch, MAX_TURNS_PER_MINUTE="1")
+    for how in ["failed-turn", "refused-turn", "clear", "disconnect", "410"]:
+        child = Client(stack, conn=f"conn-{how}=")
+        if how == "refused-turn":
+            child.turn()  # uses up this connection's one turn a minute
+        child.stream(tone(300))
+        assert stack.audio_keys(), how
+        if how == "failed-turn":
+            injected = fake_openai.fail("transcriptions", status=400, times=None)
+            events = child.send({"type": "input_audio_buffer.commit"})
+            injected.times = 0
+            assert done(events)["status"] == "failed"
+        elif how == "refused-turn":
+            assert errors(child.send({"type": "input_audio_buffer.commit"})) == ["rate_limited"]
+        elif how == "clear":
+            assert types(child.send({"type": "input_audio_buffer.clear"})) == [
+                "input_audio_buffer.cleared"
+            ]
+        elif how == "disconnect":
+            child.disconnect()
+        elif how == "410":
+            stack.recorder.gone.add(child.conn)
+            child.send({"type": "input_audio_buffer.commit"})
+            assert stack.connection_item(child.conn) is None
+        assert stack.audio_keys() == [], how
 
 
 def test_silence_never_reaches_s3(stack, fake_openai) -> None:
