@@ -365,11 +365,18 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m infra.local", description="Run KiddoLingo Voice locally (make run)."
     )
     parser.add_argument("--port", type=int, default=None, help="default: $PORT or 8080")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=ROOT / ".env",
+        help="settings file read first (the environment wins); default: .env at the repo root",
+    )
     args = parser.parse_args(argv)
 
     from dotenv import load_dotenv
 
-    load_dotenv(ROOT / ".env", override=False)
+    if args.env_file.is_file():
+        load_dotenv(args.env_file, override=False)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -519,7 +519,8 @@ def test_make_run_starts_prints_urls_and_stops_cleanly(sig: signal.Signals, tmp_
     }
     env.update({"PORT": str(port), "PYTHONUNBUFFERED": "1"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.local"],
+        # A developer's .env (say, with a real OPENAI_API_KEY) must not leak into the test.
+        [sys.executable, "-m", "infra.local", "--env-file", str(tmp_path / "none.env")],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
