@@ -368,8 +368,12 @@ class LocalGateway:
         if self._runner is None:
             return
         self._stopping = True
-        for conn in list(self.connections.values()):
-            await self._close(conn, 1001, REASON_GOING_AWAY)
+        await asyncio.gather(
+            *(
+                self._close(conn, 1001, REASON_GOING_AWAY)
+                for conn in list(self.connections.values())
+            )
+        )
         deadline = time.monotonic() + timeout
         while self._tasks and time.monotonic() < deadline:
             await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
@@ -603,6 +607,7 @@ class LocalGateway:
             max_frame_bytes=self.max_frame_bytes,
             protocols=(subprotocol,) if subprotocol else (),
             compress=False,
+            timeout=3.0,  # how long a server-side close waits for the client's close frame
             max_msg_size=self.max_message_bytes + 1,
             autoping=True,
             autoclose=True,
