@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -565,3 +566,22 @@ def test_merged_environment_skips_intrinsics_and_applies_overrides() -> None:
 def test_request_time_format() -> None:
     assert request_time(0) == "01/Jan/1970:00:00:00 +0000"
     assert request_time(1731324924.5) == "11/Nov/2024:11:35:24 +0000"
+
+
+def test_stopping_the_gateway_closes_connections_with_1001_and_disconnects() -> None:
+    gateway = _gateway()
+    gateway.start_background()
+    try:
+        with _connect(gateway) as ws:
+            cid = _echo_event(ws, "{}")["requestContext"]["connectionId"]
+            started = time.monotonic()
+            gateway.stop_background()
+            assert time.monotonic() - started < 5
+            assert _closed_code(ws) == 1001
+    finally:
+        gateway.stop_background()
+    disconnects = [i for i in gateway.invocations if i.route_key == "$disconnect"]
+    assert [i.connection_id for i in disconnects] == [cid]
+    assert disconnects[0].event["requestContext"]["disconnectStatusCode"] == 1001
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", gateway.port), timeout=1).close()
