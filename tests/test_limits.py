@@ -192,16 +192,19 @@ def test_history_stays_bounded(monkeypatch, stack, fake_openai) -> None:
 
 
 def test_parked_audio_cannot_grow_the_connection_item_past_dynamodb_limits(stack) -> None:
-    """Chunks that arrive ahead of a missing one wait in the connection item: a client that
-    never sends the missing chunk gets an error, never a failed DynamoDB write."""
+    """Chunks that arrive ahead of a missing one wait in the connection item, within a bound;
+    when the bound is reached the missing chunk is given up for lost and the session goes on
+    (never a failed DynamoDB write, never a session stuck waiting forever)."""
     child = Client(stack)
     big = tone(490)  # ~23.5 KB of PCM: the largest append that fits a 32 KB frame
     codes = []
     for n in range(2, 30):
         codes += errors(child.append(big, event_id=f"audio#{n}"))
-    assert set(codes) <= {"audio_out_of_order"} and codes
-    assert item_bytes(stack.connection_item(child.conn)) < DYNAMODB_ITEM_LIMIT
-    # the missing chunk arrives: everything parked is processed, the session goes on
+        assert item_bytes(stack.connection_item(child.conn)) < DYNAMODB_ITEM_LIMIT
+    assert codes == []
+    item = stack.connection_item(child.conn)
+    assert item["seq"] > 2 and len(item.get("pend") or {}) < 28  # the gap was skipped
+    # the lost chunk turning up late is a duplicate by now: dropped, no error
     assert errors(child.append(tone(100), event_id="audio#1")) == []
     assert types(child.send({"type": "session.update", "session": {}})) == ["session.updated"]
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import ingest as ingestlib
@@ -84,6 +84,7 @@ class Tutor:
         self.connection_id = messenger.connection_id
         #: Figures of the last turn this invocation ran (metrics, the benchmark).
         self.last_turn: Any = None
+        self._speech_end_at: float | None = None
 
     # ------------------------------------------------------------------ posting
 
@@ -200,14 +201,22 @@ class Tutor:
                 seq = hinted if hinted is not None else state.next_seq
                 if seq < state.next_seq or seq in state.pending:
                     break  # a duplicate delivery: already processed or parked
-                if seq > state.next_seq:
+                if seq > state.next_seq and _parking_full(state, own):
+                    # The missing chunk is not coming (its invocation failed): skip the gap
+                    # rather than stall the session, and go on from the oldest parked chunk;
+                    # our own chunk is handled on the next pass.
+                    first = min(state.pending)
+                    log.warning("skipping %d lost audio chunk(s)", first - state.next_seq)
+                    state = replace(state, next_seq=first)
+                elif seq > state.next_seq:
                     if self._park(state, seq, own, now_s, count, event.event_id):
                         break
                     conn = self.store.get_connection(self.connection_id) or {}
                     if not conn:
                         return
                     continue
-                run.append((seq, own))
+                else:
+                    run.append((seq, own))
             nxt = state.next_seq + len(run)
             while nxt in state.pending:
                 run.append((nxt, state.pending[nxt]))
@@ -274,7 +283,8 @@ class Tutor:
                 if not conn:
                     return
                 continue
-            own = None
+            if own is not None and run and run[0][1] is own:
+                own = None  # ours is in; what follows only closes gaps behind it
             try:
                 for ev in result.events:
                     self.post(ev)
@@ -285,21 +295,28 @@ class Tutor:
                 raise
             if cfg.create_response:
                 to_run += [(conn, cfg, u) for u in result.committed if u.id not in released]
+            # Where the child's last speech sample lies in wall time, for the metrics.
+            heard_at = time.monotonic()
+            end_at = {
+                u.id: heard_at - (result.state.audio_ms - (u.end_ms or 0)) / 1000
+                for u in (*result.committed, *([result.speculate] if result.speculate else []))
+            }
             if spec_start is not None and result.speculate is not None:
                 speculation = (conn, cfg, result.speculate, spec_start)
             # A chunk parked while we worked sits at the new watermark: we close that gap too.
             conn = after or {}
-            if not conn or int(conn.get("seq", 0)) not in {
-                int(k) for k in (conn.get("pend") or {})
-            }:
+            if not conn or (
+                own is None
+                and int(conn.get("seq", 0)) not in {int(k) for k in (conn.get("pend") or {})}
+            ):
                 break
         else:
             raise ConflictError("append: too many concurrent writers")
         for conn_, cfg_, utt in to_run:
-            self.run_turn(conn_, cfg_, utt)
+            self.run_turn(conn_, cfg_, utt, speech_end_at=end_at.get(utt.id))
         if speculation is not None:
             conn_, cfg_, utt, spec_id = speculation
-            self.run_turn(conn_, cfg_, utt, speculative=spec_id)
+            self.run_turn(conn_, cfg_, utt, speculative=spec_id, speech_end_at=end_at.get(utt.id))
         if limited is not None:  # after the turns: a 410 here must not orphan their audio
             self.post(error_from(limited))
 
@@ -313,8 +330,7 @@ class Tutor:
         event_id: str | None,
     ) -> bool:
         """Park a chunk that is ahead of the watermark. False: the watermark reached it."""
-        parked = sum(len(v) for v in state.pending.values()) + len(pcm)
-        if len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS or parked > MAX_PARKED_BYTES:
+        if _parking_full(state, pcm):
             raise ProtocolError(
                 "audio_out_of_order",
                 f"Audio chunk #{seq} arrived while #{state.next_seq} is still missing.",
@@ -543,6 +559,7 @@ class Tutor:
         utt: ingestlib.Utterance | None,
         *,
         speculative: str | None = None,
+        speech_end_at: float | None = None,
     ) -> None:
         """Run a turn inline. ``speculative``: the id of a speculation started in the pause;
         nothing is posted until the append that ends the utterance releases it, and all of it
@@ -561,7 +578,7 @@ class Tutor:
                     )
                 )
                 return  # no turn; its audio is still deleted below
-            runtime.run(self._turn(conn, cfg, utt, gate))
+            runtime.run(self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic()))
         except ConnectionGoneError:
             # 410 mid-turn: clean up *this* connection (item, open utterance); the session
             # stays for a resume.
@@ -612,8 +629,10 @@ class Tutor:
         cfg: SessionConfig,
         utt: ingestlib.Utterance | None,
         gate: _SpecGate | None = None,
+        speech_end_at: float | None = None,
     ) -> None:
         poster: _Poster = _GatedPoster(self.messenger, gate) if gate else _Poster(self.messenger)
+        self._speech_end_at = speech_end_at
         try:
             await self._turn_body(conn, cfg, utt, poster)
         finally:
@@ -636,6 +655,8 @@ class Tutor:
         user_text: str | None = None
         t0 = time.monotonic()
         transcription_ms: float | None = None
+        # The history is read while the audio is fetched and transcribed: it does not wait.
+        session_task = asyncio.ensure_future(asyncio.to_thread(self.store.get_session, sid))
         if utt is not None:
             pcm = await asyncio.to_thread(self.chunks.read, list(utt.keys))
             wav = pcm16_to_wav(pcm, cfg.input_rate)
@@ -668,7 +689,7 @@ class Tutor:
             if not user_text:
                 return  # nothing was said (noise): no reply
 
-        session = await asyncio.to_thread(self.store.get_session, sid)
+        session = await session_task
         history = list((session or {}).get("hist") or [])
         response_id, item_id = new_id("resp"), new_id("item")
         if isinstance(poster, _GatedPoster):
@@ -716,7 +737,14 @@ class Tutor:
         )
         outcome = await runner.respond(req, user_text)
         outcome.timings.transcription_ms = transcription_ms
+        outcome.timings.speech_end_at = self._speech_end_at
         self.last_turn = outcome
+        from .metrics import emit_turn_metrics
+
+        speculative = None
+        if isinstance(poster, _GatedPoster):
+            speculative = "miss" if poster.discarded else "hit"
+        emit_turn_metrics(outcome, speculative=speculative)
         if getattr(poster, "discarded", False):
             # The child went on speaking: nothing of this reached the child or the history.
             await asyncio.to_thread(self._drop_response, sid, response_id)
@@ -759,6 +787,9 @@ class Tutor:
             moderation=False,
         )
         self.last_turn = await runner.fail(req, exc)
+        from .metrics import emit_turn_metrics
+
+        emit_turn_metrics(self.last_turn)
         if self.last_turn.reason == "connection_gone":
             raise ConnectionGoneError(self.connection_id)
 
@@ -844,12 +875,15 @@ class Tutor:
         state = ingestlib.AudioState.from_connection(old)
         sid = old.get("sid")
         if sid:
-            try:
+            with contextlib.suppress(NotFoundError):
                 self.store.mutate_session(sid, lambda item: {"timeline_ms": state.audio_ms})
-            except NotFoundError:
-                pass
             if state.utterance is not None:
                 self.chunks.delete_prefix(utterance_prefix(sid, state.utterance.id))
+
+
+def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:
+    parked = sum(len(v) for v in state.pending.values()) + len(pcm)
+    return len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS or parked > MAX_PARKED_BYTES
 
 
 class _Control:

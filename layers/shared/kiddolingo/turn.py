@@ -58,6 +58,8 @@ class TurnTimings:
     chat_first_token_ms: float | None = None
     speech_first_byte_ms: float | None = None
     first_audio_ms: float | None = None
+    #: Monotonic time of the child's last speech sample (voice-to-voice in the metrics).
+    speech_end_at: float | None = None
 
 
 @dataclass
@@ -103,6 +105,8 @@ class SpeechJob:
         self.text = text
         self.spoken = strip_for_speech(text)
         self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        #: The moderation verdict on the sentence, when it is being checked.
+        self.verdict: asyncio.Task[Any] | None = None
         self._synth = synth
         self._voice = voice
         self._timings = timings
@@ -128,6 +132,8 @@ class SpeechJob:
                 await stream.aclose()
 
     async def cancel(self) -> None:
+        if self.verdict is not None and not self.verdict.done():
+            self.verdict.cancel()
         self.task.cancel()
         with contextlib.suppress(BaseException):
             await self.task
@@ -382,18 +388,18 @@ class TurnRunner:
                     async for sentence in sentences:
                         if not sentence.strip():
                             continue
+                        if not live and gate is not None and not await gate():
+                            break  # the child's words were flagged: this reply is never voiced
+                        job = SpeechJob(self.speech, sentence, req.voice, t)
                         if (
                             moderate
                             and req.moderation
                             and self.moderator is not None
                             and strip_for_speech(sentence).strip()
                         ):
-                            verdict = await self.moderator.check(sentence)
-                            if verdict.flagged:
-                                # A flagged reply is never spoken: stop here.
-                                outcome.reason = "content_filter"
-                                break
-                        job = SpeechJob(self.speech, sentence, req.voice, t)
+                            # Checked while its speech is synthesized (no added latency); the
+                            # sentence is posted only once the verdict says it is safe.
+                            job.verdict = asyncio.create_task(self.moderator.check(sentence))
                         live.append(job)
                         await jobs.put(job)  # blocks while one sentence is already waiting
             except asyncio.CancelledError:
@@ -417,6 +423,10 @@ class TurnRunner:
                         return False
                     gated = True
                 if job is None:
+                    break
+                if job.verdict is not None and (await job.verdict).flagged:
+                    # A flagged reply is never spoken: stop here.
+                    outcome.reason = "content_filter"
                     break
                 await self._check()
                 await self._post_sentence(req, job, outcome)
