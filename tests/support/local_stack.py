@@ -62,3 +62,81 @@ def local_stack(
         yield stack
     finally:
         stack.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# A quick load check: python -m tests.support.local_stack --sessions 5 --seconds 8
+# --------------------------------------------------------------------------------------------
+def load_check(sessions: int = 5, seconds: float = 8.0) -> dict[str, Any]:
+    """``sessions`` clients each stream ``seconds`` of quiet noise in real time (one 100 ms
+    append every 100 ms, numbered audio#n) through the local stack and the real handlers.
+    Returns the ``$default`` invocation latencies and every ``error`` event the clients got."""
+    import asyncio
+    import base64
+    import json
+    import statistics
+    import time
+
+    import numpy as np
+    import websockets
+
+    errors: list[dict[str, Any]] = []
+
+    async def client(stack: LocalStack, k: int) -> None:
+        from websockets.typing import Subprotocol
+
+        protocols = [Subprotocol("kiddolingo.v1"), Subprotocol(f"bearer.{stack.token}")]
+        async with websockets.connect(stack.ws_url, subprotocols=protocols) as ws:
+            await ws.send(json.dumps({"type": "session.update", "session": {}}))
+
+            async def read() -> None:
+                async for message in ws:
+                    event = json.loads(message)
+                    if event.get("type") == "error" or "message" in event:
+                        errors.append(event)
+
+            reader = asyncio.create_task(read())
+            rng = np.random.default_rng(k)
+            start = time.monotonic()
+            for n in range(1, int(seconds * 10) + 1):
+                pcm = rng.normal(0, 30, 2400).astype(np.int16).tobytes()
+                append = {"type": "input_audio_buffer.append", "event_id": f"audio#{n}"}
+                append["audio"] = base64.b64encode(pcm).decode()
+                await ws.send(json.dumps(append))
+                await asyncio.sleep(max(0.0, start + n * 0.1 - time.monotonic()))
+            await asyncio.sleep(2.0)
+            reader.cancel()
+
+    with local_stack() as stack:
+        seen = len(stack.gateway.invocations)
+
+        async def run() -> None:
+            await asyncio.gather(*(client(stack, k) for k in range(sessions)))
+
+        asyncio.run(run())
+        done = [
+            inv
+            for inv in list(stack.gateway.invocations)[seen:]
+            if inv.route_key == "$default" and inv.finished_at is not None
+        ]
+    ms = sorted((inv.finished_at - inv.started_at) * 1000 for inv in done if inv.finished_at)
+    return {
+        "sessions": sessions,
+        "invocations": len(done),
+        "failed_invocations": sum(1 for inv in done if inv.result and not inv.result.ok),
+        "p50_ms": round(statistics.median(ms), 1) if ms else None,
+        "p95_ms": round(ms[int(len(ms) * 0.95)], 1) if ms else None,
+        "max_ms": round(ms[-1], 1) if ms else None,
+        "error_events": [e.get("error", e) for e in errors],
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+    import json as _json
+
+    parser = argparse.ArgumentParser(description=load_check.__doc__)
+    parser.add_argument("--sessions", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    print(_json.dumps(load_check(args.sessions, args.seconds), indent=2, ensure_ascii=False))
