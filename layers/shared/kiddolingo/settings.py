@@ -65,7 +65,7 @@ class Settings:
     provider_timeout_s: float = 10.0
     provider_max_retries: int = 2
     turn_deadline_s: float = 20.0
-    speculative_fraction: float = 0.15
+    speculative_fraction: float = 0.08
     moderation_enabled: bool = True
     auth_required: bool = True
     auth_secret: str | None = None
