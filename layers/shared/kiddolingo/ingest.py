@@ -11,14 +11,21 @@ over the audio *in order*, so order is restored before it runs:
   ``#<n>``, counting from 1 per connection, as ``web/`` does); an un-numbered append takes the
   next free number when it is processed (arrival order, the best a server can do);
 * the connection item holds a watermark ``seq`` (the next number to process) and a version
-  ``aver``; every write of the audio state is conditional on the version it read;
+  ``aver`` that only the processing writes bump;
 * an invocation whose ``n`` is the watermark processes its chunk *and every parked chunk that
-  follows it contiguously* (it closes the gap), then advances the watermark;
-* an invocation whose ``n`` is ahead of the watermark parks its chunk in the item (``pend``)
-  and returns; whoever closes the gap will process it;
+  follows it contiguously* (it closes the gap), then advances the watermark with a write
+  conditional on the version it read **and** on no chunk being parked at the new watermark;
+* an invocation whose ``n`` is ahead of the watermark parks its chunk in the item (``pend``),
+  conditional on the watermark still being below ``n``, and returns: whoever closes the gap will
+  process it;
 * an ``n`` below the watermark, or already parked, is a duplicate delivery and is dropped;
-* a conditional write that loses a race re-reads and tries again, so a parked chunk can never
-  be missed by the invocation that closes the gap (the parker bumped the version it read).
+* so the two races resolve themselves: a chunk parked at the new watermark while the gap was
+  being closed makes that commit fail (the closer re-reads and takes the chunk along); a
+  watermark that reached ``n`` before the park makes the park fail (the parker re-reads and
+  processes its own chunk). Parkers further ahead never make the closer lose, so a burst
+  cannot livelock it;
+* a gap that never fills (the invocation of a chunk failed) is skipped once parking is full
+  (``MAX_PARKED_CHUNKS`` or its byte bound), so a lost chunk cannot stall a session.
 
 The S3 write of a processed run happens *before* the conditional commit, under a key derived
 from the run's first sequence number: a retry overwrites it, and the turn only reads the keys

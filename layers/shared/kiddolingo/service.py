@@ -269,7 +269,7 @@ class Tutor:
                 extra_sets["spec"] = {"id": spec_start, "utt": result.speculate.id}
                 extra_removes = [r for r in extra_removes if r != "spec"] + ["spec_rel"]
             try:
-                after = self._commit_audio(
+                self._commit_audio(
                     state,
                     result,
                     now_s,
@@ -303,13 +303,11 @@ class Tutor:
             }
             if spec_start is not None and result.speculate is not None:
                 speculation = (conn, cfg, result.speculate, spec_start)
-            # A chunk parked while we worked sits at the new watermark: we close that gap too.
-            conn = after or {}
-            if not conn or (
-                own is None
-                and int(conn.get("seq", 0)) not in {int(k) for k in (conn.get("pend") or {})}
-            ):
+            if own is None:
                 break
+            conn = self.store.get_connection(self.connection_id) or {}  # after a skipped gap
+            if not conn:
+                return
         else:
             raise ConflictError("append: too many concurrent writers")
         for conn_, cfg_, utt in to_run:
@@ -359,8 +357,8 @@ class Tutor:
         cancel: str | None = None,
         extra_sets: dict[str, Any] | None = None,
         extra_removes: list[str] | None = None,
-    ) -> dict[str, Any] | None:
-        """The conditional write of the audio state; returns the item as written (ALL_NEW)."""
+    ) -> None:
+        """The conditional write of the audio state (see ``kiddolingo.ingest``)."""
         st = result.state
         sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
         values: dict[str, Any] = {
@@ -396,13 +394,15 @@ class Tutor:
             names[f"#p{i}"] = str(seq)
             removes.append(f"pend.#p{i}")
         expr = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        return self.store.update_connection(
+        # Fails (and we re-read) if the very chunk at the new watermark was parked after our
+        # read: it is ours to process. Parkers further ahead never make us lose the race.
+        names["#w"] = str(st.next_seq)
+        self.store.update_connection(
             self.connection_id,
             expr,
             values,
-            names or None,
-            condition="aver = :v",
-            return_values="ALL_NEW",
+            names,
+            condition="aver = :v AND attribute_not_exists(pend.#w)",
         )
 
     # input_audio_buffer.commit / clear ------------------------------------------------
