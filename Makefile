@@ -16,7 +16,7 @@ SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system
 
-.PHONY: run test lint bench token sam-validate deps clean
+.PHONY: run test test-browser lint bench load token sam-validate deps clean
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ deps: $(STAMP) $(SAM_STAMP) $(SYSTEM_STAMP)
 test: deps
 	SAM_CLI=$(abspath $(SAM_VENV))/bin/sam $(PY) -m pytest $(PYTEST_ARGS)
 
+test-browser: deps
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -47,6 +50,9 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m infra.bench $(BENCH_ARGS)
+
+load: $(STAMP)
+	$(PY) -m tests.support.local_stack --sessions $(or $(SESSIONS),3)
 
 token: $(STAMP)
 	@$(PY) -m infra.token $(if $(LEARNER),--learner $(LEARNER),)

@@ -187,9 +187,8 @@ def first_sentence_tokens(reply: str) -> int:
     sentence once the character after it has arrived, i.e. with token index ``k`` (0-based),
     which arrives ``k / tokens_per_s`` after the first token.
     """
-    from kiddolingo.speech_text import SentenceSplitter
-
     from infra.fake_openai import chat_tokens
+    from kiddolingo.speech_text import SentenceSplitter
 
     splitter = SentenceSplitter()
     tokens = chat_tokens(reply)
@@ -878,11 +877,10 @@ class Conversation:
 
 
 def _warm_providers(fake: Any, profile: Any) -> None:
+    from infra.fake_openai import LatencyProfile
     from kiddolingo import runtime
     from kiddolingo.audio import pcm16_to_wav
     from kiddolingo.providers import build_providers
-
-    from infra.fake_openai import LatencyProfile
 
     providers = build_providers()
 
@@ -916,13 +914,13 @@ def run_conversation(
     """One scripted conversation; ``mode`` ``streaming`` turns the speculative turn off
     (``SPECULATIVE_FRACTION=0``), ``speculative`` keeps the deployed setting."""
     import boto3
-    from kiddolingo import aws
-    from kiddolingo.metrics import parse_emf, turn_figures
-    from kiddolingo.settings import Settings
     from moto import mock_aws
 
     from infra import template as tpl
     from infra.lambda_runtime import LambdaFunction
+    from kiddolingo import aws
+    from kiddolingo.metrics import parse_emf, turn_figures
+    from kiddolingo.settings import Settings
 
     specs = tpl.functions({"TABLE_NAME": TABLE, "BUCKET_NAME": BUCKET})
     env: dict[str, str | None] = {}
@@ -1041,6 +1039,7 @@ def run_sequential(
 ) -> list[float]:
     """The brief's design: whole transcription → whole completion → whole speech → send."""
     import openai
+
     from kiddolingo.audio import pcm16_to_wav
     from kiddolingo.conversation import chat_messages
     from kiddolingo.speech_text import strip_for_speech

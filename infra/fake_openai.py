@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 from aiohttp import web
+
 from kiddolingo.audio import WavFormatError, wav_to_pcm16
 
 __all__ = [

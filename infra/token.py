@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from jwt import InsecureKeyLengthWarning
+
 from kiddolingo.auth import DEFAULT_TTL_S, issue_token
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -8,6 +8,7 @@ import wave
 
 import numpy as np
 import pytest
+
 from kiddolingo.audio import (
     SILENCE_DBFS,
     WavFormatError,

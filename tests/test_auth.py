@@ -13,6 +13,9 @@ from pathlib import Path
 import boto3
 import jwt
 import pytest
+from moto import mock_aws
+
+from infra import token as token_cli
 from kiddolingo.auth import (
     AuthError,
     AuthSecretProvider,
@@ -25,9 +28,6 @@ from kiddolingo.auth import (
     verify_token,
 )
 from kiddolingo.settings import Settings
-from moto import mock_aws
-
-from infra import token as token_cli
 from tests.support.events import DEV_LEARNER_ID, DEV_TOKEN, connect_event
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from kiddolingo.metrics import UNITS, emit_turn_metrics, parse_emf, turn_figures
 from kiddolingo.providers.errors import ProviderError
 from kiddolingo.turn import TurnOutcome

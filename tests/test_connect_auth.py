@@ -14,8 +14,8 @@ import time
 import boto3
 import jwt
 import pytest
-from kiddolingo.auth import issue_token
 
+from kiddolingo.auth import issue_token
 from tests.support import aws_stack
 from tests.support.events import connect_event, message_event
 

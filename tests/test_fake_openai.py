@@ -15,7 +15,6 @@ import httpx2
 import numpy as np
 import openai
 import pytest
-from kiddolingo.audio import pcm16_to_wav
 
 from infra.fake_openai import (
     MS_PER_CHAR,
@@ -26,6 +25,7 @@ from infra.fake_openai import (
     demo_reply,
     synth_pcm,
 )
+from kiddolingo.audio import pcm16_to_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES: list[Any] = [{"role": "user", "content": "Hola"}]

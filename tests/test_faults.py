@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kiddolingo.conversation import apology
-from kiddolingo.speech_text import strip_for_speech
 
 from infra.fake_openai import synth_pcm
+from kiddolingo.conversation import apology
+from kiddolingo.speech_text import strip_for_speech
 from tests.support.aws_stack import BUCKET
 from tests.support.events import connect_event, disconnect_event, message_event
 

@@ -11,7 +11,6 @@ import json
 import time
 
 from kiddolingo.protocol import MAX_EVENT_BYTES
-
 from tests.support.aws_stack import TABLE
 from tests.support.speech import speak
 from tests.test_faults import (

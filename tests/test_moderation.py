@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from infra.fake_openai import synth_pcm
 from kiddolingo.conversation import safe_redirect
 from kiddolingo.speech_text import strip_for_speech
-
-from infra.fake_openai import synth_pcm
 from tests.test_faults import Client, answer, chat_context, done, errors, heard, shown, types
 
 REDIRECT = safe_redirect("Spanish")

@@ -15,6 +15,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+
+from infra.fake_openai import (
+    MODERATION_CATEGORIES,
+    FakeOpenAI,
+    LatencyProfile,
+    chat_tokens,
+    demo_reply,
+    synth_pcm,
+)
 from kiddolingo.audio import pcm16_to_wav
 from kiddolingo.providers import (
     CHILD_SAFETY_THRESHOLDS,
@@ -36,15 +45,6 @@ from kiddolingo.providers import (
 )
 from kiddolingo.settings import Settings, StageSettings
 from kiddolingo.speech_text import SentenceSplitter, is_speakable, strip_for_speech
-
-from infra.fake_openai import (
-    MODERATION_CATEGORIES,
-    FakeOpenAI,
-    LatencyProfile,
-    chat_tokens,
-    demo_reply,
-    synth_pcm,
-)
 
 T = TypeVar("T")
 

@@ -90,7 +90,7 @@ def test_a_speculation_is_discarded_when_the_child_goes_on(speculative, stack, f
     assert [e["type"] for e in events].count("response.created") == 1
     sid = stack.connection_item(CONN)["sid"]
     hist = stack.session_item(sid)["hist"]
-    assert [(h["role"], h["text"]) for h in hist][0] == ("user", "I like cats and dogs")
+    assert next((h["role"], h["text"]) for h in hist) == ("user", "I like cats and dogs")
     assert len(hist) == 2
     # the discarded speculation stopped paying: at most its first sentence was synthesized
     speech = fake_openai.requests("audio/speech")

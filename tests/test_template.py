@@ -16,10 +16,10 @@ from typing import Any
 
 import boto3
 import pytest
-from kiddolingo.settings import Settings
 from moto import mock_aws
 
 from infra import template as tpl
+from kiddolingo.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "template.yaml"

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+
 from kiddolingo import vad
 from kiddolingo.vad import VadConfig, VadEvent, VadState, VadStep, feed, reset_idle, score_frames
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from kiddolingo import vad
 from kiddolingo.vad import VadConfig, VadEvent, VadState, feed, score_frames
-
 from tests.support.speech_corpus import (
     CASE_NAMES,
     RATE,

@@ -6,9 +6,8 @@ from __future__ import annotations
 import base64
 import json
 
-from kiddolingo.speech_text import SentenceSplitter, strip_for_speech
-
 from infra.fake_openai import synth_pcm
+from kiddolingo.speech_text import SentenceSplitter, strip_for_speech
 from tests.support.events import connect_event, disconnect_event, message_event
 from tests.support.speech import chunks, speak
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
+
 from kiddolingo import aws
 from kiddolingo.messenger import ConnectionGoneError
 from kiddolingo.service import Tutor

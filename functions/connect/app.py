@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event import (
     APIGatewayWebSocketEvent,
 )
+
 from kiddolingo import aws, service
 from kiddolingo.auth import AuthError, authenticate, check_resume
 from kiddolingo.settings import get_settings

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from kiddolingo.settings import STAGES, Settings, StageSettings
 
 from infra.fake_openai import FakeOpenAI, LatencyProfile
+from kiddolingo.settings import STAGES, Settings, StageSettings
 
 FAKE_API_KEY = "sk-fake-openai-test"
 _STAGE_VARIABLES = [

@@ -856,15 +856,14 @@ class Tutor:
             self.store.mutate_session(sid, change)
         except NotFoundError:
             return
-        try:
+        # A newer response may have taken over the connection, or it is gone: fine either way.
+        with contextlib.suppress(ConflictError):
             self.store.update_connection(
                 self.connection_id,
                 "REMOVE resp, cancel",
                 {":r": response_id},
                 condition="resp = :r",
             )
-        except ConflictError:
-            pass  # a newer response took over the connection, or it is gone
 
     # ------------------------------------------------------------------ disconnect
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError

@@ -19,7 +19,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -308,7 +308,7 @@ class TurnRunner:
     async def _speak_sentences(
         self, req: TurnRequest, sentences: list[str], outcome: TurnOutcome
     ) -> None:
-        async def gen() -> AsyncIterator[str]:
+        async def gen() -> AsyncGenerator[str, None]:
             for s in sentences:
                 yield s
 
@@ -329,7 +329,7 @@ class TurnRunner:
 
         splitter = SentenceSplitter()
 
-        async def sentences() -> AsyncIterator[str]:
+        async def sentences() -> AsyncGenerator[str, None]:
             stream = self.chat.stream(
                 messages, temperature=req.temperature, max_tokens=req.max_tokens
             )
@@ -368,7 +368,7 @@ class TurnRunner:
     async def _speak(
         self,
         req: TurnRequest,
-        sentences: AsyncIterator[str],
+        sentences: AsyncGenerator[str, None],
         outcome: TurnOutcome,
         gate: Callable[[], Awaitable[bool]] | None = None,
         moderate: bool = True,
