@@ -178,11 +178,14 @@ def _normalize(text: str) -> str:
 def test_page_asks_for_the_link_with_a_token(browser: Any, live_stack: Any) -> None:
     page = _open_page(browser, live_stack.page_url)
     try:
-        assert page.locator("#demo-banner").is_visible()
+        page.locator("#demo-banner").wait_for(state="visible", timeout=5000)
         assert "canned demo replies" in page.locator("#demo-banner").inner_text()
         page.click("#talk")
         error = page.locator("#error")
         error.wait_for(state="visible", timeout=5000)
+        page.wait_for_function(
+            "document.querySelector('#error').innerText.includes('special link')", timeout=5000
+        )
         assert "special link" in error.inner_text()
         assert page.evaluate("kiddo.connectionState") == "closed"
     finally:
@@ -200,6 +203,11 @@ def test_microphone_refused_gives_a_friendly_error(browser: Any, live_stack: Any
         page.click("#talk")
         error = page.locator("#error")
         error.wait_for(state="visible", timeout=5000)
+        # the text may land a moment after the box shows: wait for it rather than race it
+        page.wait_for_function(
+            "document.querySelector('#error').innerText.includes('allow the microphone')",
+            timeout=5000,
+        )
         assert "allow the microphone" in error.inner_text()
         assert page.evaluate("kiddo.errors.map((e) => e.code)") == ["microphone_denied"]
         assert page.evaluate("kiddo.micActive") is False

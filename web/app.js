@@ -56,15 +56,24 @@ async function loadConfig() {
   return { demo: false, authRequired: false, wsUrl: `${scheme}://${location.host}/` };
 }
 
-function showError(message) {
+// The error on show, so a reconnect clears a connection error but never a microphone one.
+let shownError = null;
+
+function showError(message, code = null) {
   const box = $("error");
   if (!message) {
     box.hidden = true;
     box.textContent = "";
+    shownError = null;
     return;
   }
   box.textContent = message;
   box.hidden = false;
+  shownError = code;
+}
+
+function clearConnectionError() {
+  if (shownError === "connection_lost" || shownError === "connect_failed") showError(null);
 }
 
 function renderStatus(state) {
@@ -153,9 +162,9 @@ async function main() {
 
   client.addEventListener("state", (e) => renderStatus(e.detail.state));
   client.addEventListener("conversation", (e) => renderConversation(e.detail.items));
-  client.addEventListener("reconnected", () => showError(null));
+  client.addEventListener("reconnected", () => clearConnectionError());
   client.addEventListener("connection", (e) => {
-    if (e.detail.state === "open") showError(null);
+    if (e.detail.state === "open") clearConnectionError();
   });
   client.addEventListener("error", (e) => {
     const { kind, code, message } = e.detail;
@@ -163,7 +172,7 @@ async function main() {
     if (kind === "auth" || (code === "connect_failed" && config.authRequired && !token)) {
       showError(FRIENDLY.needs_token);
     } else if (FRIENDLY[code]) {
-      showError(FRIENDLY[code]);
+      showError(FRIENDLY[code], code);
     } else if (kind === "server") {
       showError(`🙈 ${message}`);
     }
