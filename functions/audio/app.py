@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
 from kiddolingo import aws
 from kiddolingo.messenger import ConnectionGoneError
@@ -16,17 +17,22 @@ from kiddolingo.service import Tutor
 from kiddolingo.settings import get_settings
 
 logger = Logger(service="kiddolingo-audio")
+# The shared package logs through module loggers: give them this Logger's JSON format, level
+# and correlation keys.
+copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ctx = event["requestContext"]
     connection_id = ctx["connectionId"]
     settings = get_settings()
+    logger.append_keys(connection_id=connection_id, session_id=None)
     tutor = Tutor(
         settings,
         aws.session_store(settings),
         aws.chunk_store(settings),
         aws.messenger(ctx["domainName"], ctx["stage"], connection_id),
+        correlate=lambda session_id: logger.append_keys(session_id=session_id),
     )
     try:
         tutor.handle_message(event.get("body"))

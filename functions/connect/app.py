@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event import (
     APIGatewayWebSocketEvent,
 )
@@ -18,6 +19,9 @@ from kiddolingo.auth import AuthError, authenticate, check_resume
 from kiddolingo.settings import get_settings
 
 logger = Logger(service="kiddolingo-connect")
+# The shared package logs through module loggers: give them this Logger's JSON format, level
+# and correlation keys.
+copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -75,8 +75,11 @@ class Tutor:
         chunks: ChunkStore,
         messenger: Messenger,
         providers: Callable[[], Any] | None = None,
+        correlate: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: Told the session id once it is known (the handler adds it to its log keys).
+        self._correlate = correlate
         self.store = store
         self.chunks = chunks
         self.messenger = messenger
@@ -108,6 +111,8 @@ class Tutor:
                 )
             )
             return
+        if self._correlate is not None:
+            self._correlate(conn["sid"])
         if not conn.get("greeted") and self.store.mark_greeted(self.connection_id):
             # The server's first message waits for the client's first (DESIGN §3).
             cfg = SessionConfig.from_item(conn.get("cfg"))
