@@ -84,7 +84,8 @@ def test_manual_ingest_keeps_every_sample_in_order() -> None:
     ((key, data),) = result.writes
     assert data == b"".join(c for _, c in chunks)
     assert result.state.next_seq == 6 and result.state.audio_ms == 500
-    state2, utt = ingest.commit_manual(result.state)
+    state2, utt, writes = ingest.commit_manual(result.state, "sess_x")
+    assert writes == ()
     assert utt is not None and utt.keys == (key,) and state2.utterance is None
 
 
@@ -99,3 +100,45 @@ def test_vad_ingest_stores_nothing_for_silence() -> None:
         max_utterance_ms=30_000,
     )
     assert result.writes == () and result.events == () and result.state.audio_ms == 1000
+
+
+def _voiced(ms: int, rate: int = 24000) -> bytes:
+    import numpy as np
+
+    t = np.arange(rate * ms // 1000) / rate
+    x = sum(np.sin(2 * np.pi * 220 * k * t) / k for k in range(1, 8))
+    return (x / np.max(np.abs(x)) * 3000).astype("<i2").tobytes()
+
+
+def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> None:
+    """The append posting speech_started makes no S3 write (≤ 3 AWS calls): its prefix and
+    first speech wait in the item and go out with the next append's audio, nothing lost."""
+    cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, None)
+    state = ingest.AudioState()
+    silence = b"\x00\x00" * 2400
+    seq = 0
+    written: list[tuple[str, bytes]] = []
+    started_at = None
+    for chunk in [silence] * 5 + [_voiced(100)] * 6:
+        seq += 1
+        result = ingest.ingest(
+            state,
+            [(seq, chunk)],
+            session_id="s",
+            sample_rate=24000,
+            vad_cfg=cfg,
+            max_utterance_ms=30_000,
+        )
+        if result.speech_started:
+            started_at = seq
+            assert result.writes == () and result.state.held
+        written += result.writes
+        state = result.state
+    assert started_at is not None
+    assert written and written[0][0].endswith(f"{started_at:09d}.pcm")
+    assert not state.held
+    # the stored audio is contiguous: the prefix padding, then every voiced sample since
+    audio = b"".join(data for _, data in written)
+    assert audio.endswith(_voiced(100) * (11 - started_at))
+    state2, utt, writes = ingest.commit_manual(state, "s")
+    assert utt is not None and utt.keys == tuple(k for k, _ in written) and writes == ()

@@ -45,6 +45,9 @@ from . import vad as vadlib
 from .audio import bytes_to_ms
 from .chunks import chunk_key
 
+#: The largest start of an utterance held in the item for the next append to write.
+MAX_HELD_BYTES = 48 * 1024
+
 #: Bounded so a runaway client cannot grow the connection item toward DynamoDB's 400 KB.
 MAX_PARKED_CHUNKS = 40
 
@@ -96,6 +99,11 @@ class AudioState:
     last_item_id: str | None = None
     rate_window: int = 0
     rate_count: int = 0
+    #: The audio of an utterance that started in the last append (prefix padding + the first
+    #: speech), kept in the item until the next append writes it with its own: the append that
+    #: posts ``speech_started`` then makes no S3 write (≤ 3 AWS calls per append).
+    held: bytes = b""
+    held_seq: int = 0
 
     @classmethod
     def from_connection(cls, item: dict[str, Any]) -> AudioState:
@@ -110,6 +118,8 @@ class AudioState:
             last_item_id=item.get("last_item"),
             rate_window=int(item.get("rlw", 0)),
             rate_count=int(item.get("rln", 0)),
+            held=bytes(item.get("hbuf") or b""),
+            held_seq=int(item.get("hseq", 0)),
         )
 
     @property
@@ -174,6 +184,9 @@ def ingest(
 
     pending_bytes = bytearray()
     pending_seq: int | None = None
+    if state.held and utt is not None:
+        pending_bytes += state.held
+        pending_seq = state.held_seq
 
     def flush() -> None:
         nonlocal utt, pending_bytes, pending_seq
@@ -249,7 +262,17 @@ def ingest(
             now_ms = vad_state.position_ms
             if now_ms - utt.start_ms >= max_utterance_ms:
                 commit(now_ms)  # the longest utterance: a forced commit, the turn goes on
-    flush()
+    held, held_seq = b"", 0
+    if (
+        started
+        and utt is not None
+        and not utt.keys
+        and pending_seq is not None
+        and len(pending_bytes) <= MAX_HELD_BYTES
+    ):
+        held, held_seq = bytes(pending_bytes), pending_seq  # written by the next append
+    else:
+        flush()
 
     processed = tuple(seq for seq, _ in chunks)
     new_state = replace(
@@ -260,6 +283,8 @@ def ingest(
         pending={k: v for k, v in state.pending.items() if k not in processed},
         utterance=utt,
         last_item_id=last_item,
+        held=held,
+        held_seq=held_seq,
     )
     return IngestResult(
         state=new_state,
@@ -273,13 +298,24 @@ def ingest(
     )
 
 
-def commit_manual(state: AudioState) -> tuple[AudioState, Utterance | None]:
-    """``input_audio_buffer.commit``: the buffered audio becomes the user's turn."""
+def commit_manual(
+    state: AudioState, session_id: str
+) -> tuple[AudioState, Utterance | None, tuple[tuple[str, bytes], ...]]:
+    """``input_audio_buffer.commit``: the buffered audio becomes the user's turn.
+
+    Returns the new state, the utterance, and the S3 write of audio still held in the item.
+    """
     utt = state.utterance
+    writes: tuple[tuple[str, bytes], ...] = ()
+    if utt is not None and state.held:
+        key = chunk_key(session_id, utt.id, state.held_seq)
+        writes = ((key, state.held),)
+        utt = replace(utt, keys=(*utt.keys, key), nbytes=utt.nbytes + len(state.held))
     if utt is None or not utt.keys:
-        return state, None
+        return state, None, ()
     done = replace(utt, end_ms=state.audio_ms)
-    return replace(state, utterance=None, last_item_id=done.item_id), done
+    new_state = replace(state, utterance=None, last_item_id=done.item_id, held=b"", held_seq=0)
+    return new_state, done, writes
 
 
 def clear(state: AudioState) -> tuple[AudioState, Utterance | None]:
@@ -297,7 +333,7 @@ def clear(state: AudioState) -> tuple[AudioState, Utterance | None]:
             silence_ms=0,
             speculate_fired=False,
         )
-    return replace(state, utterance=None, vad=vad_state), state.utterance
+    return replace(state, utterance=None, vad=vad_state, held=b"", held_seq=0), state.utterance
 
 
 def _ev(etype: str, **fields: Any) -> dict[str, Any]:

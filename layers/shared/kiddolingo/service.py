@@ -384,6 +384,12 @@ class Tutor:
             values[":utt"] = st.utterance.to_item()
         else:
             removes.append("utt")
+        if st.held:
+            sets += ["hbuf = :hold", "hseq = :hseq"]
+            values[":hold"] = st.held
+            values[":hseq"] = st.held_seq
+        elif before.held:
+            removes += ["hbuf", "hseq"]
         if st.last_item_id:
             sets.append("last_item = :li")
             values[":li"] = st.last_item_id
@@ -425,13 +431,15 @@ class Tutor:
     def _on_input_audio_buffer_commit(self, conn: dict[str, Any], event: ClientEvent) -> None:
         for _ in range(MAX_APPEND_ATTEMPTS):
             conn, state = self._settled_audio(conn)
-            new_state, utt = ingestlib.commit_manual(state)
+            new_state, utt, writes = ingestlib.commit_manual(state, conn["sid"])
             if utt is None:
                 raise ProtocolError(
                     "input_audio_buffer_commit_empty",
                     "There is no audio to commit: append audio first.",
                     event_id=event.event_id,
                 )
+            for key, data in writes:
+                self.chunks.put(key, data)
             try:
                 self._commit_audio(
                     state,
