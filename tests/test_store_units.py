@@ -140,5 +140,5 @@ def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> Non
     # the stored audio is contiguous: the prefix padding, then every voiced sample since
     audio = b"".join(data for _, data in written)
     assert audio.endswith(_voiced(100) * (11 - started_at))
-    state2, utt, writes = ingest.commit_manual(state, "s")
+    _state2, utt, writes = ingest.commit_manual(state, "s")
     assert utt is not None and utt.keys == tuple(k for k, _ in written) and writes == ()
