@@ -116,11 +116,9 @@ def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> Non
     cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, None)
     state = ingest.AudioState()
     silence = b"\x00\x00" * 2400
-    seq = 0
     written: list[tuple[str, bytes]] = []
     started_at = None
-    for chunk in [silence] * 5 + [_voiced(100)] * 6:
-        seq += 1
+    for seq, chunk in enumerate([silence] * 5 + [_voiced(100)] * 6, start=1):
         result = ingest.ingest(
             state,
             [(seq, chunk)],
