@@ -206,7 +206,32 @@ def _resolve(
             lambda m: _ref(m.group(1), template, names, where),
             value["Fn::Sub"],
         )
+    if set(value) == {"Fn::If"} and len(value["Fn::If"]) == 3:
+        condition, yes, no = value["Fn::If"]
+        chosen = yes if _condition(condition, template, names, where) else no
+        return _resolve(chosen, template, names, where)
     raise TemplateError(f"{where}: cannot resolve {value!r} outside AWS")
+
+
+def _condition(
+    name: str, template: Mapping[str, Any], names: Mapping[str, str], where: str
+) -> bool:
+    """A template condition, evaluated with the parameters at their defaults (Equals/Not)."""
+    spec = template.get("Conditions", {}).get(name)
+    if spec is None:
+        raise TemplateError(f"{where}: no condition {name!r} in template.yaml")
+
+    def evaluate(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"Fn::Equals"}:
+            left, right = (evaluate(v) for v in node["Fn::Equals"])
+            return left == right
+        if isinstance(node, dict) and set(node) == {"Fn::Not"}:
+            return not evaluate(node["Fn::Not"][0])
+        if isinstance(node, dict) and set(node) == {"Condition"}:
+            return _condition(node["Condition"], template, names, where)
+        return _resolve(node, template, names, where)
+
+    return bool(evaluate(spec))
 
 
 def _ref(target: str, template: Mapping[str, Any], names: Mapping[str, str], where: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-from kiddolingo import aws
+from kiddolingo import aws, tracing
 from kiddolingo.messenger import ConnectionGoneError
 from kiddolingo.service import Tutor
 from kiddolingo.settings import get_settings
@@ -41,3 +41,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.info("connection gone", extra={"connection_id": connection_id})
         tutor.disconnect()
     return {"statusCode": 200}
+
+
+lambda_handler = tracing.traced(lambda_handler, "kiddolingo-audio")

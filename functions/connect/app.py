@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event im
     APIGatewayWebSocketEvent,
 )
 
-from kiddolingo import aws, service
+from kiddolingo import aws, service, tracing
 from kiddolingo.auth import AuthError, authenticate, check_resume
 from kiddolingo.settings import get_settings
 
@@ -57,3 +57,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # API Gateway (and browsers) require the chosen subprotocol to be echoed.
         response["headers"] = {"Sec-WebSocket-Protocol": auth.subprotocol}
     return response
+
+
+lambda_handler = tracing.traced(lambda_handler, "kiddolingo-connect")

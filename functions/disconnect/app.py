@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event im
     APIGatewayWebSocketEvent,
 )
 
-from kiddolingo import aws
+from kiddolingo import aws, tracing
 from kiddolingo.messenger import ApiGatewayMessenger
 from kiddolingo.service import Tutor
 from kiddolingo.settings import get_settings
@@ -43,3 +43,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         extra={"connection_id": connection_id, "reason": ws.request_context.disconnect_reason},
     )
     return {"statusCode": 200}
+
+
+lambda_handler = tracing.traced(lambda_handler, "kiddolingo-disconnect")

@@ -1,0 +1,28 @@
+"""Opt-in X-Ray tracing through Powertools Tracer.
+
+Tracer costs ~0.25 s of imports on a cold start (DESIGN §4), and the audio-chunk path has a
+300 ms budget for all of its imports; so it is loaded only when the deployment turns it on
+(``Tracing=Active`` in the template sets ``POWERTOOLS_TRACE_DISABLED=false``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def enabled() -> bool:
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").strip().lower() == "false"
+
+
+def traced(handler: F, service: str) -> F:
+    """``handler`` wrapped by ``Tracer.capture_lambda_handler`` when tracing is on."""
+    if not enabled():
+        return handler
+    from aws_lambda_powertools import Tracer
+
+    tracer = Tracer(service=service)
+    return tracer.capture_lambda_handler(handler)  # type: ignore[return-value]
