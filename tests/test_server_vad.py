@@ -230,3 +230,25 @@ def test_truncating_an_unknown_item_is_an_error(stack) -> None:
     )
     err = stack.recorder.events(CONN)[-1]
     assert err["type"] == "error" and err["error"]["code"] == "item_not_found"
+
+
+def test_without_create_response_the_turn_waits_for_response_create(stack, fake_openai) -> None:
+    fake_openai.script_transcripts("I like cats and dogs")
+    start_vad(stack, create_response=False)
+    for n, c in enumerate(utterance_chunks(), start=1):
+        send(stack, append(n, c))
+    types = stack.recorder.types(CONN)
+    assert "input_audio_buffer.committed" in types and "response.created" not in types
+    assert stack.audio_keys()  # the committed audio waits in S3 for the reply
+    send(stack, {"type": "response.create"})
+    events = stack.recorder.events(CONN)
+    done = [e for e in events if e["type"] == "response.done"]
+    assert done and done[0]["response"]["status"] == "completed"
+    transcripts = [
+        e["transcript"]
+        for e in events
+        if e["type"] == "conversation.item.input_audio_transcription.completed"
+    ]
+    assert transcripts == ["I like cats and dogs"]
+    assert stack.audio_keys() == []
+    assert stack.connection_item(CONN).get("ready") is None

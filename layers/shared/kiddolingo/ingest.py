@@ -253,8 +253,15 @@ def ingest(
             elif ev.kind == "speech_resumed":
                 resumed = True
         if audio:
-            if utt is None:  # speech carrying on after a forced commit
+            if utt is None:  # speech carrying on after a forced commit: a new item
                 utt = _new_utterance(session_id, vad_state.position_ms)
+                events.append(
+                    _ev(
+                        "input_audio_buffer.speech_started",
+                        audio_start_ms=utt.start_ms,
+                        item_id=utt.item_id,
+                    )
+                )
             if pending_seq is None:
                 pending_seq = seq
             pending_bytes += audio

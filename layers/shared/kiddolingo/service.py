@@ -300,6 +300,13 @@ class Tutor:
                 raise
             if cfg.create_response:
                 to_run += [(conn, cfg, u) for u in result.committed if u.id not in released]
+            elif result.committed:
+                # No automatic reply: the committed audio waits for the client's response.create.
+                self.store.update_connection(
+                    self.connection_id,
+                    "SET ready = list_append(if_not_exists(ready, :e), :u)",
+                    {":e": [], ":u": [u.to_item() for u in result.committed]},
+                )
             # Where the child's last speech sample lies in wall time, for the metrics.
             heard_at = time.monotonic()
             end_at = {
@@ -497,7 +504,25 @@ class Tutor:
                 event_id=event.event_id,
             )
         cfg = SessionConfig.from_item(conn.get("cfg"))
-        self.run_turn(conn, cfg, None)
+        waiting = [
+            u for u in (ingestlib.Utterance.from_item(x) for x in conn.get("ready") or []) if u
+        ]
+        if not waiting:
+            self.run_turn(conn, cfg, None)
+            return
+        # The audio committed without a reply (create_response false) is the child's turn now.
+        self.store.update_connection(self.connection_id, "REMOVE ready", None)
+        turn = replace(
+            waiting[-1],
+            start_ms=waiting[0].start_ms,
+            keys=tuple(k for u in waiting for k in u.keys),
+            nbytes=sum(u.nbytes for u in waiting),
+        )
+        try:
+            self.run_turn(conn, cfg, turn)
+        finally:
+            for u in waiting[:-1]:
+                self.chunks.delete_prefix(utterance_prefix(conn["sid"], u.id))
 
     def _on_response_cancel(self, conn: dict[str, Any], event: ClientEvent) -> None:
         rid = event.payload.get("response_id")
@@ -889,8 +914,11 @@ class Tutor:
         if sid:
             with contextlib.suppress(NotFoundError):
                 self.store.mutate_session(sid, lambda item: {"timeline_ms": state.audio_ms})
-            if state.utterance is not None:
-                self.chunks.delete_prefix(utterance_prefix(sid, state.utterance.id))
+            # The audio of this connection is the child's voice: none of it outlives it.
+            open_ids = [state.utterance.id] if state.utterance is not None else []
+            open_ids += [str(u["id"]) for u in old.get("ready") or []]
+            for uid in open_ids:
+                self.chunks.delete_prefix(utterance_prefix(sid, uid))
 
 
 def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:
