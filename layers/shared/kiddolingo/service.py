@@ -49,7 +49,9 @@ for _name in ("botocore", "urllib3", "openai", "httpx2", "httpcore2"):
     if logging.getLogger(_name).level == logging.NOTSET:
         logging.getLogger(_name).setLevel(logging.INFO)
 
-MAX_APPEND_ATTEMPTS = 12
+#: A lost race means a chunk arrived at our new watermark: each retry takes it along, so
+#: retries make progress; the bound only stops a runaway.
+MAX_APPEND_ATTEMPTS = 40
 #: Audio parked in the connection item while an earlier chunk is missing: bounded in bytes
 #: too, so the item stays far below DynamoDB's 400 KB whatever the chunk size.
 MAX_PARKED_BYTES = 160 * 1024
