@@ -636,15 +636,9 @@ def _environment(values: dict[str, str | None]) -> Iterator[None]:
 
 
 def _reset_process_caches() -> None:
-    from kiddolingo import aws
-    from kiddolingo.providers import reset_providers
-    from kiddolingo.settings import get_settings
+    from infra.lambda_runtime import reset_shared_caches
 
-    get_settings.cache_clear()
-    aws._session.cache_clear()
-    aws._client.cache_clear()
-    aws.management_client.cache_clear()
-    reset_providers()
+    reset_shared_caches()
 
 
 # ------------------------------------------------------------------------------ the conversation
