@@ -449,14 +449,7 @@ class Tutor:
                 )
             for key, data in writes:
                 self.chunks.put(key, data)
-            try:
-                self._commit_audio(
-                    state,
-                    ingestlib.IngestResult(state=new_state),
-                    state.rate_window,
-                    state.rate_count,
-                )
-            except ConflictError:
+            if not self._replace_audio_state(state, new_state):
                 conn = self.store.get_connection(self.connection_id) or conn
                 continue
             try:
@@ -480,14 +473,7 @@ class Tutor:
         for _ in range(MAX_APPEND_ATTEMPTS):
             state = ingestlib.AudioState.from_connection(conn)
             new_state, dropped = ingestlib.clear(state)
-            try:
-                self._commit_audio(
-                    state,
-                    ingestlib.IngestResult(state=new_state),
-                    state.rate_window,
-                    state.rate_count,
-                )
-            except ConflictError:
+            if not self._replace_audio_state(state, new_state):
                 conn = self.store.get_connection(self.connection_id) or conn
                 continue
             if dropped is not None:
@@ -495,6 +481,18 @@ class Tutor:
             self.post(server_event("input_audio_buffer.cleared"))
             return
         raise ConflictError("clear")
+
+    def _replace_audio_state(
+        self, before: ingestlib.AudioState, after: ingestlib.AudioState
+    ) -> bool:
+        """Commit a change of the audio state that processes no audio. False: lost a race."""
+        try:
+            self._commit_audio(
+                before, ingestlib.IngestResult(state=after), before.rate_window, before.rate_count
+            )
+        except ConflictError:
+            return False
+        return True
 
     # responses ------------------------------------------------------------------------
 
