@@ -638,7 +638,8 @@ class Tutor:
         if limit <= 0:
             return True
         for _ in range(MAX_APPEND_ATTEMPTS):
-            conn = self.store.get_connection(self.connection_id)
+            # Only the window is read: the connection item's audio state is ~17 KB.
+            conn = self.store.connection_fields(self.connection_id, "turns")
             if conn is None:
                 return True  # gone: the turn stops at its first post
             now_ms = int(time.time() * 1000)

@@ -226,6 +226,11 @@ class SessionStore:
     def get_connection(self, connection_id: str) -> dict[str, Any] | None:
         return self._get(conn_key(connection_id))
 
+    def connection_fields(self, connection_id: str, *fields: str) -> dict[str, Any] | None:
+        """Some attributes of a connection (``None``: it is gone)."""
+        names = {"#k": "pk", **{f"#f{i}": f for i, f in enumerate(fields)}}
+        return self._get(conn_key(connection_id), projection=", ".join(names), names=names)
+
     def delete_connection(self, connection_id: str) -> dict[str, Any] | None:
         out = self._call("delete_item", Key=conn_key(connection_id), ReturnValues="ALL_OLD")
         attrs = out.get("Attributes")
