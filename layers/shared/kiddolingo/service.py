@@ -131,10 +131,11 @@ class Tutor:
         except ProtocolError as exc:
             self.post_error(exc)
         except MissingChunkError as exc:
+            log.warning("audio chunk missing: %s", exc)  # the key stays in our logs
             self.post(
                 error_event(
                     "audio_missing",
-                    f"Some of your audio could not be found ({exc}); please say it again.",
+                    "Some of your audio could not be found; please say it again.",
                     error_type="server_error",
                 )
             )
