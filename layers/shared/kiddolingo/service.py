@@ -39,6 +39,7 @@ from .protocol import (
 from .session import SessionConfig, apply_update, session_object
 from .settings import Settings
 from .store import REMOVE, ConflictError, NotFoundError, SessionStore
+from .turn_io import GatedPoster, MessengerPoster, SpeculationGate, StoreResponseControl
 
 log = logging.getLogger(__name__)
 
@@ -605,7 +606,12 @@ class Tutor:
         is dropped (streams closed, nothing stored) if the child goes on speaking."""
         from . import runtime
 
-        gate = _SpecGate(self, speculative, cfg) if speculative else None
+        silence_ms = int((cfg.turn_detection or {}).get("silence_duration_ms") or 1200)
+        gate = (
+            SpeculationGate(self.store, self.connection_id, speculative, silence_ms)
+            if speculative
+            else None
+        )
         try:
             if speculative is None and not self._admit_turn():
                 self.post(
@@ -668,15 +674,17 @@ class Tutor:
         conn: dict[str, Any],
         cfg: SessionConfig,
         utt: ingestlib.Utterance | None,
-        gate: _SpecGate | None = None,
+        gate: SpeculationGate | None = None,
         speech_end_at: float | None = None,
     ) -> None:
-        poster: _Poster = _GatedPoster(self.messenger, gate) if gate else _Poster(self.messenger)
+        poster: MessengerPoster = (
+            GatedPoster(self.messenger, gate) if gate else MessengerPoster(self.messenger)
+        )
         self._speech_end_at = speech_end_at
         try:
             await self._turn_body(conn, cfg, utt, poster)
         finally:
-            if isinstance(poster, _GatedPoster):
+            if isinstance(poster, GatedPoster):
                 await poster.settle()
 
     async def _turn_body(
@@ -684,7 +692,7 @@ class Tutor:
         conn: dict[str, Any],
         cfg: SessionConfig,
         utt: ingestlib.Utterance | None,
-        poster: _Poster,
+        poster: MessengerPoster,
     ) -> None:
         from .audio import pcm16_to_wav
         from .turn import TurnRequest, TurnRunner
@@ -732,7 +740,7 @@ class Tutor:
         session = await session_task
         history = list((session or {}).get("hist") or [])
         response_id, item_id = new_id("resp"), new_id("item")
-        if isinstance(poster, _GatedPoster):
+        if isinstance(poster, GatedPoster):
             # A speculation claims the connection's response slot only once released.
             poster.on_release = lambda: self._begin_response(sid, response_id, item_id)
         else:
@@ -743,11 +751,11 @@ class Tutor:
                 self.store.add_segment, sid, response_id, seg.text, seg.audio_ms
             )
 
-        control = _Control(
+        control = StoreResponseControl(
             self.store,
             self.connection_id,
             response_id,
-            gate=poster.gate if isinstance(poster, _GatedPoster) else None,
+            gate=poster.gate if isinstance(poster, GatedPoster) else None,
         )
         runner = TurnRunner(
             chat=providers.chat,
@@ -782,7 +790,7 @@ class Tutor:
         from .metrics import emit_turn_metrics
 
         speculative = None
-        if isinstance(poster, _GatedPoster):
+        if isinstance(poster, GatedPoster):
             speculative = "miss" if poster.discarded else "hit"
         emit_turn_metrics(outcome, speculative=speculative)
         if getattr(poster, "discarded", False):
@@ -802,7 +810,7 @@ class Tutor:
             raise ConnectionGoneError(self.connection_id)
 
     async def _apologize_for(
-        self, exc: Any, cfg: SessionConfig, providers: Any, poster: _Poster | None = None
+        self, exc: Any, cfg: SessionConfig, providers: Any, poster: MessengerPoster | None = None
     ) -> None:
         """A turn that failed before the reply: the apology alone, outside the history."""
         from .turn import TurnRequest, TurnRunner
@@ -812,8 +820,8 @@ class Tutor:
             chat=providers.chat,
             speech=providers.speech,
             moderator=None,
-            poster=poster or _Poster(self.messenger),
-            control=_Control(self.store, self.connection_id, response_id),
+            poster=poster or MessengerPoster(self.messenger),
+            control=StoreResponseControl(self.store, self.connection_id, response_id),
             deadline_s=self.settings.turn_deadline_s,
         )
         req = TurnRequest(
@@ -926,121 +934,6 @@ class Tutor:
 def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:
     parked = sum(len(v) for v in state.pending.values()) + len(pcm)
     return len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS or parked > MAX_PARKED_BYTES
-
-
-class _Control:
-    def __init__(
-        self,
-        store: SessionStore,
-        connection_id: str,
-        response_id: str,
-        gate: _SpecGate | None = None,
-    ) -> None:
-        self.store = store
-        self.connection_id = connection_id
-        self.response_id = response_id
-        self.gate = gate
-
-    async def state(self) -> str:
-        if self.gate is not None and not self.gate.released:
-            # Before its verdict a speculation posts nothing, so there is nothing to stop.
-            return "cancelled" if self.gate.decided else "active"
-        return await asyncio.to_thread(
-            self.store.response_state, self.connection_id, self.response_id
-        )
-
-
-class _Poster:
-    def __init__(self, messenger: Messenger) -> None:
-        self.messenger = messenger
-
-    async def post(self, event: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.messenger.post, event)
-
-
-#: How often a speculation asks whether it was released or discarded.
-SPEC_POLL_S = 0.03
-
-
-class _SpecGate:
-    """Waits for the verdict on a speculative turn: released (the silence reached the full
-    window and the append that saw it set ``spec_rel``) or discarded (speech resumed and the
-    ``spec`` marker is gone or belongs to a newer speculation)."""
-
-    def __init__(self, tutor: Tutor, spec_id: str, cfg: SessionConfig) -> None:
-        self.tutor = tutor
-        self.spec_id = spec_id
-        td = cfg.turn_detection or {}
-        self.timeout_s = int(td.get("silence_duration_ms") or 1200) / 1000 + 5.0
-        self.released = False
-        self.decided = False
-
-    async def wait(self) -> bool:
-        if self.decided:
-            return self.released
-        store, conn_id = self.tutor.store, self.tutor.connection_id
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            item = await asyncio.to_thread(store.speculation_state, conn_id)
-            if item is None:
-                break
-            if item.get("spec_rel") == self.spec_id:
-                self.released = True
-                break
-            if (item.get("spec") or {}).get("id") != self.spec_id:
-                break
-            if time.monotonic() > deadline:
-                # No verdict: withdraw, unless the release lands at this very moment.
-                self.released = not await asyncio.to_thread(
-                    store.withdraw_speculation, conn_id, self.spec_id
-                )
-                break
-            await asyncio.sleep(SPEC_POLL_S)
-        self.decided = True
-        return self.released
-
-
-class _GatedPoster(_Poster):
-    """Holds a speculative turn's posts until its gate decides: on release they go out in
-    order and the turn streams on; on discard nothing is ever posted and the turn stops at
-    its first audio (so it never pays for more than the first sentence's speech)."""
-
-    def __init__(self, messenger: Messenger, gate: _SpecGate) -> None:
-        super().__init__(messenger)
-        self.gate = gate
-        self.buffer: list[dict[str, Any]] = []
-        self.discarded = False
-        self.on_release: Callable[[], None] | None = None
-
-    async def post(self, event: dict[str, Any]) -> None:
-        if self.discarded:
-            return
-        if not self.gate.decided:
-            self.buffer.append(event)
-            if event["type"] != "response.output_audio.delta":
-                return
-            if not await self.settle():
-                from .turn import Cancelled
-
-                raise Cancelled("speculation_discarded")
-            return
-        await super().post(event)
-
-    async def settle(self) -> bool:
-        """Wait for the verdict; flush what was held if released."""
-        if self.discarded:
-            return False
-        if not await self.gate.wait():
-            self.discarded = True
-            self.buffer.clear()
-            return False
-        if self.on_release is not None:
-            claim, self.on_release = self.on_release, None
-            await asyncio.to_thread(claim)
-        held, self.buffer = self.buffer, []
-        for event in held:
-            await super().post(event)
-        return True
 
 
 # ---------------------------------------------------------------------- connect
