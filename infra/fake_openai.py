@@ -39,6 +39,7 @@ from typing import Any, NoReturn
 import numpy as np
 from aiohttp import web
 
+from infra.background import start_loop_thread
 from kiddolingo.audio import WavFormatError, wav_to_pcm16
 
 __all__ = [
@@ -380,17 +381,9 @@ class FakeOpenAI:
     def start(self) -> FakeOpenAI:
         if self._thread is not None:
             return self
-        ready = threading.Event()
-        errors: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._serve, args=(ready, errors), name="fake-openai", daemon=True
+        self._loop, self._thread = start_loop_thread(
+            "fake-openai", self._start_site, cleanup=self._cleanup
         )
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("FakeOpenAI did not start within 10 s")
-        if errors:
-            self._thread = None
-            raise errors[0]
         return self
 
     def stop(self) -> None:
@@ -418,25 +411,9 @@ class FakeOpenAI:
     async def __aexit__(self, *exc_info: object) -> None:
         await asyncio.to_thread(self.stop)
 
-    def _serve(self, ready: threading.Event, errors: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._start_site())
-        except BaseException as exc:
-            errors.append(exc)
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            if self._runner is not None:
-                loop.run_until_complete(self._runner.cleanup())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+    async def _cleanup(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     async def _start_site(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)

@@ -62,6 +62,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp._websocket import reader_py
 from aiohttp.http_websocket import WebSocketError
 
+from infra.background import start_loop_thread
 from infra.lambda_runtime import (
     EnvironmentPatch,
     FunctionSpecLike,
@@ -389,32 +390,7 @@ class LocalGateway:
 
     def start_background(self) -> LocalGateway:
         """Run the gateway on its own event loop in a daemon thread; returns once it listens."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="local-gateway", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
+        self._loop, self._thread = start_loop_thread("local-gateway", self.start, timeout=None)
         return self
 
     def stop_background(self, timeout: float = 15.0) -> None:
