@@ -13,7 +13,7 @@ def handler(event, context):
     return {"statusCode": 200, "echo": event["x"]}
 
 
-def test_off_by_default_and_never_imported() -> None:
+def test_off_by_default_and_never_imported(monkeypatch) -> None:
     code = (
         "import sys; from kiddolingo import tracing; "
         "h = tracing.traced(lambda e, c: 1, 's'); "
@@ -27,7 +27,9 @@ def test_off_by_default_and_never_imported() -> None:
         env={"PATH": "", "POWERTOOLS_TRACE_DISABLED": "true"},
     )
     assert out.stdout.strip() == "1"
-    assert tracing.traced(handler, "svc") is handler or not tracing.enabled()
+    monkeypatch.delenv("POWERTOOLS_TRACE_DISABLED", raising=False)
+    assert not tracing.enabled()
+    assert tracing.traced(handler, "svc") is handler
 
 
 def test_on_wraps_the_handler(monkeypatch) -> None:

@@ -6,6 +6,7 @@ first server message, ``session.created``, goes out with the reply to the client
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -47,9 +48,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return exc.to_response()
     if result.status != 200:
         logger.info("connect refused", extra={"status": result.status, "code": result.code})
+        error = {"code": result.code, "message": result.message}
         return {
             "statusCode": result.status,
-            "body": f'{{"error": {{"code": "{result.code}", "message": "{result.message}"}}}}',
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"error": error}),
         }
     logger.info("connected", extra={"session_id": result.session_id})
     response: dict[str, Any] = {"statusCode": 200}

@@ -30,14 +30,11 @@ class ChunkStore:
     def __init__(self, bucket: str, client: Any) -> None:
         self.bucket = bucket
         self.client = client
-        self.calls = 0
 
     def put(self, key: str, pcm: bytes) -> None:
-        self.calls += 1
         self.client.put_object(Bucket=self.bucket, Key=key, Body=pcm)
 
     def _get(self, key: str) -> bytes:
-        self.calls += 1
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
             return bytes(body.read())
@@ -64,11 +61,9 @@ class ChunkStore:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
             if token:
                 kwargs["ContinuationToken"] = token
-            self.calls += 1
             page = self.client.list_objects_v2(**kwargs)
             objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if objects:
-                self.calls += 1
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
                 deleted += len(objects)
             if not page.get("IsTruncated"):

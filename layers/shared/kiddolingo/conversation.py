@@ -82,10 +82,6 @@ def segments_of(item: dict[str, Any]) -> list[Segment]:
     return [Segment(str(s["t"]), int(s["ms"])) for s in item.get("segs", [])]
 
 
-def audio_ms_of(item: dict[str, Any]) -> int:
-    return sum(s.audio_ms for s in segments_of(item))
-
-
 def truncate_segments(segments: list[Segment], audio_end_ms: float) -> tuple[list[Segment], int]:
     """The segments heard when playback stopped at ``audio_end_ms`` (clamped to the audio)."""
     total = sum(s.audio_ms for s in segments)

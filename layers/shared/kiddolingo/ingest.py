@@ -44,6 +44,7 @@ from typing import Any
 from . import vad as vadlib
 from .audio import bytes_to_ms
 from .chunks import chunk_key
+from .protocol import server_event as _ev
 
 #: The largest start of an utterance held in the item for the next append to write.
 MAX_HELD_BYTES = 48 * 1024
@@ -341,9 +342,3 @@ def clear(state: AudioState) -> tuple[AudioState, Utterance | None]:
             speculate_fired=False,
         )
     return replace(state, utterance=None, vad=vad_state, held=b"", held_seq=0), state.utterance
-
-
-def _ev(etype: str, **fields: Any) -> dict[str, Any]:
-    from .protocol import server_event
-
-    return server_event(etype, **fields)

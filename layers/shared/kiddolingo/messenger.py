@@ -8,7 +8,6 @@ connection (and cleans up that connection, never the sender's by mistake).
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -46,9 +45,6 @@ class ApiGatewayMessenger:
     def __init__(self, client: Any, connection_id: str) -> None:
         self.client = client
         self.connection_id = connection_id
-        self.calls = 0
-        self.posted = 0
-        self._lock = threading.Lock()
 
     def post(self, event: dict[str, Any]) -> None:
         data = encode_json(event)
@@ -56,8 +52,6 @@ class ApiGatewayMessenger:
             raise MessageTooLargeError(
                 f"{event.get('type')} is {len(data)} bytes; posts must stay under {MAX_EVENT_BYTES}"
             )
-        with self._lock:
-            self.calls += 1
         try:
             self.client.post_to_connection(ConnectionId=self.connection_id, Data=data)
         except ClientError as exc:
@@ -66,5 +60,3 @@ class ApiGatewayMessenger:
             if code == "GoneException" or status == 410:
                 raise ConnectionGoneError(self.connection_id) from None
             raise
-        with self._lock:
-            self.posted += 1

@@ -187,6 +187,7 @@ class Tutor:
         limited: ProtocolError | None = None
         to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance]] = []
         speculation: tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, str] | None = None
+        end_at: dict[str, float] = {}
         for _ in range(MAX_APPEND_ATTEMPTS):
             cfg = SessionConfig.from_item(conn.get("cfg"))
             state = ingestlib.AudioState.from_connection(conn)
@@ -255,28 +256,9 @@ class Tutor:
                 and conn.get("resp")
                 and conn.get("cancel") != conn.get("resp")
             )
-            extra_sets: dict[str, Any] = {}
-            extra_removes: list[str] = []
-            spec = conn.get("spec") or {}
-            released: set[str] = set()
-            if result.speech_resumed and spec:
-                extra_removes.append("spec")  # the child went on: the speculation is void
-                spec = {}
-            for utt in result.committed:
-                if spec.get("utt") == utt.id:
-                    # The speculative turn for this pause is ready: let it speak.
-                    extra_sets["spec_rel"] = spec["id"]
-                    released.add(utt.id)
-            spec_start = None
-            if (
-                result.speculate is not None
-                and not result.committed
-                and cfg.create_response
-                and self.settings.speculative_fraction > 0
-            ):
-                spec_start = new_id("spec")
-                extra_sets["spec"] = {"id": spec_start, "utt": result.speculate.id}
-                extra_removes = [r for r in extra_removes if r != "spec"] + ["spec_rel"]
+            extra_sets, extra_removes, released, spec_start = _speculation_changes(
+                conn.get("spec") or {}, result, cfg.create_response
+            )
             try:
                 self._commit_audio(
                     state,
@@ -313,10 +295,10 @@ class Tutor:
                 )
             # Where the child's last speech sample lies in wall time, for the metrics.
             heard_at = time.monotonic()
-            end_at = {
-                u.id: heard_at - (result.state.audio_ms - (u.end_ms or 0)) / 1000
+            end_at.update(
+                (u.id, heard_at - (result.state.audio_ms - (u.end_ms or 0)) / 1000)
                 for u in (*result.committed, *([result.speculate] if result.speculate else []))
-            }
+            )
             if spec_start is not None and result.speculate is not None:
                 speculation = (conn, cfg, result.speculate, spec_start)
             if own is None:
@@ -848,9 +830,6 @@ class Tutor:
 
         return build_providers(self.settings)
 
-    async def _apost(self, event: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.messenger.post, event)
-
     def _begin_response(self, sid: str, response_id: str, item_id: str) -> None:
         self.store.update_connection(self.connection_id, "SET resp = :r", {":r": response_id})
         self.store.mutate_session(
@@ -929,6 +908,31 @@ class Tutor:
             open_ids += [str(u["id"]) for u in old.get("ready") or []]
             for uid in open_ids:
                 self.chunks.delete_prefix(utterance_prefix(sid, uid))
+
+
+def _speculation_changes(
+    spec: dict[str, Any], result: ingestlib.IngestResult, create_response: bool
+) -> tuple[dict[str, Any], list[str], set[str], str | None]:
+    """What an ingest result does to the speculative turn: (attributes to set, to remove, the
+    utterances whose speculation is released, the id of a speculation to start)."""
+    sets: dict[str, Any] = {}
+    removes: list[str] = []
+    released: set[str] = set()
+    if result.speech_resumed and spec:
+        removes.append("spec")  # the child went on: the speculation is void
+        spec = {}
+    for utt in result.committed:
+        if spec.get("utt") == utt.id:
+            # The speculative turn for this pause is ready: let it speak.
+            sets["spec_rel"] = spec["id"]
+            released.add(utt.id)
+    start = None
+    # The VAD only signals "speculate" when speculation is configured (a fraction > 0).
+    if result.speculate is not None and not result.committed and create_response:
+        start = new_id("spec")
+        sets["spec"] = {"id": start, "utt": result.speculate.id}
+        removes = [r for r in removes if r != "spec"] + ["spec_rel"]
+    return sets, removes, released, start
 
 
 def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:

@@ -66,13 +66,10 @@ class SessionStore:
         self.table = table_name
         self.client = client
         self.ttl_s = ttl_s
-        #: AWS calls made through this store (the benchmark and the tests read it).
-        self.calls = 0
 
     # --- low level ---------------------------------------------------------------------
 
     def _call(self, op: str, **kwargs: Any) -> Any:
-        self.calls += 1
         return getattr(self.client, op)(TableName=self.table, **kwargs)
 
     def _expires(self) -> int:

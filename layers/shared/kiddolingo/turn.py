@@ -95,7 +95,6 @@ class TurnRequest:
     temperature: float
     max_tokens: int
     moderation: bool = True
-    moderation_strict: bool = False
 
 
 class SpeechJob:
@@ -320,12 +319,8 @@ class TurnRunner:
         messages = req.messages_for(user_text)
         verdict_task: asyncio.Task[Any] | None = None
         if req.moderation and self.moderator is not None and user_text:
+            # Runs alongside the chat request; the gate below holds the first post for it.
             verdict_task = asyncio.create_task(self.moderator.check(user_text))
-            if req.moderation_strict:
-                await verdict_task
-        if verdict_task is not None and verdict_task.done() and verdict_task.result().flagged:
-            await self._redirect(req, outcome)
-            return
 
         splitter = SentenceSplitter()
 
