@@ -63,7 +63,7 @@ def test_audio_is_deleted_however_the_utterance_ends(monkeypatch, stack, fake_op
         child = Client(stack, conn=f"conn-{how}=")
         if how == "refused-turn":
             child.turn()  # uses up this connection's one turn a minute
-        child.stream(tone(300))
+        child.stream(tone(1000))  # more than the newest audio the connection item holds
         assert stack.audio_keys(), how
         if how == "failed-turn":
             injected = fake_openai.fail("transcriptions", status=400, times=None)

@@ -134,9 +134,11 @@ def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> Non
         state = result.state
     assert started_at is not None
     assert written and written[0][0].endswith(f"{started_at:09d}.pcm")
-    assert not state.held
-    # the stored audio is contiguous: the prefix padding, then every voiced sample since
-    audio = b"".join(data for _, data in written)
+    # the newest audio waits in the item; the rest went out in fewer objects than appends
+    assert 0 < len(state.held) <= ingest.HOLD_BYTES and len(written) < 11 - started_at
+    # the audio is contiguous: the prefix padding, then every voiced sample since
+    audio = b"".join(data for _, data in written) + state.held
     assert audio.endswith(_voiced(100) * (11 - started_at))
     _state2, utt, writes = ingest.commit_manual(state, "s")
     assert utt is not None and utt.keys == tuple(k for k, _ in written) and writes == ()
+    assert utt.tail == state.held and utt.nbytes == len(audio)

@@ -34,6 +34,13 @@ decisions and the utterance audio of in-order delivery, with no chunk lost or do
 
 Storage: only speech and its prefix padding (plus pauses inside an utterance) reaches S3; the
 prefix padding waits in the VAD's ring buffer inside the connection item until speech starts.
+The utterance's newest audio is *held* in the item (``hbuf``) and written as one object once
+more than ``HOLD_BYTES`` has gathered: one S3 PUT per ~400 ms of speech instead of one per
+append, and a turn reads a few objects instead of one per 100 ms. In an utterance the VAD's
+ring is the newest audio too, so the item stores the ring only where it is not already the end
+of the held audio (``hdup``): holding costs the item no size. The audio still held when an
+utterance ends never goes to S3 at all when its turn runs in the same invocation: it travels in
+memory (``Utterance.tail``).
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ from .protocol import server_event as _ev
 
 #: The largest start of an utterance held in the item for the next append to write.
 MAX_HELD_BYTES = 48 * 1024
+#: An utterance's audio is held in the item until it exceeds this (3 chunks of 100 ms at
+#: 24 kHz; about the VAD's ring, which the held audio then replaces in the item).
+HOLD_BYTES = 16 * 1024
 
 #: Bounded so a runaway client cannot grow the connection item toward DynamoDB's 400 KB.
 MAX_PARKED_CHUNKS = 40
@@ -61,6 +71,19 @@ class Utterance:
     keys: tuple[str, ...] = ()
     nbytes: int = 0
     end_ms: int | None = None
+    #: The newest audio, not in S3 (``keys`` first, then this): held in memory by the
+    #: invocation that ended the utterance or speculates on it. Never stored in the item.
+    tail: bytes = field(default=b"", repr=False, compare=False)
+    tail_seq: int = 0
+
+    def tail_write(self, session_id: str) -> tuple[Utterance, tuple[tuple[str, bytes], ...]]:
+        """The utterance with its tail as an S3 object too, and that write (for a turn that
+        does not run in this invocation: ``create_response`` false)."""
+        if not self.tail:
+            return self, ()
+        key = chunk_key(session_id, self.id, self.tail_seq)
+        done = replace(self, keys=(*self.keys, key), tail=b"", tail_seq=0)
+        return done, ((key, self.tail),)
 
     def to_item(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -109,19 +132,35 @@ class AudioState:
     @classmethod
     def from_connection(cls, item: dict[str, Any]) -> AudioState:
         vad_item = item.get("vad")
+        held = bytes(item.get("hbuf") or b"")
+        vad = vadlib.VadState.from_item(vad_item) if vad_item else None
+        shared = int(item.get("hdup", 0))
+        if vad is not None and shared:
+            vad = replace(vad, ring=vad.ring + held[len(held) - shared :])
         return cls(
             next_seq=int(item.get("seq", 1)),
             version=int(item.get("aver", 0)),
             timeline_ms=int(item.get("timeline_ms", 0)),
-            vad=vadlib.VadState.from_item(vad_item) if vad_item else None,
+            vad=vad,
             pending={int(k): bytes(v) for k, v in (item.get("pend") or {}).items()},
             utterance=Utterance.from_item(item.get("utt")),
             last_item_id=item.get("last_item"),
             rate_window=int(item.get("rlw", 0)),
             rate_count=int(item.get("rln", 0)),
-            held=bytes(item.get("hbuf") or b""),
+            held=held,
             held_seq=int(item.get("hseq", 0)),
         )
+
+    def vad_item(self) -> tuple[dict[str, Any] | None, int]:
+        """The VAD state as stored, and how many bytes of its ring are the end of ``held``
+        (left out of the stored ring: ``from_connection`` puts them back)."""
+        if self.vad is None:
+            return None, 0
+        item = self.vad.to_item()
+        shared = ring_overlap(self.vad.ring, self.held)
+        if shared:
+            item["ring"] = self.vad.ring[: len(self.vad.ring) - shared]
+        return item, shared
 
     @property
     def audio_ms(self) -> int:
@@ -144,6 +183,14 @@ class IngestResult:
     speculate: Utterance | None = None
     speech_resumed: bool = False
     processed: tuple[int, ...] = ()
+
+
+def ring_overlap(ring: bytes, held: bytes) -> int:
+    """How much of the end of ``ring`` is the end of ``held`` (all of the shorter, or 0)."""
+    n = min(len(ring), len(held))
+    if n and ring[len(ring) - n :] == held[len(held) - n :]:
+        return n
+    return 0
 
 
 def vad_config(
@@ -169,8 +216,12 @@ def ingest(
     sample_rate: int,
     vad_cfg: vadlib.VadConfig | None,
     max_utterance_ms: int,
+    may_write: bool = True,
 ) -> IngestResult:
-    """Advance the audio state over ``chunks`` (contiguous, starting at ``state.next_seq``)."""
+    """Advance the audio state over ``chunks`` (contiguous, starting at ``state.next_seq``).
+
+    ``may_write=False`` (a retry that already spent its AWS calls) holds the audio in the item
+    up to ``MAX_HELD_BYTES`` instead of writing it now; the next append writes it."""
     events: list[dict[str, Any]] = []
     writes: list[tuple[str, bytes]] = []
     committed: list[Utterance] = []
@@ -199,11 +250,19 @@ def ingest(
         pending_seq = None
 
     def commit(end_ms: int) -> None:
-        nonlocal utt, last_item
-        flush()
+        nonlocal utt, last_item, pending_bytes, pending_seq
         if utt is None:
             return
-        done = replace(utt, end_ms=end_ms)
+        # The audio not yet in S3 goes with the utterance in memory (its turn runs here).
+        done = replace(
+            utt,
+            end_ms=end_ms,
+            tail=bytes(pending_bytes),
+            tail_seq=pending_seq or 0,
+            nbytes=utt.nbytes + len(pending_bytes),
+        )
+        pending_bytes = bytearray()
+        pending_seq = None
         committed.append(done)
         events.append(
             _ev("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=done.item_id)
@@ -249,8 +308,14 @@ def ingest(
                     audio = b""
                 commit(ev.audio_ms)
             elif ev.kind == "speculate" and utt is not None:
-                flush()
-                speculate = replace(utt, end_ms=ev.audio_ms)
+                # The speculative turn takes the held audio along in memory; it stays held.
+                speculate = replace(
+                    utt,
+                    end_ms=ev.audio_ms,
+                    tail=bytes(pending_bytes),
+                    tail_seq=pending_seq or 0,
+                    nbytes=utt.nbytes + len(pending_bytes),
+                )
             elif ev.kind == "speech_resumed":
                 resumed = True
         if audio:
@@ -271,14 +336,11 @@ def ingest(
             if now_ms - utt.start_ms >= max_utterance_ms:
                 commit(now_ms)  # the longest utterance: a forced commit, the turn goes on
     held, held_seq = b"", 0
-    if (
-        started
-        and utt is not None
-        and not utt.keys
-        and pending_seq is not None
-        and len(pending_bytes) <= MAX_HELD_BYTES
-    ):
-        held, held_seq = bytes(pending_bytes), pending_seq  # written by the next append
+    # Hold the newest audio in the item; write it once it outgrows HOLD_BYTES. The append that
+    # posts speech_started (or a retry) holds up to MAX_HELD_BYTES: it has no call to spare.
+    limit = MAX_HELD_BYTES if (started or not may_write) else HOLD_BYTES
+    if utt is not None and pending_seq is not None and len(pending_bytes) <= limit:
+        held, held_seq = bytes(pending_bytes), pending_seq  # written by a later append
     else:
         flush()
 
@@ -311,19 +373,21 @@ def commit_manual(
 ) -> tuple[AudioState, Utterance | None, tuple[tuple[str, bytes], ...]]:
     """``input_audio_buffer.commit``: the buffered audio becomes the user's turn.
 
-    Returns the new state, the utterance, and the S3 write of audio still held in the item.
+    Returns the new state and the utterance: the audio still held in the item is its
+    in-memory ``tail`` (the turn runs in this invocation).
     """
     utt = state.utterance
-    writes: tuple[tuple[str, bytes], ...] = ()
-    if utt is not None and state.held:
-        key = chunk_key(session_id, utt.id, state.held_seq)
-        writes = ((key, state.held),)
-        utt = replace(utt, keys=(*utt.keys, key), nbytes=utt.nbytes + len(state.held))
-    if utt is None or not utt.keys:
+    if utt is None or not (utt.keys or state.held):
         return state, None, ()
-    done = replace(utt, end_ms=state.audio_ms)
+    done = replace(
+        utt,
+        end_ms=state.audio_ms,
+        tail=state.held,
+        tail_seq=state.held_seq,
+        nbytes=utt.nbytes + len(state.held),
+    )
     new_state = replace(state, utterance=None, last_item_id=done.item_id, held=b"", held_seq=0)
-    return new_state, done, writes
+    return new_state, done, ()
 
 
 def clear(state: AudioState) -> tuple[AudioState, Utterance | None]:

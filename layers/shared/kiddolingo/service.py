@@ -287,11 +287,18 @@ class Tutor:
             if cfg.create_response:
                 to_run += [(conn, cfg, u) for u in result.committed if u.id not in released]
             elif result.committed:
-                # No automatic reply: the committed audio waits for the client's response.create.
+                # No automatic reply: the committed audio waits for the client's response.create
+                # (in S3, all of it: the tail held in memory is written now).
+                waiting = []
+                for u in result.committed:
+                    u, writes = u.tail_write(conn["sid"])
+                    for key, data in writes:
+                        self.chunks.put(key, data)
+                    waiting.append(u.to_item())
                 self.store.update_connection(
                     self.connection_id,
                     "SET ready = list_append(if_not_exists(ready, :e), :u)",
-                    {":e": [], ":u": [u.to_item() for u in result.committed]},
+                    {":e": [], ":u": waiting},
                 )
             # Where the child's last speech sample lies in wall time, for the metrics.
             heard_at = time.monotonic()
@@ -369,9 +376,11 @@ class Tutor:
         }
         names: dict[str, str] = {}
         removes: list[str] = []
-        if st.vad is not None:
-            sets.append("vad = :vad")
-            values[":vad"] = st.vad.to_item()
+        vad_item, shared = st.vad_item()
+        if vad_item is not None:
+            sets += ["vad = :vad", "hdup = :hdup"]
+            values[":vad"] = vad_item
+            values[":hdup"] = shared
         if st.utterance is not None:
             sets.append("utt = :utt")
             values[":utt"] = st.utterance.to_item()
@@ -689,6 +698,7 @@ class Tutor:
         session_task = asyncio.ensure_future(asyncio.to_thread(self.store.get_session, sid))
         if utt is not None:
             pcm = await asyncio.to_thread(self.chunks.read, list(utt.keys))
+            pcm += utt.tail  # the newest audio never went to S3: it came along in memory
             wav = pcm16_to_wav(pcm, cfg.input_rate)
             from .providers.errors import ProviderError
 
