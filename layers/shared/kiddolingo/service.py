@@ -185,9 +185,12 @@ class Tutor:
         hinted = event.sequence
         own: bytes | None = pcm  # None once our chunk is processed (we may go on closing gaps)
         limited: ProtocolError | None = None
-        to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance]] = []
+        to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, bool]] = []
         speculation: tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, str] | None = None
         end_at: dict[str, float] = {}
+        #: Events held back for the turn to post while it reads the audio (order kept).
+        deferred: list[dict[str, Any]] = []
+        retried = False  # a lost race costs a call: the retry writes no S3 object
         for _ in range(MAX_APPEND_ATTEMPTS):
             cfg = SessionConfig.from_item(conn.get("cfg"))
             state = ingestlib.AudioState.from_connection(conn)
@@ -219,11 +222,13 @@ class Tutor:
                     log.warning("skipping %d lost audio chunk(s)", first - state.next_seq)
                     state = replace(state, next_seq=first)
                 elif seq > state.next_seq:
-                    if self._park(state, seq, own, now_s, count, event.event_id):
+                    parked, latest = self._park(state, seq, own, now_s, count, event.event_id)
+                    if parked:
                         break
-                    conn = self.store.get_connection(self.connection_id) or {}
-                    if not conn:
-                        return
+                    latest = latest or self.store.get_connection(self.connection_id)
+                    if not latest:
+                        return  # the connection is gone
+                    conn, retried = latest, True
                     continue
                 else:
                     run.append((seq, own))
@@ -247,6 +252,7 @@ class Tutor:
                 sample_rate=cfg.input_rate,
                 vad_cfg=vad_cfg,
                 max_utterance_ms=self.settings.max_utterance_ms,
+                may_write=not retried,
             )
             for key, data in result.writes:
                 self.chunks.put(key, data)
@@ -259,6 +265,15 @@ class Tutor:
             extra_sets, extra_removes, released, spec_start = _speculation_changes(
                 conn.get("spec") or {}, result, cfg.create_response
             )
+            turns = (
+                [u for u in result.committed if u.id not in released]
+                if cfg.create_response
+                else []
+            )
+            # Turns per minute, decided in this same write (no extra call on the turn's path).
+            admitted, window, window_cond = self._turn_window(conn, len(turns))
+            if window is not None:
+                extra_sets = {**extra_sets, "turns": window}
             try:
                 self._commit_audio(
                     state,
@@ -268,24 +283,30 @@ class Tutor:
                     cancel=conn.get("resp") if barge_in else None,
                     extra_sets=extra_sets,
                     extra_removes=extra_removes,
+                    extra_condition=window_cond,
                 )
-            except ConflictError:
-                conn = self.store.get_connection(self.connection_id) or {}
-                if not conn:
-                    return
+            except ConflictError as exc:
+                # The item comes with the lost race (re-read only if the store did not send it).
+                latest = exc.item or self.store.get_connection(self.connection_id)
+                if not latest:
+                    return  # the connection is gone
+                conn, retried = latest, True
                 continue
             if own is not None and run and run[0][1] is own:
                 own = None  # ours is in; what follows only closes gaps behind it
-            try:
-                for ev in result.events:
-                    self.post(ev)
-            except ConnectionGoneError:
-                # 410: the utterances ended here will never get their turn; their audio goes.
-                for u in [*result.committed, *(t[2] for t in to_run)]:
-                    self.chunks.delete_prefix(utterance_prefix(conn["sid"], u.id))
-                raise
+            if turns or deferred:
+                deferred += result.events  # posted by the turn, while it reads the audio
+            else:
+                try:
+                    for ev in result.events:
+                        self.post(ev)
+                except ConnectionGoneError:
+                    # 410: the utterances ended here will never get their turn; their audio goes.
+                    for u in [*result.committed, *(t[2] for t in to_run)]:
+                        self.chunks.delete_prefix(utterance_prefix(conn["sid"], u.id))
+                    raise
             if cfg.create_response:
-                to_run += [(conn, cfg, u) for u in result.committed if u.id not in released]
+                to_run += [(conn, cfg, u, ok) for u, ok in zip(turns, admitted, strict=True)]
             elif result.committed:
                 # No automatic reply: the committed audio waits for the client's response.create
                 # (in S3, all of it: the tail held in memory is written now).
@@ -315,8 +336,18 @@ class Tutor:
                 return
         else:
             raise ConflictError("append: too many concurrent writers")
-        for conn_, cfg_, utt in to_run:
-            self.run_turn(conn_, cfg_, utt, speech_end_at=end_at.get(utt.id))
+        for conn_, cfg_, utt, ok in to_run:
+            announce, deferred = tuple(deferred), []
+            self.run_turn(
+                conn_,
+                cfg_,
+                utt,
+                speech_end_at=end_at.get(utt.id),
+                admitted=ok,
+                announce=announce,
+            )
+        for ev in deferred:  # only when no turn took them (never, as the loop is written)
+            self.post(ev)
         if speculation is not None:
             conn_, cfg_, utt, spec_id = speculation
             self.run_turn(conn_, cfg_, utt, speculative=spec_id, speech_end_at=end_at.get(utt.id))
@@ -331,8 +362,9 @@ class Tutor:
         now_s: int,
         count: int,
         event_id: str | None,
-    ) -> bool:
-        """Park a chunk that is ahead of the watermark. False: the watermark reached it."""
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """Park a chunk that is ahead of the watermark: (True, None); or (False, the item as
+        it is now) when the watermark reached the chunk (the item is ``None``: gone)."""
         if _parking_full(state, pcm):
             raise ProtocolError(
                 "audio_out_of_order",
@@ -348,10 +380,11 @@ class Tutor:
                 {":a": pcm, ":w": now_s, ":c": count, ":mine": seq},
                 names={"#s": str(seq)},
                 condition="seq < :mine",
+                item_on_conflict=True,
             )
-            return True
-        except ConflictError:
-            return False
+            return True, None
+        except ConflictError as exc:
+            return False, exc.item
 
     def _commit_audio(
         self,
@@ -362,8 +395,10 @@ class Tutor:
         cancel: str | None = None,
         extra_sets: dict[str, Any] | None = None,
         extra_removes: list[str] | None = None,
+        extra_condition: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
-        """The conditional write of the audio state (see ``kiddolingo.ingest``)."""
+        """The conditional write of the audio state (see ``kiddolingo.ingest``). A lost race
+        raises ``ConflictError`` carrying the item as it is now (no second read)."""
         st = result.state
         sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
         values: dict[str, Any] = {
@@ -410,12 +445,17 @@ class Tutor:
         # Fails (and we re-read) if the very chunk at the new watermark was parked after our
         # read: it is ours to process. Parkers further ahead never make us lose the race.
         names["#w"] = str(st.next_seq)
+        condition = "aver = :v AND attribute_not_exists(pend.#w)"
+        if extra_condition is not None:
+            condition += f" AND {extra_condition[0]}"
+            values.update(extra_condition[1])
         self.store.update_connection(
             self.connection_id,
             expr,
             values,
             names,
-            condition="aver = :v AND attribute_not_exists(pend.#w)",
+            condition=condition,
+            item_on_conflict=True,
         )
 
     # input_audio_buffer.commit / clear ------------------------------------------------
@@ -591,20 +631,34 @@ class Tutor:
         *,
         speculative: str | None = None,
         speech_end_at: float | None = None,
+        admitted: bool | None = None,
+        announce: tuple[dict[str, Any], ...] = (),
     ) -> None:
         """Run a turn inline. ``speculative``: the id of a speculation started in the pause;
         nothing is posted until the append that ends the utterance releases it, and all of it
-        is dropped (streams closed, nothing stored) if the child goes on speaking."""
+        is dropped (streams closed, nothing stored) if the child goes on speaking.
+
+        ``admitted``: the turns-per-minute verdict when the caller already took it (the append
+        that ends an utterance does, in its own write); ``announce``: events of the caller still
+        to post first (``speech_stopped``, ``committed``), posted while the audio is read."""
         from . import runtime
 
         silence_ms = int((cfg.turn_detection or {}).get("silence_duration_ms") or 1200)
-        gate = (
-            SpeculationGate(self.store, self.connection_id, speculative, silence_ms)
-            if speculative
-            else None
-        )
+        gate = None
+        if speculative:
+            # The speculation started when the pause reached the fraction of the window: its
+            # verdict is due when the rest of the window has passed (less a little slack).
+            fraction = self.settings.speculative_fraction or 0.0
+            due_in_s = silence_ms * (1 - fraction) / 1000 - 0.05
+            gate = SpeculationGate(
+                self.store, self.connection_id, speculative, silence_ms, due_in_s=due_in_s
+            )
         try:
-            if speculative is None and not self._admit_turn():
+            if admitted is None and speculative is None:
+                admitted = self._admit_turn()
+            if admitted is False:
+                for event in announce:
+                    self.post(event)
                 self.post(
                     error_event(
                         "rate_limited",
@@ -614,7 +668,9 @@ class Tutor:
                     )
                 )
                 return  # no turn; its audio is still deleted below
-            runtime.run(self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic()))
+            runtime.run(
+                self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic(), announce)
+            )
         except ConnectionGoneError:
             # 410 mid-turn: clean up *this* connection (item, open utterance); the session
             # stays for a resume.
@@ -640,25 +696,37 @@ class Tutor:
             conn = self.store.connection_fields(self.connection_id, "turns")
             if conn is None:
                 return True  # gone: the turn stops at its first post
-            now_ms = int(time.time() * 1000)
-            old = [int(t) for t in conn.get("turns") or []]
-            recent = [t for t in old if now_ms - t < 60_000]
-            if len(recent) >= limit:
-                return False
-            values: dict[str, Any] = {":new": [*recent, now_ms]}
-            if old:
-                values[":old"] = old
+            (admitted,), window, window_cond = self._turn_window(conn, 1)
+            if window is None or window_cond is None:
+                return admitted
             try:
                 self.store.update_connection(
                     self.connection_id,
-                    "SET turns = :new",
-                    values,
-                    condition="turns = :old" if old else "attribute_not_exists(turns)",
+                    "SET turns = :tw_new",
+                    {":tw_new": window, **window_cond[1]},
+                    condition=window_cond[0],
                 )
             except ConflictError:
                 continue
-            return True
+            return admitted
         return False
+
+    def _turn_window(
+        self, conn: dict[str, Any], n: int
+    ) -> tuple[list[bool], list[int] | None, tuple[str, dict[str, Any]] | None]:
+        """The turns-per-minute verdict on ``n`` turns starting now (see ``admit_turns``): the
+        verdicts, the new window to write (``None``: nothing changes) and the write's condition
+        (the window it read is still the window)."""
+        limit = self.settings.max_turns_per_minute
+        if n == 0 or limit <= 0:
+            return [True] * n, None, None
+        old = [int(t) for t in conn.get("turns") or []]
+        admitted, window = admit_turns(old, int(time.time() * 1000), limit, n)
+        if window == old:
+            return admitted, None, None
+        if old:
+            return admitted, window, ("turns = :tw_old", {":tw_old": old})
+        return admitted, window, ("attribute_not_exists(turns)", {})
 
     async def _turn(
         self,
@@ -667,16 +735,23 @@ class Tutor:
         utt: ingestlib.Utterance | None,
         gate: SpeculationGate | None = None,
         speech_end_at: float | None = None,
+        announce: tuple[dict[str, Any], ...] = (),
     ) -> None:
         poster: MessengerPoster = (
             GatedPoster(self.messenger, gate) if gate else MessengerPoster(self.messenger)
         )
         self._speech_end_at = speech_end_at
         try:
+            for event in announce:
+                await poster.post(event)  # queued: they go out while the audio is read
             await self._turn_body(conn, cfg, utt, poster)
         finally:
-            if isinstance(poster, GatedPoster):
-                await poster.settle()
+            try:
+                if isinstance(poster, GatedPoster):
+                    await poster.settle()
+                await poster.flush()
+            finally:
+                await poster.aclose()
 
     async def _turn_body(
         self,
@@ -696,14 +771,34 @@ class Tutor:
         transcription_ms: float | None = None
         # The history is read while the audio is fetched and transcribed: it does not wait.
         session_task = asyncio.ensure_future(asyncio.to_thread(self.store.get_session, sid))
+        response_id, item_id = new_id("resp"), new_id("item")
+        claim: asyncio.Future[None] | None = None
+
+        def begin() -> None:
+            nonlocal claim
+            if claim is None and not isinstance(poster, GatedPoster):
+                # Claimed while the child's words are transcribed (a speculation claims the
+                # response slot only once released).
+                claim = asyncio.ensure_future(
+                    asyncio.to_thread(self._begin_response, sid, response_id, item_id)
+                )
+
+        async def unclaim() -> None:
+            if claim is not None:
+                with contextlib.suppress(Exception):
+                    await claim
+                await asyncio.to_thread(self._drop_response, sid, response_id)
+
         if utt is not None:
             pcm = await asyncio.to_thread(self.chunks.read, list(utt.keys))
             pcm += utt.tail  # the newest audio never went to S3: it came along in memory
             wav = pcm16_to_wav(pcm, cfg.input_rate)
             from .providers.errors import ProviderError
 
+            transcription = asyncio.ensure_future(providers.transcriber.transcribe(wav))
+            begin()
             try:
-                user_text = (await providers.transcriber.transcribe(wav)).strip()
+                user_text = (await transcription).strip()
             except ProviderError as exc:
                 await poster.post(
                     error_event(
@@ -714,8 +809,13 @@ class Tutor:
                 )
                 log.warning("transcription failed: %s", exc, extra={"kind": exc.kind})
                 # The child still hears a friendly apology; nothing enters the history.
+                await unclaim()
                 await self._apologize_for(exc, cfg, providers, poster)
                 return
+            except BaseException:
+                transcription.cancel()
+                await asyncio.shield(unclaim())
+                raise
             transcription_ms = (time.monotonic() - t0) * 1000
             await poster.post(
                 server_event(
@@ -727,16 +827,18 @@ class Tutor:
                 )
             )
             if not user_text:
+                await unclaim()
                 return  # nothing was said (noise): no reply
 
         session = await session_task
         history = list((session or {}).get("hist") or [])
-        response_id, item_id = new_id("resp"), new_id("item")
-        if isinstance(poster, GatedPoster):
-            # A speculation claims the connection's response slot only once released.
-            poster.on_release = lambda: self._begin_response(sid, response_id, item_id)
+        begin()
+        if claim is not None:
+            await claim
         else:
-            await asyncio.to_thread(self._begin_response, sid, response_id, item_id)
+            # A speculation claims the connection's response slot only once released.
+            assert isinstance(poster, GatedPoster)
+            poster.on_release = lambda: self._begin_response(sid, response_id, item_id)
 
         async def on_segment(seg: Segment) -> None:
             await asyncio.to_thread(
@@ -943,6 +1045,21 @@ def _speculation_changes(
         sets["spec"] = {"id": start, "utt": result.speculate.id}
         removes = [r for r in removes if r != "spec"] + ["spec_rel"]
     return sets, removes, released, start
+
+
+def admit_turns(
+    window: list[int], now_ms: int, limit: int, n: int
+) -> tuple[list[bool], list[int]]:
+    """A sliding window of turn start times (ms): which of ``n`` turns starting at ``now_ms``
+    fit ``limit`` turns a minute, and the window after them."""
+    recent = [t for t in window if now_ms - t < 60_000]
+    verdicts = []
+    for _ in range(n):
+        ok = len(recent) < limit
+        if ok:
+            recent.append(now_ms)
+        verdicts.append(ok)
+    return verdicts, recent
 
 
 def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:

@@ -31,7 +31,15 @@ MAX_CONFLICT_RETRIES = 8
 
 
 class ConflictError(Exception):
-    """An optimistic-lock write lost the race more often than we retry."""
+    """A conditional write's condition failed (or an optimistic lock lost too often).
+
+    ``item``: the item as it stood when the condition failed, when the write asked for it
+    (``ReturnValuesOnConditionCheckFailure``): the loser re-runs without another read.
+    """
+
+    def __init__(self, message: str, item: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.item = item
 
 
 class NotFoundError(Exception):
@@ -51,6 +59,14 @@ def _is_conflict(exc: ClientError) -> bool:
         "ConditionalCheckFailedException",
         "TransactionConflictException",
     )
+
+
+def _live(data: dict[str, Any]) -> dict[str, Any] | None:
+    """A TTL'd item can linger until DynamoDB sweeps it: treat it as gone."""
+    exp = data.get("expires_at")
+    if isinstance(exp, int) and exp < time.time():
+        return None
+    return data
 
 
 def session_key(session_id: str) -> dict[str, Any]:
@@ -88,14 +104,7 @@ class SessionStore:
         if names:
             kwargs["ExpressionAttributeNames"] = names
         item = self._call("get_item", **kwargs).get("Item")
-        if not item:
-            return None
-        data = from_item(item)
-        # A TTL'd item can linger until DynamoDB sweeps it: treat it as gone.
-        exp = data.get("expires_at")
-        if isinstance(exp, int) and exp < time.time():
-            return None
-        return data
+        return _live(from_item(item)) if item else None
 
     def _update(
         self,
@@ -105,12 +114,15 @@ class SessionStore:
         names: dict[str, str] | None = None,
         condition: str | None = None,
         return_values: str = "NONE",
+        item_on_conflict: bool = False,
     ) -> dict[str, Any] | None:
         kwargs: dict[str, Any] = {
             "Key": key,
             "UpdateExpression": expr,
             "ReturnValues": return_values,
         }
+        if item_on_conflict and condition:
+            kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
         if values:
             kwargs["ExpressionAttributeValues"] = {k: to_attr(v) for k, v in values.items()}
         if names:
@@ -121,7 +133,8 @@ class SessionStore:
             out = self._call("update_item", **kwargs)
         except ClientError as exc:
             if _is_conflict(exc):
-                raise ConflictError(str(exc)) from None
+                raw = exc.response.get("Item")
+                raise ConflictError(str(exc), _live(from_item(raw)) if raw else None) from None
             raise
         attrs = out.get("Attributes")
         return from_item(attrs) if attrs else None
@@ -262,9 +275,14 @@ class SessionStore:
         names: dict[str, str] | None = None,
         condition: str | None = None,
         return_values: str = "NONE",
+        item_on_conflict: bool = False,
     ) -> dict[str, Any] | None:
+        """An update of a live connection. A failed ``condition`` raises ``ConflictError``,
+        carrying the item (``None``: the connection is gone) when ``item_on_conflict``."""
         cond = "attribute_exists(pk)" + (f" AND ({condition})" if condition else "")
-        return self._update(conn_key(connection_id), expr, values, names, cond, return_values)
+        return self._update(
+            conn_key(connection_id), expr, values, names, cond, return_values, item_on_conflict
+        )
 
     # --- responses ---------------------------------------------------------------------
 

@@ -48,7 +48,13 @@ class ResponseControl(Protocol):
 
 
 class Poster(Protocol):
-    async def post(self, event: dict[str, Any]) -> None: ...
+    async def post(self, event: dict[str, Any]) -> None:
+        """Queue ``event`` (in order); may raise the failure of an earlier post."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until everything queued is posted; raises a failed post's error."""
+        ...
 
 
 @dataclass
@@ -290,6 +296,7 @@ class TurnRunner:
                 "response.done", response=self._response(req, outcome.status, outcome, details)
             )
         )
+        await self.poster.flush()
 
     async def _apologize(self, req: TurnRequest, outcome: TurnOutcome) -> None:
         """A short, friendly apology the child hears when a provider fails for good."""
@@ -446,6 +453,8 @@ class TurnRunner:
         )
         posted = 0
         finished = False
+        # The check before the first audio runs while that audio is being synthesized.
+        first_check: asyncio.Task[None] | None = asyncio.create_task(self._check())
         try:
             while not finished:
                 batch = bytearray()
@@ -462,7 +471,11 @@ class TurnRunner:
                     batch += item
                 for i in range(0, len(batch), MAX_DELTA_PCM):
                     piece = bytes(batch[i : i + MAX_DELTA_PCM])
-                    await self._check()
+                    if first_check is not None:
+                        check, first_check = first_check, None
+                        await check
+                    else:
+                        await self._check()
                     await self.poster.post(
                         self._part(
                             req,
@@ -474,6 +487,10 @@ class TurnRunner:
                         t.first_audio_ms = _ms_since(t.started)
                     posted += len(piece)
         finally:
+            if first_check is not None:
+                first_check.cancel()
+                with contextlib.suppress(BaseException):
+                    await first_check
             ms = round(bytes_to_ms(posted, 24000))
             if posted or finished:
                 if finished:

@@ -8,6 +8,7 @@ are their implementations over the Messenger and the SessionStore.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,40 +42,89 @@ class StoreResponseControl:
 
 
 class MessengerPoster:
-    """Posts a turn's events from its event loop without blocking it."""
+    """Posts a turn's events in order without making the turn wait for them.
+
+    ``post`` queues the event and returns; one worker posts the queue in order. A failure
+    (``ConnectionGoneError``: the child's connection is gone) is raised by the next ``post``
+    or by ``flush``, which waits until everything queued is posted."""
 
     def __init__(self, messenger: Messenger) -> None:
         self.messenger = messenger
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
 
     async def post(self, event: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.messenger.post, event)
+        self._raise_error()
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._run(self._queue))
+        self._queue.put_nowait(event)
+
+    async def flush(self) -> None:
+        if self._queue is not None:
+            await self._queue.join()
+        self._raise_error()
+
+    async def aclose(self) -> None:
+        """Stop the worker (what is still queued is dropped)."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(BaseException):
+                await self._worker
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def _run(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                if self._error is None:  # after a failure nothing more is posted
+                    await asyncio.to_thread(self.messenger.post, event)
+            except Exception as exc:
+                self._error = exc
+            finally:
+                queue.task_done()
 
 
-#: How often a speculation asks whether it was released or discarded.
-SPEC_POLL_S = 0.03
+#: How often a speculation asks whether it was released or discarded, once the verdict is due.
+SPEC_POLL_S = 0.02
 
 
 class SpeculationGate:
     """Waits for the verdict on a speculative turn: released (the silence reached the full
     window and the append that saw it set ``spec_rel``) or discarded (speech resumed and the
-    ``spec`` marker is gone or belongs to a newer speculation)."""
+    ``spec`` marker is gone or belongs to a newer speculation).
+
+    ``due_in_s``: when the verdict can first be expected (the rest of the silence window);
+    the gate sleeps until then instead of polling DynamoDB through the whole pause."""
 
     def __init__(
-        self, store: SessionStore, connection_id: str, spec_id: str, silence_ms: int
+        self,
+        store: SessionStore,
+        connection_id: str,
+        spec_id: str,
+        silence_ms: int,
+        due_in_s: float = 0.0,
     ) -> None:
         self.store = store
         self.connection_id = connection_id
         self.spec_id = spec_id
+        self.due_at = time.monotonic() + max(0.0, due_in_s)
         # The verdict is due once the silence window has passed; past this, withdraw.
         self.timeout_s = silence_ms / 1000 + 5.0
         self.released = False
         self.decided = False
+        self._created = time.monotonic()
 
     async def wait(self) -> bool:
         if self.decided:
             return self.released
         store, conn_id = self.store, self.connection_id
-        deadline = time.monotonic() + self.timeout_s
+        deadline = self._created + self.timeout_s
+        await asyncio.sleep(max(0.0, self.due_at - time.monotonic()))
         while True:
             item = await asyncio.to_thread(store.speculation_state, conn_id)
             if item is None:
@@ -96,35 +146,44 @@ class SpeculationGate:
 
 
 class GatedPoster(MessengerPoster):
-    """Holds a speculative turn's posts until its gate decides: on release they go out in
-    order and the turn streams on; on discard nothing is ever posted and the turn stops at
-    its first audio (so it never pays for more than the first sentence's speech)."""
+    """Holds a speculative turn's posts until its gate decides. The verdict is awaited in the
+    background from the first post on: on release the held posts go out at once, in order, and
+    the turn streams on; on discard nothing is ever posted and the turn stops at its first
+    audio at the latest (so it never pays for more than the first sentence's speech)."""
 
     def __init__(self, messenger: Messenger, gate: SpeculationGate) -> None:
         super().__init__(messenger)
         self.gate = gate
         self.buffer: list[dict[str, Any]] = []
         self.discarded = False
+        #: Claims the connection's response slot; called once, on release, before any post.
         self.on_release: Callable[[], None] | None = None
+        self._open = False
+        self._verdict: asyncio.Task[bool] | None = None
 
     async def post(self, event: dict[str, Any]) -> None:
         if self.discarded:
             return
-        if not self.gate.decided:
-            self.buffer.append(event)
-            if event["type"] != "response.output_audio.delta":
-                return
-            if not await self.settle():
-                from .turn import Cancelled
-
-                raise Cancelled("speculation_discarded")
+        if self._open:
+            await super().post(event)
             return
-        await super().post(event)
+        self.buffer.append(event)
+        if self._verdict is None:
+            self._verdict = asyncio.create_task(self._decide())
+        if event["type"] == "response.output_audio.delta" and not await self.settle():
+            from .turn import Cancelled
+
+            raise Cancelled("speculation_discarded")
 
     async def settle(self) -> bool:
-        """Wait for the verdict; flush what was held if released."""
+        """Wait for the verdict (and, if released, for the held posts to be queued)."""
         if self.discarded:
             return False
+        if self._verdict is None:
+            self._verdict = asyncio.create_task(self._decide())
+        return await asyncio.shield(self._verdict)
+
+    async def _decide(self) -> bool:
         if not await self.gate.wait():
             self.discarded = True
             self.buffer.clear()
@@ -132,7 +191,9 @@ class GatedPoster(MessengerPoster):
         if self.on_release is not None:
             claim, self.on_release = self.on_release, None
             await asyncio.to_thread(claim)
+        # Queued in one go (no await in between): later posts cannot overtake them.
         held, self.buffer = self.buffer, []
         for event in held:
-            await super().post(event)
+            await MessengerPoster.post(self, event)
+        self._open = True
         return True
