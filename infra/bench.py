@@ -904,9 +904,12 @@ def run_conversation(
     *,
     mode: str,
     first_turn: int = 0,
+    aws_mode: str = "process",
 ) -> dict[str, Any]:
     """One scripted conversation; ``mode`` ``streaming`` turns the speculative turn off
-    (``SPECULATIVE_FRACTION=0``), ``speculative`` keeps the deployed setting."""
+    (``SPECULATIVE_FRACTION=0``), ``speculative`` keeps the deployed setting. ``aws_mode``
+    ``process``: moto in its own process (``infra.moto_process``); ``inprocess``: ``mock_aws``
+    in this one."""
     import boto3
     from moto import mock_aws
 
@@ -966,7 +969,17 @@ def run_conversation(
     fake.reset()
     fake.set_latency(profile)
 
-    with _environment(env), mock_aws(), _serialized_moto():
+    aws_context: Any
+    if aws_mode == "process":
+        from infra.moto_process import moto_process
+
+        aws_context = contextlib.ExitStack()
+        env["AWS_ENDPOINT_URL"] = aws_context.enter_context(moto_process())
+    else:
+        aws_context = contextlib.ExitStack()
+        aws_context.enter_context(mock_aws())
+        aws_context.enter_context(_serialized_moto())
+    with aws_context, _environment(env):
         fraction = Settings.from_env().speculative_fraction
         for turn in turns:
             turn.speculative_floor_ms = speculative_floor_ms(
@@ -1765,6 +1778,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="both",
         help="streaming: SPECULATIVE_FRACTION=0; speculative: the deployed setting",
     )
+    parser.add_argument(
+        "--aws",
+        choices=("process", "inprocess"),
+        default="process",
+        help="moto in its own process (AWS as a network service, as Lambda sees it), or "
+        "mock_aws in the benchmark's process (every AWS call costs CPU under its GIL)",
+    )
     parser.add_argument("--import-runs", type=int, default=None, help="fresh interpreters each")
     parser.add_argument(
         "--quick", action="store_true", help="2 turns, no provider latency (for the tests)"
@@ -1792,7 +1812,13 @@ def main(argv: list[str] | None = None) -> int:
     with FakeOpenAI(latency=profile) as fake:
         for n, mode in enumerate(modes):
             runs[mode] = run_conversation(
-                profile, args.turns, args.silence_ms, fake, mode=mode, first_turn=n * args.turns
+                profile,
+                args.turns,
+                args.silence_ms,
+                fake,
+                mode=mode,
+                first_turn=n * args.turns,
+                aws_mode=args.aws,
             )
         # The baseline replays the first conversation's utterances and replies.
         first = runs[modes[0]]
