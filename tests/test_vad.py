@@ -22,6 +22,7 @@ from kiddolingo import vad
 from kiddolingo.vad import VadConfig, VadEvent, VadState, VadStep, feed, reset_idle, score_frames
 
 RATE = 24000
+KEPT = vad.DEFAULT_MAX_PAUSE_KEPT_MS
 BPS = 2 * RATE // 1000  # bytes per millisecond at 24 kHz
 
 
@@ -246,8 +247,8 @@ def test_one_utterance_exact_bytes_and_times() -> None:
     assert result.kinds == ["speech_started", "speech_stopped"]
     assert result.of("speech_started") == [500]
     assert result.of("speech_stopped") == [1500]
-    # prefix padding (300 ms) + speech + the silence window, up to the frame where it fired
-    assert result.utterances == [audio[ms(200) : ms(1500 + 1200)]]
+    # prefix padding (300 ms) + speech + the first KEPT ms of the closing silence
+    assert result.utterances == [audio[ms(200) : ms(1500 + KEPT)]]
 
 
 def test_speech_stopped_fires_when_silence_reaches_silence_duration() -> None:
@@ -268,13 +269,13 @@ def test_prefix_padding_length(prefix_ms: int) -> None:
     config = VadConfig(prefix_padding_ms=prefix_ms)
     audio = pcm(silence(800), tone(400), silence(1500))
     (utterance,) = run(audio, config).utterances
-    assert utterance == audio[ms(800 - prefix_ms) : ms(1200 + 1200)]
+    assert utterance == audio[ms(800 - prefix_ms) : ms(1200 + KEPT)]
 
 
 def test_prefix_padding_is_what_there_is_at_the_start_of_a_session() -> None:
     audio = pcm(silence(100), tone(400), silence(1500))
     (utterance,) = run(audio).utterances
-    assert utterance == audio[: ms(500 + 1200)]
+    assert utterance == audio[: ms(500 + KEPT)]
 
 
 def test_a_pause_of_800_ms_stays_inside_the_utterance() -> None:
@@ -282,7 +283,10 @@ def test_a_pause_of_800_ms_stays_inside_the_utterance() -> None:
     result = run(audio)
     assert result.kinds == ["speech_started", "speech_stopped"]
     assert result.of("speech_stopped") == [2300]
-    assert result.utterances == [audio[ms(200) : ms(2300 + 1200)]]
+    # the pause is shortened to its first KEPT ms, the closing silence too
+    assert result.utterances == [
+        audio[ms(200) : ms(1000 + KEPT)] + audio[ms(1800) : ms(2300 + KEPT)]
+    ]
 
 
 def test_nothing_is_emitted_between_utterances() -> None:
@@ -290,8 +294,8 @@ def test_nothing_is_emitted_between_utterances() -> None:
     result = run(audio)
     assert result.kinds == ["speech_started", "speech_stopped"] * 2
     assert result.of("speech_started") == [500, 3900]
-    first = audio[ms(200) : ms(900 + 1200)]
-    second = audio[ms(3600) : ms(4300 + 1200)]
+    first = audio[ms(200) : ms(900 + KEPT)]
+    second = audio[ms(3600) : ms(4300 + KEPT)]
     assert result.utterances == [first, second]
     assert bytes(result.audio) == first + second
 
@@ -422,7 +426,7 @@ def test_16_khz() -> None:
     audio = pcm(silence(500, 16000), tone(700, rate=16000), silence(1500, 16000))
     result = run(audio, config, chunk_bytes=3200)
     assert result.events == [VadEvent("speech_started", 500), VadEvent("speech_stopped", 1200)]
-    assert result.utterances == [audio[200 * 32 : 2400 * 32]]
+    assert result.utterances == [audio[200 * 32 : (1200 + KEPT) * 32]]
 
 
 def test_rate_mismatch_is_refused() -> None:

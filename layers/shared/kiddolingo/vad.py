@@ -102,6 +102,10 @@ DEFAULT_THRESHOLD = 0.3
 DEFAULT_PREFIX_PADDING_MS = 300
 DEFAULT_SILENCE_DURATION_MS = 1200
 DEFAULT_MIN_SPEECH_MS = 160
+#: Of every pause inside an utterance (and of the silence that ends it), only the first this
+#: many milliseconds become utterance audio: transcription needs no more, and the child's
+#: silence is neither stored, uploaded nor billed per second.
+DEFAULT_MAX_PAUSE_KEPT_MS = 400
 
 VadEventKind = Literal[
     "speech_started", "speech_stopped", "speculate", "speech_resumed", "idle_timeout"
@@ -137,6 +141,7 @@ class VadConfig:
     idle_timeout_ms: int | None = None
     speculative_fraction: float | None = None
     sample_rate: int = 24000
+    max_pause_kept_ms: int = DEFAULT_MAX_PAUSE_KEPT_MS
 
     def __post_init__(self) -> None:
         threshold = _number("threshold", self.threshold)
@@ -360,7 +365,8 @@ class VadStep:
 
     ``utterance_audio`` is the audio to append to the current utterance, whole frames in order:
     on ``speech_started`` the prefix padding and the candidate's audio, then every frame of the
-    utterance up to and including the one where ``speech_stopped`` fires. Audio between
+    utterance up to the one where ``speech_stopped`` fires, except the frames of a pause past its
+    first ``max_pause_kept_ms`` (a long pause is shortened, the closing silence too). Audio between
     utterances is never emitted. ``event_offsets[i]`` is the byte offset into ``utterance_audio``
     at which ``events[i]`` happened, so a chunk that ends one utterance and starts the next can be
     split: the bytes before a ``speech_stopped`` offset close the old utterance, and the bytes from
@@ -565,7 +571,8 @@ def feed(config: VadConfig, state: VadState, pcm: bytes) -> VadStep:
         ring += chunk
 
         if in_utterance:
-            out += chunk
+            if speech or end_ms - last_speech_end_ms <= config.max_pause_kept_ms:
+                out += chunk
             if speech:
                 if speculate_fired:
                     emit("speech_resumed", start_ms)
