@@ -142,3 +142,119 @@ def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> Non
     _state2, utt, writes = ingest.commit_manual(state, "s")
     assert utt is not None and utt.keys == tuple(k for k, _ in written) and writes == ()
     assert utt.tail == state.held and utt.nbytes == len(audio)
+
+
+def _in_utterance_state() -> ingest.AudioState:
+    """An utterance in progress: its newest audio held in the item, the VAD ring behind it."""
+    cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, None)
+    state = ingest.AudioState()
+    for seq, chunk in enumerate([b"\x00\x00" * 2400] * 5 + [_voiced(100)] * 9, start=1):
+        state = ingest.ingest(
+            state,
+            [(seq, chunk)],
+            session_id="s",
+            sample_rate=24000,
+            vad_cfg=cfg,
+            max_utterance_ms=30_000,
+        ).state
+    assert state.utterance is not None and state.held and state.vad is not None
+    return state
+
+
+def _stored(state: ingest.AudioState) -> dict:
+    """The connection item's audio attributes as ``_commit_audio`` writes them."""
+    vad_item, shared = state.vad_item()
+    return {"vad": vad_item, "hdup": shared, "hbuf": state.held, "hseq": state.held_seq}
+
+
+def test_the_ring_is_stored_once_when_it_is_the_end_of_the_held_audio() -> None:
+    state = _in_utterance_state()
+    assert state.vad is not None
+    item = _stored(state)
+    # the item does not carry the same audio twice: the ring's end is the held audio's end
+    assert item["hdup"] == min(len(state.vad.ring), len(state.held)) > 0
+    assert len(item["vad"]["ring"]) == len(state.vad.ring) - item["hdup"]
+    back = ingest.AudioState.from_connection(item)
+    assert back.vad == state.vad and back.held == state.held
+
+
+def test_a_ring_that_differs_from_the_held_audio_is_stored_whole() -> None:
+    from dataclasses import replace
+
+    state = _in_utterance_state()
+    assert state.vad is not None
+    other = replace(state, vad=replace(state.vad, ring=b"\x01\x02" * 100))
+    item = _stored(other)
+    assert item["hdup"] == 0 and item["vad"]["ring"] == b"\x01\x02" * 100
+    assert ingest.AudioState.from_connection(item).vad == other.vad
+
+
+def test_an_ended_utterance_takes_its_newest_audio_along_in_memory() -> None:
+    """The append that ends an utterance writes nothing to S3: the audio still held in the item
+    is the committed utterance's ``tail``; with no turn to run here it becomes an S3 object."""
+    cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, None)
+    state = ingest.AudioState()
+    written: list[tuple[str, bytes]] = []
+    frames = [b"\x00\x00" * 2400] * 5 + [_voiced(100)] * 12 + [b"\x00\x00" * 2400] * 14
+    ended = None
+    for seq, chunk in enumerate(frames, start=1):
+        result = ingest.ingest(
+            state,
+            [(seq, chunk)],
+            session_id="s",
+            sample_rate=24000,
+            vad_cfg=cfg,
+            max_utterance_ms=30_000,
+        )
+        written += result.writes
+        state = result.state
+        if result.committed:
+            (ended,) = result.committed
+            assert result.writes == ()
+    assert ended is not None and ended.tail and not state.held
+    assert ended.keys == tuple(k for k, _ in written)
+    audio = b"".join(d for _, d in written) + ended.tail
+    assert ended.nbytes == len(audio) and audio.find(_voiced(100) * 12) >= 0
+    # the closing silence is shortened to the first max_pause_kept_ms
+    kept = 2 * 24 * cfg.max_pause_kept_ms
+    assert audio.endswith(b"\x00\x00" * (kept // 2)) and not audio.endswith(b"\x00" * (kept + 2))
+    persisted, writes = ended.tail_write("s")
+    ((key, data),) = writes
+    assert data == ended.tail and persisted.keys == (*ended.keys, key) and not persisted.tail
+
+
+def test_a_speculation_takes_the_held_audio_along_and_it_stays_held() -> None:
+    cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, 0.08)
+    state = ingest.AudioState()
+    written: list[tuple[str, bytes]] = []
+    spec = None
+    for seq, chunk in enumerate(
+        [b"\x00\x00" * 2400] * 5 + [_voiced(100)] * 10 + [b"\x00\x00" * 2400] * 2, start=1
+    ):
+        result = ingest.ingest(
+            state,
+            [(seq, chunk)],
+            session_id="s",
+            sample_rate=24000,
+            vad_cfg=cfg,
+            max_utterance_ms=30_000,
+        )
+        if result.speculate is not None:
+            spec, before = result.speculate, list(written)
+        written += result.writes
+        state = result.state
+    assert spec is not None and spec.tail
+    # what the speculation reads (S3 objects, then its tail) is the utterance so far, exactly
+    assert spec.keys == tuple(k for k, _ in before)
+    so_far = b"".join(d for _, d in before) + spec.tail
+    assert len(so_far) == spec.nbytes
+    assert (b"".join(d for _, d in written) + state.held).startswith(so_far)
+
+
+def test_turns_per_minute_is_a_sliding_window() -> None:
+    from kiddolingo.service import admit_turns
+
+    # the turn of 0 ms has left the window; one more fits, the next does not
+    assert admit_turns([0, 10_000], 61_000, 2, 2) == ([True, False], [10_000, 61_000])
+    assert admit_turns([], 5, 1, 1) == ([True], [5])
+    assert admit_turns([1, 2, 3], 4, 3, 1) == ([False], [1, 2, 3])

@@ -266,9 +266,7 @@ class Tutor:
                 conn.get("spec") or {}, result, cfg.create_response
             )
             turns = (
-                [u for u in result.committed if u.id not in released]
-                if cfg.create_response
-                else []
+                [u for u in result.committed if u.id not in released] if cfg.create_response else []
             )
             # Turns per minute, decided in this same write (no extra call on the turn's path).
             admitted, window, window_cond = self._turn_window(conn, len(turns))
@@ -1047,9 +1045,7 @@ def _speculation_changes(
     return sets, removes, released, start
 
 
-def admit_turns(
-    window: list[int], now_ms: int, limit: int, n: int
-) -> tuple[list[bool], list[int]]:
+def admit_turns(window: list[int], now_ms: int, limit: int, n: int) -> tuple[list[bool], list[int]]:
     """A sliding window of turn start times (ms): which of ``n`` turns starting at ``now_ms``
     fit ``limit`` turns a minute, and the window after them."""
     recent = [t for t in window if now_ms - t < 60_000]

@@ -118,13 +118,19 @@ class SpeculationGate:
         self.released = False
         self.decided = False
         self._created = time.monotonic()
+        self._due = asyncio.Event()
+
+    def ask_now(self) -> None:
+        """Stop sleeping until the verdict is due: the turn has audio ready to post."""
+        self._due.set()
 
     async def wait(self) -> bool:
         if self.decided:
             return self.released
         store, conn_id = self.store, self.connection_id
         deadline = self._created + self.timeout_s
-        await asyncio.sleep(max(0.0, self.due_at - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._due.wait(), max(0.0, self.due_at - time.monotonic()))
         while True:
             item = await asyncio.to_thread(store.speculation_state, conn_id)
             if item is None:
@@ -170,7 +176,10 @@ class GatedPoster(MessengerPoster):
         self.buffer.append(event)
         if self._verdict is None:
             self._verdict = asyncio.create_task(self._decide())
-        if event["type"] == "response.output_audio.delta" and not await self.settle():
+        if event["type"] != "response.output_audio.delta":
+            return
+        self.gate.ask_now()
+        if not await self.settle():
             from .turn import Cancelled
 
             raise Cancelled("speculation_discarded")
