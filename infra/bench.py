@@ -904,7 +904,7 @@ def run_conversation(
     *,
     mode: str,
     first_turn: int = 0,
-    aws_mode: str = "process",
+    aws_mode: str = "inprocess",
 ) -> dict[str, Any]:
     """One scripted conversation; ``mode`` ``streaming`` turns the speculative turn off
     (``SPECULATIVE_FRACTION=0``), ``speculative`` keeps the deployed setting. ``aws_mode``
@@ -1373,6 +1373,7 @@ def figures(
         "load_average_start": [round(x, 2) for x in getattr(args, "load_start", ())],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "quick": bool(args.quick),
+        "aws": args.aws,
         "profile": _profile_dict(profile),
         "silence_ms": args.silence_ms,
         "speech_source": sorted({t.source for t in turns}),
@@ -1540,7 +1541,8 @@ def table(f: dict[str, Any]) -> str:
     tgt = f["targets"]
     head = (
         f"KiddoLingo Voice benchmark · {f['date']} · {f['turns_measured']}/{f['turns']} turns · "
-        f"speech: {', '.join(f['speech_source'])} · load {f['load_average_start'][:1]}\n"
+        f"speech: {', '.join(f['speech_source'])} · load {f['load_average_start'][:1]} · "
+        f"AWS: moto {'in this process' if f['aws'] == 'inprocess' else 'in its own process'}\n"
         f"profile: transcription {p['transcription_ms']:g} ms, chat first token "
         f"{p['chat_first_token_ms']:g} ms then {('∞' if tps is None else f'{tps:g}')} tok/s, "
         f"speech first byte {p['speech_first_byte_ms']:g} ms "
@@ -1780,10 +1782,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--aws",
-        choices=("process", "inprocess"),
-        default="process",
-        help="moto in its own process (AWS as a network service, as Lambda sees it), or "
-        "mock_aws in the benchmark's process (every AWS call costs CPU under its GIL)",
+        choices=("inprocess", "process"),
+        default="inprocess",
+        help="mock_aws in the benchmark's process (every AWS call costs CPU under its GIL; "
+        "the CPU figure subtracts it), or moto in its own process (AWS calls are waits, as "
+        "Lambda sees them; the CPU figure then includes botocore's HTTP path)",
     )
     parser.add_argument("--import-runs", type=int, default=None, help="fresh interpreters each")
     parser.add_argument(

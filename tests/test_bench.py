@@ -198,7 +198,8 @@ def test_the_floor_follows_the_first_sentence_of_the_reply() -> None:
 
 
 @pytest.mark.slow
-def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path) -> None:
+@pytest.mark.parametrize("aws", ["inprocess", "process"])
+def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path, aws: str) -> None:
     from infra.bench import FIGURE_KEYS
 
     out_json = tmp_path / "bench.json"
@@ -206,7 +207,7 @@ def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path) -> None:
     for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         env.pop(var, None)
     done = subprocess.run(
-        [sys.executable, "-m", "infra.bench", "--quick"],
+        [sys.executable, "-m", "infra.bench", "--quick", "--aws", aws],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -217,6 +218,7 @@ def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert "voice-to-voice" in done.stdout and "AWS calls per append" in done.stdout
 
     figures = json.loads(out_json.read_text())
+    assert figures["aws"] == aws
     missing = [key for key in FIGURE_KEYS if key not in figures]
     assert not missing, missing
     for key in FIGURE_KEYS:
