@@ -902,7 +902,7 @@ class Tutor:
             raise ConnectionGoneError(self.connection_id)
 
     async def _apologize_for(
-        self, exc: Any, cfg: SessionConfig, providers: Any, poster: MessengerPoster | None = None
+        self, exc: Any, cfg: SessionConfig, providers: Any, poster: MessengerPoster
     ) -> None:
         """A turn that failed before the reply: the apology alone, outside the history."""
         from .turn import TurnRequest, TurnRunner
@@ -912,7 +912,7 @@ class Tutor:
             chat=providers.chat,
             speech=providers.speech,
             moderator=None,
-            poster=poster or MessengerPoster(self.messenger),
+            poster=poster,
             control=StoreResponseControl(self.store, self.connection_id, response_id),
             deadline_s=self.settings.turn_deadline_s,
         )
