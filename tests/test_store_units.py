@@ -110,15 +110,14 @@ def _voiced(ms: int, rate: int = 24000) -> bytes:
     return (x / np.max(np.abs(x)) * 3000).astype("<i2").tobytes()
 
 
-def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> None:
-    """The append posting speech_started makes no S3 write (≤ 3 AWS calls): its prefix and
-    first speech wait in the item and go out with the next append's audio, nothing lost."""
-    cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, None)
+SILENT = b"\x00\x00" * 2400  # 100 ms at 24 kHz
+
+
+def each_append(frames: list[bytes], fraction: float | None = None):
+    """Ingest ``frames`` one append at a time, as the handler does: yields each result."""
+    cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, fraction)
     state = ingest.AudioState()
-    silence = b"\x00\x00" * 2400
-    written: list[tuple[str, bytes]] = []
-    started_at = None
-    for seq, chunk in enumerate([silence] * 5 + [_voiced(100)] * 6, start=1):
+    for seq, chunk in enumerate(frames, start=1):
         result = ingest.ingest(
             state,
             [(seq, chunk)],
@@ -127,8 +126,18 @@ def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> Non
             vad_cfg=cfg,
             max_utterance_ms=30_000,
         )
+        yield result
+        state = result.state
+
+
+def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> None:
+    """The append posting speech_started makes no S3 write (≤ 3 AWS calls): its prefix and
+    first speech wait in the item and go out with the next append's audio, nothing lost."""
+    written: list[tuple[str, bytes]] = []
+    started_at = None
+    for result in each_append([SILENT] * 5 + [_voiced(100)] * 6):
         if result.speech_started:
-            started_at = seq
+            started_at = result.processed[0]
             assert result.writes == () and result.state.held
         written += result.writes
         state = result.state
@@ -146,17 +155,8 @@ def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> Non
 
 def _in_utterance_state() -> ingest.AudioState:
     """An utterance in progress: its newest audio held in the item, the VAD ring behind it."""
-    cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, None)
-    state = ingest.AudioState()
-    for seq, chunk in enumerate([b"\x00\x00" * 2400] * 5 + [_voiced(100)] * 9, start=1):
-        state = ingest.ingest(
-            state,
-            [(seq, chunk)],
-            session_id="s",
-            sample_rate=24000,
-            vad_cfg=cfg,
-            max_utterance_ms=30_000,
-        ).state
+    for result in each_append([SILENT] * 5 + [_voiced(100)] * 9):
+        state = result.state
     assert state.utterance is not None and state.held and state.vad is not None
     return state
 
@@ -193,19 +193,9 @@ def test_an_ended_utterance_takes_its_newest_audio_along_in_memory() -> None:
     """The append that ends an utterance writes nothing to S3: the audio still held in the item
     is the committed utterance's ``tail``; with no turn to run here it becomes an S3 object."""
     cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, None)
-    state = ingest.AudioState()
     written: list[tuple[str, bytes]] = []
-    frames = [b"\x00\x00" * 2400] * 5 + [_voiced(100)] * 12 + [b"\x00\x00" * 2400] * 14
     ended = None
-    for seq, chunk in enumerate(frames, start=1):
-        result = ingest.ingest(
-            state,
-            [(seq, chunk)],
-            session_id="s",
-            sample_rate=24000,
-            vad_cfg=cfg,
-            max_utterance_ms=30_000,
-        )
+    for result in each_append([SILENT] * 5 + [_voiced(100)] * 12 + [SILENT] * 14):
         written += result.writes
         state = result.state
         if result.committed:
@@ -224,21 +214,9 @@ def test_an_ended_utterance_takes_its_newest_audio_along_in_memory() -> None:
 
 
 def test_a_speculation_takes_the_held_audio_along_and_it_stays_held() -> None:
-    cfg = ingest.vad_config(dict(CHILD_VAD_DEFAULTS), 24000, 0.08)
-    state = ingest.AudioState()
     written: list[tuple[str, bytes]] = []
     spec = None
-    for seq, chunk in enumerate(
-        [b"\x00\x00" * 2400] * 5 + [_voiced(100)] * 10 + [b"\x00\x00" * 2400] * 2, start=1
-    ):
-        result = ingest.ingest(
-            state,
-            [(seq, chunk)],
-            session_id="s",
-            sample_rate=24000,
-            vad_cfg=cfg,
-            max_utterance_ms=30_000,
-        )
+    for result in each_append([SILENT] * 5 + [_voiced(100)] * 10 + [SILENT] * 2, 0.08):
         if result.speculate is not None:
             spec, before = result.speculate, list(written)
         written += result.writes

@@ -28,20 +28,20 @@ from .store import SessionStore
 # service validates them anyway) and the User-Agent rebuilt from a dozen metadata components
 # (a fixed one instead).
 _USER_AGENT = f"kiddolingo-voice botocore/{botocore.__version__}"
-_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=5,
-    retries={"max_attempts": 3, "mode": "standard"},
-    parameter_validation=False,
-    user_agent=_USER_AGENT,
-)
-_POST_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=3,
-    retries={"max_attempts": 2, "mode": "standard"},
-    parameter_validation=False,
-    user_agent=_USER_AGENT,
-)
+
+
+def _config(read_timeout: int, max_attempts: int) -> Config:
+    return Config(
+        connect_timeout=2,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        parameter_validation=False,
+        user_agent=_USER_AGENT,
+    )
+
+
+_CONFIG = _config(read_timeout=5, max_attempts=3)
+_POST_CONFIG = _config(read_timeout=3, max_attempts=2)
 _lock = threading.Lock()
 
 
