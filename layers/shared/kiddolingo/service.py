@@ -815,6 +815,11 @@ class Tutor:
                 await asyncio.shield(unclaim())
                 raise
             transcription_ms = (time.monotonic() - t0) * 1000
+            if isinstance(poster, GatedPoster) and await poster.gate.poll() is False:
+                # The child went on speaking while this pause was transcribed: stop before
+                # paying for the chat and the speech (nothing was posted or stored).
+                self._speculation_missed(response_id, item_id, user_text, transcription_ms)
+                return
             await poster.post(
                 server_event(
                     "conversation.item.input_audio_transcription.completed",
@@ -932,6 +937,21 @@ class Tutor:
         emit_turn_metrics(self.last_turn)
         if self.last_turn.reason == "connection_gone":
             raise ConnectionGoneError(self.connection_id)
+
+    def _speculation_missed(
+        self, response_id: str, item_id: str, user_text: str, transcription_ms: float
+    ) -> None:
+        """The metrics of a speculation discarded before its reply began."""
+        from .metrics import emit_turn_metrics
+        from .turn import TurnOutcome
+
+        outcome = TurnOutcome(
+            response_id, item_id, "cancelled", "speculation_discarded", user_text=user_text
+        )
+        outcome.timings.transcription_ms = transcription_ms
+        outcome.timings.speech_end_at = self._speech_end_at
+        self.last_turn = outcome
+        emit_turn_metrics(outcome, speculative="miss")
 
     def _providers(self) -> Any:
         if self._providers_factory is not None:

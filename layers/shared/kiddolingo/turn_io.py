@@ -33,9 +33,13 @@ class StoreResponseControl:
         self.gate = gate
 
     async def state(self) -> str:
-        if self.gate is not None and not self.gate.released:
-            # Before its verdict a speculation posts nothing, so there is nothing to stop.
-            return "cancelled" if self.gate.decided else "active"
+        gate = self.gate
+        if gate is not None and not gate.claimed:
+            # Before its verdict a speculation posts nothing: it only asks whether the child
+            # went on speaking (then it stops paying for chat and speech).
+            if not gate.decided:
+                await gate.poll()
+            return "cancelled" if gate.decided and not gate.released else "active"
         return await asyncio.to_thread(
             self.store.response_state, self.connection_id, self.response_id
         )
@@ -117,12 +121,35 @@ class SpeculationGate:
         self.timeout_s = silence_ms / 1000 + 5.0
         self.released = False
         self.decided = False
+        #: Set once a released speculation holds the connection's response slot.
+        self.claimed = False
         self._created = time.monotonic()
         self._due = asyncio.Event()
 
     def ask_now(self) -> None:
         """Stop sleeping until the verdict is due: the turn has audio ready to post."""
         self._due.set()
+
+    def _verdict_of(self, item: dict[str, Any] | None) -> bool | None:
+        if item is None:
+            return False  # the connection is gone
+        if item.get("spec_rel") == self.spec_id:
+            return True
+        if (item.get("spec") or {}).get("id") != self.spec_id:
+            return False  # the child went on speaking (or a newer pause took over)
+        return None
+
+    async def poll(self) -> bool | None:
+        """One look now, before the verdict is due: ``False`` once the child went on speaking
+        (the turn stops paying for chat and speech), ``True`` released, ``None`` not yet."""
+        if self.decided:
+            return self.released
+        item = await asyncio.to_thread(self.store.speculation_state, self.connection_id)
+        verdict = self._verdict_of(item)
+        if verdict is not None and not self.decided:
+            self.released, self.decided = verdict, True
+            self._due.set()
+        return verdict
 
     async def wait(self) -> bool:
         if self.decided:
@@ -131,14 +158,13 @@ class SpeculationGate:
         deadline = self._created + self.timeout_s
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._due.wait(), max(0.0, self.due_at - time.monotonic()))
-        while True:
+        while not self.decided:
             item = await asyncio.to_thread(store.speculation_state, conn_id)
-            if item is None:
-                break
-            if item.get("spec_rel") == self.spec_id:
-                self.released = True
-                break
-            if (item.get("spec") or {}).get("id") != self.spec_id:
+            if self.decided:
+                break  # a poll() decided meanwhile
+            verdict = self._verdict_of(item)
+            if verdict is not None:
+                self.released = verdict
                 break
             if time.monotonic() > deadline:
                 # No verdict: withdraw, unless the release lands at this very moment.
@@ -200,6 +226,7 @@ class GatedPoster(MessengerPoster):
         if self.on_release is not None:
             claim, self.on_release = self.on_release, None
             await asyncio.to_thread(claim)
+        self.gate.claimed = True
         # Queued in one go (no await in between): later posts cannot overtake them.
         held, self.buffer = self.buffer, []
         for event in held:
