@@ -15,7 +15,7 @@ until the tutor's reply is done. Every append is its own invocation, started fro
 thread on the 100 ms clock, so the sender keeps its pace while the invocation that ends the
 utterance (or prepares the answer during the pause) runs the turn inline. Posts are captured
 message by message by a botocore ``before-call`` hook (moto concatenates them), which also
-counts every AWS call of every invocation; ``kiddolingo.runtime.run`` is watched to know which
+counts every AWS call of every invocation; ``kiddolingo.runtime.submit`` is watched to know which
 invocations ran a turn. The container is warm (the provider SDK loaded, its connections open);
 what the first turn of a fresh container pays on top is measured on its own.
 
@@ -422,7 +422,7 @@ class Invocation:
     moto_cpu_ms: float = 0.0
     wall_ms: float = 0.0
     error: Any = None
-    #: It ran a turn (``kiddolingo.runtime.run``): an ordinary or a speculative one.
+    #: It ran a turn (``kiddolingo.runtime.submit``): an ordinary or a speculative one.
     ran_turn: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -599,22 +599,22 @@ def _tap_turns(sink: Callable[[Any], None]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _tap_runtime() -> Iterator[None]:
-    """Mark the invocation that runs a turn (the only caller of ``kiddolingo.runtime.run``)."""
+    """Mark the invocation that runs a turn (the only caller of ``kiddolingo.runtime.submit``)."""
     from kiddolingo import runtime
 
-    original = runtime.run
+    original = runtime.submit
 
-    def run(coro: Any) -> Any:
+    def submit(coro: Any) -> Any:
         inv = _CURRENT.get()
         if inv is not None:
             inv.ran_turn = True
         return original(coro)
 
-    runtime.run = run
+    runtime.submit = submit
     try:
         yield
     finally:
-        runtime.run = original
+        runtime.submit = original
 
 
 @contextlib.contextmanager

@@ -96,3 +96,33 @@ def test_a_speculation_is_discarded_when_the_child_goes_on(speculative, stack, f
     speech = fake_openai.requests("audio/speech")
     finished = [s for s in speech if s.finished]
     assert len(speech) - len(finished) <= 2
+
+
+def test_a_speculation_whose_write_lost_a_race_is_called_off(
+    speculative, stack, fake_openai
+) -> None:
+    """The speculation starts before its append's write lands; when that write loses a race,
+    the speculation is called off (it never posts) and the retry speculates anew: the child
+    gets one answer, prepared in the pause."""
+    from tests.test_faults import inject_conflicts
+
+    def marks_speculation(body: dict) -> bool:
+        return (
+            body["Key"]["pk"]["S"].startswith("conn#")
+            and "spec" in (body.get("ExpressionAttributeNames") or {}).values()
+        )
+
+    start_vad(stack)
+    conflicts = inject_conflicts(marks_speculation, times=1)
+    deliver_in_real_time(stack, [SILENCE] * 3 + chunks(speak("I like cats.")) + [SILENCE] * 16)
+
+    assert conflicts.raised == 1
+    events = stack.recorder.events(CONN)
+    types = [e["type"] for e in events]
+    assert types.count("response.created") == 1 and types[-1] == "response.done"
+    assert events[-1]["response"]["status"] == "completed"
+    assert types.count("conversation.item.input_audio_transcription.completed") == 1
+    assert [e for e in events if e["type"] == "error"] == []
+    assert stack.audio_keys() == []
+    # the called-off speculation went no further than its transcription: one chat request
+    assert len(fake_openai.requests("chat")) == 1

@@ -9,6 +9,7 @@ background thread, which also lets the local gateway call handlers from many thr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -30,6 +31,11 @@ def _get_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coro`` on the process loop; its future can be waited for from any thread."""
+    return asyncio.run_coroutine_threadsafe(coro, _get_loop())
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the process loop and wait for its result."""
-    return asyncio.run_coroutine_threadsafe(coro, _get_loop()).result()
+    return submit(coro).result()

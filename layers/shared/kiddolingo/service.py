@@ -8,6 +8,7 @@ and ``turn``; this module sequences the I/O around them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -58,6 +59,16 @@ MAX_APPEND_ATTEMPTS = 40
 MAX_PARKED_BYTES = 160 * 1024
 #: How long a commit or truncate waits for in-flight appends / the turn to settle.
 SETTLE_WAIT_S = 1.5
+
+
+@dataclass
+class StartedTurn:
+    """A turn running on the process loop (``Tutor.start_turn``)."""
+
+    future: concurrent.futures.Future[None]
+    gate: SpeculationGate | None
+    session_id: str
+    utterance: ingestlib.Utterance | None
 
 
 @dataclass
@@ -186,7 +197,7 @@ class Tutor:
         own: bytes | None = pcm  # None once our chunk is processed (we may go on closing gaps)
         limited: ProtocolError | None = None
         to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, bool]] = []
-        speculation: tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, str] | None = None
+        speculation: StartedTurn | None = None
         end_at: dict[str, float] = {}
         #: Events held back for the turn to post while it reads the audio (order kept).
         deferred: list[dict[str, Any]] = []
@@ -265,6 +276,18 @@ class Tutor:
             extra_sets, extra_removes, released, spec_start = _speculation_changes(
                 conn.get("spec") or {}, result, cfg.create_response
             )
+            prestarted: StartedTurn | None = None
+            if spec_start is not None and result.speculate is not None:
+                # The speculation starts reading and transcribing while this write is on its
+                # way: it posts nothing before its verdict, and a lost write calls it off.
+                end_ms = result.speculate.end_ms or 0
+                prestarted = self.start_turn(
+                    conn,
+                    cfg,
+                    result.speculate,
+                    speculative=spec_start,
+                    speech_end_at=time.monotonic() - (result.state.audio_ms - end_ms) / 1000,
+                )
             turns = (
                 [u for u in result.committed if u.id not in released] if cfg.create_response else []
             )
@@ -284,6 +307,7 @@ class Tutor:
                     extra_condition=window_cond,
                 )
             except ConflictError as exc:
+                self.cancel_turn(prestarted)
                 # The item comes with the lost race (re-read only if the store did not send it).
                 latest = exc.item or self.store.get_connection(self.connection_id)
                 if not latest:
@@ -325,8 +349,9 @@ class Tutor:
                 (u.id, heard_at - (result.state.audio_ms - (u.end_ms or 0)) / 1000)
                 for u in (*result.committed, *([result.speculate] if result.speculate else []))
             )
-            if spec_start is not None and result.speculate is not None:
-                speculation = (conn, cfg, result.speculate, spec_start)
+            if prestarted is not None:
+                self.cancel_turn(speculation)  # a newer pause of this invocation took over
+                speculation = prestarted
             if own is None:
                 break
             conn = self.store.get_connection(self.connection_id) or {}  # after a skipped gap
@@ -346,9 +371,7 @@ class Tutor:
             )
         for ev in deferred:  # only when no turn took them (never, as the loop is written)
             self.post(ev)
-        if speculation is not None:
-            conn_, cfg_, utt, spec_id = speculation
-            self.run_turn(conn_, cfg_, utt, speculative=spec_id, speech_end_at=end_at.get(utt.id))
+        self.finish_turn(speculation)
         if limited is not None:  # after the turns: a 410 here must not orphan their audio
             self.post(error_from(limited))
 
@@ -639,11 +662,35 @@ class Tutor:
         ``admitted``: the turns-per-minute verdict when the caller already took it (the append
         that ends an utterance does, in its own write); ``announce``: events of the caller still
         to post first (``speech_stopped``, ``committed``), posted while the audio is read."""
+        self.finish_turn(
+            self.start_turn(
+                conn,
+                cfg,
+                utt,
+                speculative=speculative,
+                speech_end_at=speech_end_at,
+                admitted=admitted,
+                announce=announce,
+            )
+        )
+
+    def start_turn(
+        self,
+        conn: dict[str, Any],
+        cfg: SessionConfig,
+        utt: ingestlib.Utterance | None,
+        *,
+        speculative: str | None = None,
+        speech_end_at: float | None = None,
+        admitted: bool | None = None,
+        announce: tuple[dict[str, Any], ...] = (),
+    ) -> StartedTurn | None:
+        """Start a turn on the process loop (``run_turn``'s first half); ``None``: refused."""
         from . import runtime
 
-        silence_ms = int((cfg.turn_detection or {}).get("silence_duration_ms") or 1200)
         gate = None
         if speculative:
+            silence_ms = int((cfg.turn_detection or {}).get("silence_duration_ms") or 1200)
             # The speculation started when the pause reached the fraction of the window: its
             # verdict is due when the rest of the window has passed (less a little slack).
             fraction = self.settings.speculative_fraction or 0.0
@@ -665,21 +712,48 @@ class Tutor:
                         error_type="rate_limit_error",
                     )
                 )
-                return  # no turn; its audio is still deleted below
-            runtime.run(
-                self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic(), announce)
-            )
+                self._delete_audio(conn["sid"], utt)  # no turn; its audio goes all the same
+                return None
+        except ConnectionGoneError:
+            self.disconnect()
+            self._delete_audio(conn["sid"], utt)
+            return None
+        future = runtime.submit(
+            self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic(), announce)
+        )
+        return StartedTurn(future, gate, conn["sid"], utt)
+
+    def finish_turn(self, turn: StartedTurn | None) -> None:
+        """Wait for a started turn; clean up after it (``run_turn``'s second half)."""
+        if turn is None:
+            return
+        try:
+            turn.future.result()
         except ConnectionGoneError:
             # 410 mid-turn: clean up *this* connection (item, open utterance); the session
             # stays for a resume.
             self.disconnect()
         finally:
             # A discarded speculation's utterance goes on: its audio stays.
-            if utt is not None and (gate is None or gate.released):
-                try:
-                    self.chunks.delete_prefix(utterance_prefix(conn["sid"], utt.id))
-                except Exception:  # the lifecycle rule is the backstop
-                    log.exception("could not delete the utterance audio")
+            if turn.gate is None or turn.gate.released:
+                self._delete_audio(turn.session_id, turn.utterance)
+
+    @staticmethod
+    def cancel_turn(turn: StartedTurn | None) -> None:
+        """Call off a speculation whose append lost its write (its marker never landed)."""
+        if turn is None:
+            return
+        if turn.gate is not None:
+            turn.gate.call_off()
+        turn.future.cancel()
+
+    def _delete_audio(self, session_id: str, utt: ingestlib.Utterance | None) -> None:
+        if utt is None:
+            return
+        try:
+            self.chunks.delete_prefix(utterance_prefix(session_id, utt.id))
+        except Exception:  # the lifecycle rule is the backstop
+            log.exception("could not delete the utterance audio")
 
     def _admit_turn(self) -> bool:
         """Turns per minute: a sliding window of turn start times (ms) on the connection item.

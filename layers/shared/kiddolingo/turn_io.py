@@ -126,6 +126,11 @@ class SpeculationGate:
         self._created = time.monotonic()
         self._due = asyncio.Event()
 
+    def call_off(self) -> None:
+        """Discard this speculation here and now (its marker was never written)."""
+        self.released, self.decided = False, True
+        self._due.set()
+
     def ask_now(self) -> None:
         """Stop sleeping until the verdict is due: the turn has audio ready to post."""
         self._due.set()
