@@ -318,6 +318,7 @@ def ingest(
                 )
             elif ev.kind == "speech_resumed":
                 resumed = True
+                speculate = None  # the pause ended within this very run: nothing to prepare
         if audio:
             if utt is None:  # speech carrying on after a forced commit: a new item
                 utt = _new_utterance(session_id, vad_state.position_ms)
