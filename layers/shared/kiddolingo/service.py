@@ -649,30 +649,10 @@ class Tutor:
         conn: dict[str, Any],
         cfg: SessionConfig,
         utt: ingestlib.Utterance | None,
-        *,
-        speculative: str | None = None,
-        speech_end_at: float | None = None,
-        admitted: bool | None = None,
-        announce: tuple[dict[str, Any], ...] = (),
+        **options: Any,
     ) -> None:
-        """Run a turn inline. ``speculative``: the id of a speculation started in the pause;
-        nothing is posted until the append that ends the utterance releases it, and all of it
-        is dropped (streams closed, nothing stored) if the child goes on speaking.
-
-        ``admitted``: the turns-per-minute verdict when the caller already took it (the append
-        that ends an utterance does, in its own write); ``announce``: events of the caller still
-        to post first (``speech_stopped``, ``committed``), posted while the audio is read."""
-        self.finish_turn(
-            self.start_turn(
-                conn,
-                cfg,
-                utt,
-                speculative=speculative,
-                speech_end_at=speech_end_at,
-                admitted=admitted,
-                announce=announce,
-            )
-        )
+        """Run a turn inline: ``start_turn`` (its options) and ``finish_turn``."""
+        self.finish_turn(self.start_turn(conn, cfg, utt, **options))
 
     def start_turn(
         self,
@@ -685,7 +665,14 @@ class Tutor:
         admitted: bool | None = None,
         announce: tuple[dict[str, Any], ...] = (),
     ) -> StartedTurn | None:
-        """Start a turn on the process loop (``run_turn``'s first half); ``None``: refused."""
+        """Start a turn on the process loop; ``None``: refused (turns per minute).
+
+        ``speculative``: the id of a speculation started in the pause; nothing is posted until
+        the append that ends the utterance releases it, and all of it is dropped (streams closed,
+        nothing stored) if the child goes on speaking. ``admitted``: the turns-per-minute verdict
+        when the caller already took it (the append that ends an utterance does, in its own
+        write); ``announce``: events of the caller still to post first (``speech_stopped``,
+        ``committed``), posted while the audio is read."""
         from . import runtime
 
         gate = None
