@@ -969,14 +969,12 @@ def run_conversation(
     fake.reset()
     fake.set_latency(profile)
 
-    aws_context: Any
+    aws_context = contextlib.ExitStack()
     if aws_mode == "process":
         from infra.moto_process import moto_process
 
-        aws_context = contextlib.ExitStack()
         env["AWS_ENDPOINT_URL"] = aws_context.enter_context(moto_process())
     else:
-        aws_context = contextlib.ExitStack()
         aws_context.enter_context(mock_aws())
         aws_context.enter_context(_serialized_moto())
     with aws_context, _environment(env):

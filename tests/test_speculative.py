@@ -98,12 +98,13 @@ def test_a_speculation_is_discarded_when_the_child_goes_on(speculative, stack, f
     assert len(speech) - len(finished) <= 2
 
 
-def test_a_speculation_whose_write_lost_a_race_is_called_off(
+def test_a_lost_race_on_the_speculating_write_still_gives_one_answer(
     speculative, stack, fake_openai
 ) -> None:
-    """The speculation starts before its append's write lands; when that write loses a race,
-    the speculation is called off (it never posts) and the retry speculates anew: the child
-    gets one answer, prepared in the pause."""
+    """The speculation starts before its append's write lands; that write loses a race, the
+    retry speculates anew: the child gets exactly one answer, prepared in the pause, and the
+    first speculation never posts nor reaches the chat model. (That ``call_off`` stops it at
+    once, without a read, is tested in ``tests/test_turn_io.py``.)"""
     from tests.test_faults import inject_conflicts
 
     def marks_speculation(body: dict) -> bool:

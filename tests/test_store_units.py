@@ -84,9 +84,9 @@ def test_manual_ingest_keeps_every_sample_in_order() -> None:
     ((key, data),) = result.writes
     assert data == b"".join(c for _, c in chunks)
     assert result.state.next_seq == 6 and result.state.audio_ms == 500
-    state2, utt, writes = ingest.commit_manual(result.state, "sess_x")
-    assert writes == ()
+    state2, utt = ingest.commit_manual(result.state)
     assert utt is not None and utt.keys == (key,) and state2.utterance is None
+    assert utt.tail == b"" and utt.nbytes == len(data)  # all of it already in S3
 
 
 def test_vad_ingest_stores_nothing_for_silence() -> None:
@@ -148,8 +148,8 @@ def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> Non
     # the audio is contiguous: the prefix padding, then every voiced sample since
     audio = b"".join(data for _, data in written) + state.held
     assert audio.endswith(_voiced(100) * (11 - started_at))
-    _state2, utt, writes = ingest.commit_manual(state, "s")
-    assert utt is not None and utt.keys == tuple(k for k, _ in written) and writes == ()
+    _state2, utt = ingest.commit_manual(state)
+    assert utt is not None and utt.keys == tuple(k for k, _ in written)
     assert utt.tail == state.held and utt.nbytes == len(audio)
 
 

@@ -158,3 +158,23 @@ def test_a_lost_conditional_write_brings_the_item_along(stack) -> None:
     with pytest.raises(ConflictError) as gone:
         store.update_connection("c-race", "SET seq = :n", {":n": 1}, item_on_conflict=True)
     assert gone.value.item is None  # the connection is gone
+
+
+def test_a_called_off_speculation_is_discarded_at_once_without_a_read() -> None:
+    async def main() -> tuple[float, FakeSpecStore, list[str]]:
+        store = FakeSpecStore("spec1", release_at=None)  # the marker says "still pausing"
+        gate = SpeculationGate(store, "c1", "spec1", 1200, due_in_s=5.0)  # type: ignore[arg-type]
+        messenger = SlowMessenger(delay_s=0.0)
+        poster = GatedPoster(messenger, gate)
+        await poster.post({"type": "response.created"})  # the verdict task sleeps until due
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        gate.call_off()
+        assert await poster.settle() is False
+        waited = time.monotonic() - t0
+        await poster.flush()
+        await poster.aclose()
+        return waited, store, messenger.posted
+
+    waited, store, posted = asyncio.run(main())
+    assert waited < 0.5 and store.reads == 0 and posted == []

@@ -76,6 +76,12 @@ class Utterance:
     tail: bytes = field(default=b"", repr=False, compare=False)
     tail_seq: int = 0
 
+    def until(self, end_ms: int, tail: bytes, tail_seq: int) -> Utterance:
+        """The utterance up to ``end_ms``: its S3 objects, then ``tail`` (not in S3) in memory."""
+        return replace(
+            self, end_ms=end_ms, tail=tail, tail_seq=tail_seq, nbytes=self.nbytes + len(tail)
+        )
+
     def tail_write(self, session_id: str) -> tuple[Utterance, tuple[tuple[str, bytes], ...]]:
         """The utterance with its tail as an S3 object too, and that write (for a turn that
         does not run in this invocation: ``create_response`` false)."""
@@ -254,13 +260,7 @@ def ingest(
         if utt is None:
             return
         # The audio not yet in S3 goes with the utterance in memory (its turn runs here).
-        done = replace(
-            utt,
-            end_ms=end_ms,
-            tail=bytes(pending_bytes),
-            tail_seq=pending_seq or 0,
-            nbytes=utt.nbytes + len(pending_bytes),
-        )
+        done = utt.until(end_ms, bytes(pending_bytes), pending_seq or 0)
         pending_bytes = bytearray()
         pending_seq = None
         committed.append(done)
@@ -309,13 +309,7 @@ def ingest(
                 commit(ev.audio_ms)
             elif ev.kind == "speculate" and utt is not None:
                 # The speculative turn takes the held audio along in memory; it stays held.
-                speculate = replace(
-                    utt,
-                    end_ms=ev.audio_ms,
-                    tail=bytes(pending_bytes),
-                    tail_seq=pending_seq or 0,
-                    nbytes=utt.nbytes + len(pending_bytes),
-                )
+                speculate = utt.until(ev.audio_ms, bytes(pending_bytes), pending_seq or 0)
             elif ev.kind == "speech_resumed":
                 resumed = True
                 speculate = None  # the pause ended within this very run: nothing to prepare
@@ -369,9 +363,7 @@ def ingest(
     )
 
 
-def commit_manual(
-    state: AudioState, session_id: str
-) -> tuple[AudioState, Utterance | None, tuple[tuple[str, bytes], ...]]:
+def commit_manual(state: AudioState) -> tuple[AudioState, Utterance | None]:
     """``input_audio_buffer.commit``: the buffered audio becomes the user's turn.
 
     Returns the new state and the utterance: the audio still held in the item is its
@@ -379,16 +371,10 @@ def commit_manual(
     """
     utt = state.utterance
     if utt is None or not (utt.keys or state.held):
-        return state, None, ()
-    done = replace(
-        utt,
-        end_ms=state.audio_ms,
-        tail=state.held,
-        tail_seq=state.held_seq,
-        nbytes=utt.nbytes + len(state.held),
-    )
+        return state, None
+    done = utt.until(state.audio_ms, state.held, state.held_seq)
     new_state = replace(state, utterance=None, last_item_id=done.item_id, held=b"", held_seq=0)
-    return new_state, done, ()
+    return new_state, done
 
 
 def clear(state: AudioState) -> tuple[AudioState, Utterance | None]:

@@ -280,13 +280,12 @@ class Tutor:
             if spec_start is not None and result.speculate is not None:
                 # The speculation starts reading and transcribing while this write is on its
                 # way: it posts nothing before its verdict, and a lost write calls it off.
-                end_ms = result.speculate.end_ms or 0
                 prestarted = self.start_turn(
                     conn,
                     cfg,
                     result.speculate,
                     speculative=spec_start,
-                    speech_end_at=time.monotonic() - (result.state.audio_ms - end_ms) / 1000,
+                    speech_end_at=_speech_end_at(result, result.speculate),
                 )
             turns = (
                 [u for u in result.committed if u.id not in released] if cfg.create_response else []
@@ -343,12 +342,7 @@ class Tutor:
                     "SET ready = list_append(if_not_exists(ready, :e), :u)",
                     {":e": [], ":u": waiting},
                 )
-            # Where the child's last speech sample lies in wall time, for the metrics.
-            heard_at = time.monotonic()
-            end_at.update(
-                (u.id, heard_at - (result.state.audio_ms - (u.end_ms or 0)) / 1000)
-                for u in (*result.committed, *([result.speculate] if result.speculate else []))
-            )
+            end_at.update((u.id, _speech_end_at(result, u)) for u in result.committed)
             if prestarted is not None:
                 self.cancel_turn(speculation)  # a newer pause of this invocation took over
                 speculation = prestarted
@@ -369,8 +363,6 @@ class Tutor:
                 admitted=ok,
                 announce=announce,
             )
-        for ev in deferred:  # only when no turn took them (never, as the loop is written)
-            self.post(ev)
         self.finish_turn(speculation)
         if limited is not None:  # after the turns: a 410 here must not orphan their audio
             self.post(error_from(limited))
@@ -494,15 +486,13 @@ class Tutor:
     def _on_input_audio_buffer_commit(self, conn: dict[str, Any], event: ClientEvent) -> None:
         for _ in range(MAX_APPEND_ATTEMPTS):
             conn, state = self._settled_audio(conn)
-            new_state, utt, writes = ingestlib.commit_manual(state, conn["sid"])
+            new_state, utt = ingestlib.commit_manual(state)
             if utt is None:
                 raise ProtocolError(
                     "input_audio_buffer_commit_empty",
                     "There is no audio to commit: append audio first.",
                     event_id=event.event_id,
                 )
-            for key, data in writes:
-                self.chunks.put(key, data)
             if not self._replace_audio_state(state, new_state):
                 conn = self.store.get_connection(self.connection_id) or conn
                 continue
@@ -1124,6 +1114,11 @@ def _speculation_changes(
         sets["spec"] = {"id": start, "utt": result.speculate.id}
         removes = [r for r in removes if r != "spec"] + ["spec_rel"]
     return sets, removes, released, start
+
+
+def _speech_end_at(result: ingestlib.IngestResult, utt: ingestlib.Utterance) -> float:
+    """Where the child's last speech sample of ``utt`` lies in wall time (the metrics)."""
+    return time.monotonic() - (result.state.audio_ms - (utt.end_ms or 0)) / 1000
 
 
 def admit_turns(window: list[int], now_ms: int, limit: int, n: int) -> tuple[list[bool], list[int]]:

@@ -151,10 +151,10 @@ class SpeculationGate:
             return self.released
         item = await asyncio.to_thread(self.store.speculation_state, self.connection_id)
         verdict = self._verdict_of(item)
-        if verdict is not None and not self.decided:
+        if verdict is not None and not self.decided:  # the first look to see it decides
             self.released, self.decided = verdict, True
             self._due.set()
-        return verdict
+        return self.released if self.decided else None
 
     async def wait(self) -> bool:
         if self.decided:
@@ -163,14 +163,7 @@ class SpeculationGate:
         deadline = self._created + self.timeout_s
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._due.wait(), max(0.0, self.due_at - time.monotonic()))
-        while not self.decided:
-            item = await asyncio.to_thread(store.speculation_state, conn_id)
-            if self.decided:
-                break  # a poll() decided meanwhile
-            verdict = self._verdict_of(item)
-            if verdict is not None:
-                self.released = verdict
-                break
+        while await self.poll() is None:
             if time.monotonic() > deadline:
                 # No verdict: withdraw, unless the release lands at this very moment.
                 self.released = not await asyncio.to_thread(
@@ -205,8 +198,7 @@ class GatedPoster(MessengerPoster):
             await super().post(event)
             return
         self.buffer.append(event)
-        if self._verdict is None:
-            self._verdict = asyncio.create_task(self._decide())
+        self._decision()
         if event["type"] != "response.output_audio.delta":
             return
         self.gate.ask_now()
@@ -219,9 +211,13 @@ class GatedPoster(MessengerPoster):
         """Wait for the verdict (and, if released, for the held posts to be queued)."""
         if self.discarded:
             return False
+        return await asyncio.shield(self._decision())
+
+    def _decision(self) -> asyncio.Task[bool]:
+        """The background wait for the verdict, started by the first post."""
         if self._verdict is None:
             self._verdict = asyncio.create_task(self._decide())
-        return await asyncio.shield(self._verdict)
+        return self._verdict
 
     async def _decide(self) -> bool:
         if not await self.gate.wait():
