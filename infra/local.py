@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import threading
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,49 @@ def _truthy(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+class FifoLock:
+    """A lock granted in the order it was asked for.
+
+    ``threading.Lock`` is not fair: under load a thread that just released it often takes it
+    again, and one waiting request can starve for seconds while others pass (an audio append
+    held back that long is skipped as lost). The standard library has no fair lock, hence this
+    one: each waiter sleeps on a lock of its own, and a release hands ownership to the oldest.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._locked = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def __enter__(self) -> None:
+        with self._mutex:
+            if not self._locked:
+                self._locked = True
+                return
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        try:
+            waiter.acquire()  # released by __exit__ when ownership is handed to us
+        except BaseException:
+            with self._mutex:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    raise
+            self.__exit__()  # ownership reached us as we gave up: pass it on
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # stays locked: the oldest waiter owns it
+            else:
+                self._locked = False
+
+
 def _serialized(app: Any) -> Any:
-    """A WSGI wrapper that lets one request at a time into ``app``."""
-    lock = threading.Lock()
+    """A WSGI wrapper that lets one request at a time into ``app``, first come first served."""
+    lock = FifoLock()
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         with lock:

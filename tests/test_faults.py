@@ -454,6 +454,35 @@ def test_410_mid_turn_stops_the_turn_and_cleans_up_that_connection_only(stack, f
     ]
 
 
+def test_connection_gone_before_the_reply_is_claimed_ends_the_turn_quietly(
+    stack, fake_openai
+) -> None:
+    """The child's connection closes while their words are transcribed: the response slot's
+    write finds no connection. The turn stops (no reply, nothing in the history), that
+    connection is cleaned up, and the session stays for a resume."""
+    fake_openai.script_transcripts("Hola", "Hola otra vez")
+    fake_openai.script_replies(REPLY_1)
+    child = Client(stack, conn="conn-gone=")
+    conflicts = inject_conflicts(
+        lambda body: (
+            body["Key"]["pk"]["S"] == "conn#conn-gone="
+            and body["UpdateExpression"] == "SET resp = :r"
+        ),
+        times=1,
+    )
+    events = child.turn()
+    assert conflicts.raised == 1
+    assert "response.created" not in types(events) and not errors(events)
+    assert stack.connection_item("conn-gone=") is None
+    session = stack.session_item(child.sid)
+    assert session is not None and "resp" not in session and not session.get("hist")
+    assert not fake_openai.requests("chat")
+    assert stack.audio_keys() == []
+
+    again = Client(stack, conn="conn-back=", session_id=child.sid)
+    assert_completed_turn(again.turn(), REPLY_1)
+
+
 def test_410_on_a_plain_reply_removes_the_connection(stack, fake_openai) -> None:
     child = Client(stack, conn="conn-g=")
     stack.recorder.gone.add("conn-g=")

@@ -585,3 +585,36 @@ def test_stopping_the_gateway_closes_connections_with_1001_and_disconnects() -> 
     assert disconnects[0].event["requestContext"]["disconnectStatusCode"] == 1001
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", gateway.port), timeout=1).close()
+
+
+def test_moto_lock_is_granted_first_come_first_served() -> None:
+    """The local stack serializes moto with a fair lock: a waiting request is never overtaken
+    (an unfair lock let audio appends starve for seconds under load and be skipped as lost)."""
+    import threading
+
+    from infra.local import FifoLock
+
+    lock = FifoLock()
+    order: list[int] = []
+    threads = []
+    lock.__enter__()
+    for n in range(8):
+        thread = threading.Thread(target=lambda n=n: _take(lock, order, n))
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 5
+        while len(lock._waiters) <= n and time.monotonic() < deadline:  # queued in this order
+            time.sleep(0.001)
+    assert len(lock._waiters) == 8
+    lock.__exit__()
+    for thread in threads:
+        thread.join(5)
+    assert order == list(range(8))
+    with lock:  # free again, and taken at once
+        assert not lock._waiters
+
+
+def _take(lock: Any, order: list[int], n: int) -> None:
+    with lock:
+        order.append(n)
+        time.sleep(0.002)  # hold it for a moment

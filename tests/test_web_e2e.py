@@ -412,8 +412,10 @@ def test_child_interrupts_and_only_what_was_heard_is_kept(
         interrupt = page.evaluate("window.__interrupts[0]")
         item_id, played = interrupt["itemId"], interrupt["playedMs"]
         scheduled = page.evaluate(f"kiddo.client.player.scheduledMs({json.dumps(item_id)})")
-        # Playback stopped at once, part-way through the reply.
-        assert 0 < played < scheduled, (played, scheduled)
+        # Playback stopped at once: at most what had arrived was played (all of it when the
+        # next sentence's audio was still on its way, as on a loaded machine). That this was
+        # part-way through the reply is checked below, on the text the server kept.
+        assert 0 < played <= scheduled, (played, scheduled)
         assert page.evaluate(f"kiddo.client.player.playedMs({json.dumps(item_id)})") == played
         full_reply = page.evaluate(
             f"kiddo.client.items.find((i) => i.itemId === {json.dumps(item_id)}).text"

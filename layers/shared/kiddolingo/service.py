@@ -831,6 +831,8 @@ class Tutor:
                 claim = asyncio.ensure_future(
                     asyncio.to_thread(self._begin_response, sid, response_id, item_id)
                 )
+                # Retrieved even when the turn ends before awaiting it (a 410 at a post).
+                claim.add_done_callback(lambda f: f.cancelled() or f.exception())
 
         async def unclaim() -> None:
             if claim is not None:
@@ -1012,7 +1014,10 @@ class Tutor:
         return build_providers(self.settings)
 
     def _begin_response(self, sid: str, response_id: str, item_id: str) -> None:
-        self.store.update_connection(self.connection_id, "SET resp = :r", {":r": response_id})
+        try:
+            self.store.update_connection(self.connection_id, "SET resp = :r", {":r": response_id})
+        except ConflictError:  # only the connection's existence is a condition: it is gone
+            raise ConnectionGoneError(self.connection_id) from None
         self.store.mutate_session(
             sid,
             lambda item: {
