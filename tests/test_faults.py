@@ -538,6 +538,95 @@ def on_audio_state(body: dict[str, Any]) -> bool:
     return body["Key"]["pk"]["S"].startswith("conn#") and "aver" in body["UpdateExpression"]
 
 
+def test_a_writer_slower_than_the_chunks_commits_its_progress_and_loses_nothing(
+    stack, fake_openai
+) -> None:
+    """Every time the invocation that closes the gap writes, the next chunk has just been
+    parked at its new watermark: writes slower than the chunks arrive, as on a loaded local
+    stack. Waiting for those would never end (it gave up after 40 lost races, and the parked
+    pile grew until chunks were skipped as lost). It commits what it has, then processes the
+    parked chunks itself: every sample arrives, in order."""
+    from kiddolingo import aws
+    from kiddolingo.service import MAX_APPEND_ATTEMPTS
+    from tests.support.aws_stack import TABLE
+
+    child = Client(stack, conn="conn-slow=")
+    chunks = [tone(100, freq=200.0 + 7 * i) for i in range(MAX_APPEND_ATTEMPTS + 6)]
+    child.append(chunks[0])
+    parked: list[int] = []
+
+    def park_at_the_new_watermark(params: dict[str, Any], **_: Any) -> None:
+        body = json.loads(params["body"])
+        if not on_audio_state(body):
+            return
+        seq = int(body["ExpressionAttributeValues"][":seq"]["N"])
+        if seq <= len(chunks) and seq not in parked:
+            parked.append(seq)
+            stack.ddb.update_item(
+                TableName=TABLE,
+                Key={"pk": {"S": "conn#conn-slow="}},
+                UpdateExpression="SET pend.#s = :a",
+                ExpressionAttributeNames={"#s": str(seq)},
+                ExpressionAttributeValues={":a": {"B": chunks[seq - 1]}},
+            )
+
+    client = aws._client("dynamodb")
+    client.meta.events.register_first("before-call.dynamodb.UpdateItem", park_at_the_new_watermark)
+    try:
+        assert not errors(child.append(chunks[1]))
+    finally:
+        client.meta.events.unregister(
+            "before-call.dynamodb.UpdateItem", park_at_the_new_watermark
+        )
+    assert parked == list(range(3, len(chunks) + 1))
+    item = stack.connection_item("conn-slow=")
+    assert item["seq"] == len(chunks) + 1 and not item["pend"]
+
+    fake_openai.script_transcripts("Hola")
+    child.n = len(chunks)
+    child.send({"type": "input_audio_buffer.commit"})
+    (transcription,) = fake_openai.requests("transcription")
+    assert transcription.pcm == b"".join(chunks)
+
+
+def test_parkers_racing_cannot_grow_the_item_past_its_bound(stack, fake_openai) -> None:
+    """Parking is bounded in the write itself: when others filled the parking while this chunk
+    was on its way, it does not park a chunk too many (many at once could push the item past
+    DynamoDB's 400 KB). It skips the missing chunk instead and processes the parked ones."""
+    from kiddolingo import aws, ingest
+    from kiddolingo.service import MAX_PARKED_BYTES
+    from tests.support.aws_stack import TABLE
+
+    child = Client(stack, conn="conn-park=")
+    chunk = tone(100)
+    room = min(ingest.MAX_PARKED_CHUNKS, MAX_PARKED_BYTES // len(chunk))
+    child.append(chunk, event_id="audio#1")
+    filled: list[int] = []
+
+    def others_fill_the_parking(params: dict[str, Any], **_: Any) -> None:
+        body = json.loads(params["body"])
+        if filled or not body["UpdateExpression"].startswith("SET pend.#s"):
+            return
+        filled.extend(range(4, 4 + room))
+        stack.ddb.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": "conn#conn-park="}},
+            UpdateExpression="SET " + ", ".join(f"pend.#p{n} = :a" for n in filled),
+            ExpressionAttributeNames={f"#p{n}": str(n) for n in filled},
+            ExpressionAttributeValues={":a": {"B": chunk}},
+        )
+
+    client = aws._client("dynamodb")
+    client.meta.events.register_first("before-call.dynamodb.UpdateItem", others_fill_the_parking)
+    try:
+        events = child.append(chunk, event_id="audio#3")  # #2 never comes
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", others_fill_the_parking)
+    assert filled and not errors(events)
+    item = stack.connection_item("conn-park=")
+    assert not item["pend"] and item["seq"] == 4 + room  # #2 skipped; #3 and the rest are in
+
+
 def test_session_update_conflicts_are_retried(stack) -> None:
     from kiddolingo.store import MAX_CONFLICT_RETRIES
 

@@ -24,8 +24,16 @@ over the audio *in order*, so order is restored before it runs:
   watermark that reached ``n`` before the park makes the park fail (the parker re-reads and
   processes its own chunk). Parkers further ahead never make the closer lose, so a burst
   cannot livelock it;
+* when writes are slower than chunks arrive (a loaded local stack), a chunk is parked at the
+  new watermark during every write, and the closer would lose forever while the parked pile
+  grows. So once it lost only to a parker (the version is unchanged), it commits *without* the
+  "nothing parked at the new watermark" condition, reads the item again and processes what was
+  parked there itself, for as long as there is some: progress is committed every pass, and
+  only lost races count towards ``MAX_APPEND_ATTEMPTS``;
 * a gap that never fills (the invocation of a chunk failed) is skipped once parking is full
-  (``MAX_PARKED_CHUNKS`` or its byte bound), so a lost chunk cannot stall a session.
+  (``MAX_PARKED_CHUNKS`` or its byte bound), so a lost chunk cannot stall a session. The park's
+  write checks the room too (in chunks the size of its own), so racing parkers cannot push the
+  item past DynamoDB's 400 KB together.
 
 The S3 write of a processed run happens *before* the conditional commit, under a key derived
 from the run's first sequence number: a retry overwrites it, and the turn only reads the keys

@@ -202,12 +202,19 @@ class Tutor:
         #: Events held back for the turn to post while it reads the audio (order kept).
         deferred: list[dict[str, Any]] = []
         retried = False  # a lost race costs a call: the retry writes no S3 object
-        for _ in range(MAX_APPEND_ATTEMPTS):
+        #: Commit without waiting for chunks parked at the new watermark (see ``lenient``).
+        lenient = False
+        lost = 0  # races lost; passes that commit progress do not count
+        while True:
+            if lost >= MAX_APPEND_ATTEMPTS:
+                raise ConflictError("append: too many concurrent writers")
             cfg = SessionConfig.from_item(conn.get("cfg"))
             state = ingestlib.AudioState.from_connection(conn)
             now_s = int(time.time())
             count = state.rate_count + 1 if state.rate_window == now_s else 1
             run: list[tuple[int, bytes]] = []
+            seq = 0  # our chunk's number (while ``own`` is not None)
+            own_in_run = False
             if own is not None:
                 if own and count > self.settings.max_appends_per_second:
                     limited = ProtocolError(
@@ -227,9 +234,9 @@ class Tutor:
                     break  # a duplicate delivery: already processed or parked
                 if seq > state.next_seq and _parking_full(state, own):
                     # The missing chunk is not coming (its invocation failed): skip the gap
-                    # rather than stall the session, and go on from the oldest parked chunk;
-                    # our own chunk is handled on the next pass.
-                    first = min(state.pending)
+                    # rather than stall the session, and go on from the oldest parked chunk
+                    # (or ours, if it is older); ours joins the run when the run reaches it.
+                    first = min(min(state.pending), seq)
                     log.warning("skipping %d lost audio chunk(s)", first - state.next_seq)
                     state = replace(state, next_seq=first)
                 elif seq > state.next_seq:
@@ -239,13 +246,18 @@ class Tutor:
                     latest = latest or self.store.get_connection(self.connection_id)
                     if not latest:
                         return  # the connection is gone
-                    conn, retried = latest, True
+                    conn, retried, lost = latest, True, lost + 1
                     continue
                 else:
                     run.append((seq, own))
+                    own_in_run = True
             nxt = state.next_seq + len(run)
-            while nxt in state.pending:
-                run.append((nxt, state.pending[nxt]))
+            while nxt in state.pending or (own is not None and not own_in_run and nxt == seq):
+                if nxt in state.pending:
+                    run.append((nxt, state.pending[nxt]))
+                elif own is not None:
+                    run.append((seq, own))
+                    own_in_run = True
                 nxt += 1
             if not run:
                 break
@@ -304,6 +316,7 @@ class Tutor:
                     extra_sets=extra_sets,
                     extra_removes=extra_removes,
                     extra_condition=window_cond,
+                    strict=not lenient,
                 )
             except ConflictError as exc:
                 self.cancel_turn(prestarted)
@@ -311,9 +324,14 @@ class Tutor:
                 latest = exc.item or self.store.get_connection(self.connection_id)
                 if not latest:
                     return  # the connection is gone
-                conn, retried = latest, True
+                if int(latest.get("aver", 0)) == state.version:
+                    # Only a chunk parked at our new watermark made us lose. When writes are
+                    # slower than chunks arrive, waiting for those would never end: from now on
+                    # we commit without them and then process what got parked there ourselves.
+                    lenient = True
+                conn, retried, lost = latest, True, lost + 1
                 continue
-            if own is not None and run and run[0][1] is own:
+            if own_in_run:
                 own = None  # ours is in; what follows only closes gaps behind it
             if turns or deferred:
                 deferred += result.events  # posted by the turn, while it reads the audio
@@ -346,13 +364,12 @@ class Tutor:
             if prestarted is not None:
                 self.cancel_turn(speculation)  # a newer pause of this invocation took over
                 speculation = prestarted
-            if own is None:
+            if own is None and not lenient:
                 break
-            conn = self.store.get_connection(self.connection_id) or {}  # after a skipped gap
+            # After a skipped gap, or a lenient commit: chunks may wait at the new watermark.
+            conn = self.store.get_connection(self.connection_id) or {}
             if not conn:
                 return
-        else:
-            raise ConflictError("append: too many concurrent writers")
         for conn_, cfg_, utt, ok in to_run:
             announce, deferred = tuple(deferred), []
             self.run_turn(
@@ -385,14 +402,17 @@ class Tutor:
                 event_id=event_id,
             )
         try:
-            # Only "still ahead of the watermark" is checked, not the version: parking never
-            # makes the invocation that closes the gap lose its race (no livelock in a burst).
+            # "Still ahead of the watermark" is checked, not the version: parking never makes
+            # the invocation that closes the gap lose its race (no livelock in a burst). And
+            # "still room": concurrent parkers cannot grow the item past its bound together
+            # (counted in chunks the size of ours, the only bound a condition can check).
+            room = max(1, min(ingestlib.MAX_PARKED_CHUNKS, MAX_PARKED_BYTES // max(1, len(pcm))))
             self.store.update_connection(
                 self.connection_id,
                 "SET pend.#s = :a, rlw = :w, rln = :c",
-                {":a": pcm, ":w": now_s, ":c": count, ":mine": seq},
+                {":a": pcm, ":w": now_s, ":c": count, ":mine": seq, ":room": room},
                 names={"#s": str(seq)},
-                condition="seq < :mine",
+                condition="seq < :mine AND size(pend) < :room",
                 item_on_conflict=True,
             )
             return True, None
@@ -409,9 +429,12 @@ class Tutor:
         extra_sets: dict[str, Any] | None = None,
         extra_removes: list[str] | None = None,
         extra_condition: tuple[str, dict[str, Any]] | None = None,
+        strict: bool = True,
     ) -> None:
         """The conditional write of the audio state (see ``kiddolingo.ingest``). A lost race
-        raises ``ConflictError`` carrying the item as it is now (no second read)."""
+        raises ``ConflictError`` carrying the item as it is now (no second read). ``strict``:
+        also lose if a chunk was parked at the new watermark since our read (it is ours to
+        process); otherwise the caller reads again after the write and processes it."""
         st = result.state
         sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
         values: dict[str, Any] = {
@@ -457,8 +480,10 @@ class Tutor:
         expr = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         # Fails (and we re-read) if the very chunk at the new watermark was parked after our
         # read: it is ours to process. Parkers further ahead never make us lose the race.
-        names["#w"] = str(st.next_seq)
-        condition = "aver = :v AND attribute_not_exists(pend.#w)"
+        condition = "aver = :v"
+        if strict:
+            names["#w"] = str(st.next_seq)
+            condition += " AND attribute_not_exists(pend.#w)"
         if extra_condition is not None:
             condition += f" AND {extra_condition[0]}"
             values.update(extra_condition[1])
