@@ -575,9 +575,7 @@ def test_a_writer_slower_than_the_chunks_commits_its_progress_and_loses_nothing(
     try:
         assert not errors(child.append(chunks[1]))
     finally:
-        client.meta.events.unregister(
-            "before-call.dynamodb.UpdateItem", park_at_the_new_watermark
-        )
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", park_at_the_new_watermark)
     assert parked == list(range(3, len(chunks) + 1))
     item = stack.connection_item("conn-slow=")
     assert item["seq"] == len(chunks) + 1 and not item["pend"]
