@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: DEV ONLY. The token secret of the local stack when nothing else is configured. It is public
 #: (it is in this repository), so it protects nothing: never use it for a deployed stack,
 #: which reads its secret from SSM or Secrets Manager.
-LOCAL_DEV_AUTH_SECRET = "kiddolingo-local-dev-secret"
+LOCAL_DEV_AUTH_SECRET = "kiddolingo-local-dev-secret-not-for-production"
 
 DEFAULT_LEARNER = "dev-learner"
 

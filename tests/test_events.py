@@ -94,6 +94,16 @@ def test_load_event_returns_fresh_copies_and_merges_overrides():
         load_event("nope")
 
 
+def test_connect_event_carries_a_dev_token_the_local_secret_accepts():
+    """``sam local invoke`` with ``AUTH_SECRET`` set to the public dev secret lets it in."""
+    from infra.token import LOCAL_DEV_AUTH_SECRET
+    from kiddolingo.auth import verify_token
+
+    token = load_event("connect")["headers"]["Authorization"].removeprefix("Bearer ")
+    assert len(LOCAL_DEV_AUTH_SECRET.encode()) >= 32  # RFC 7518: no shorter HS256 key
+    assert verify_token(token, LOCAL_DEV_AUTH_SECRET).learner_id == "dev-learner"
+
+
 def test_connect_event_shape():
     event = load_event("connect")
     APIGatewayWebSocketConnectEventModel.model_validate(event)
