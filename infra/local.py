@@ -2,7 +2,8 @@
 
 * **Settings**: the ``.env`` file at the repository root (python-dotenv; the real environment
   wins over it), then the environment.
-* **AWS**: moto's ``ThreadedMotoServer`` on a free loopback port, with ``AWS_ENDPOINT_URL`` and
+* **AWS**: moto's server in a process of its own (``infra.moto_process``: its CPU does not
+  compete with the handlers' GIL) on a free loopback port, with ``AWS_ENDPOINT_URL`` and
   dummy credentials pointed at it, and the table and bucket created from ``template.yaml``.
   ``LOCAL_AWS=real`` uses your own AWS configuration/credentials instead, and the existing
   ``TABLE_NAME`` / ``BUCKET_NAME`` (nothing is created).
@@ -24,6 +25,7 @@ stack as a reusable object (the tests use it through ``tests/support/local_stack
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -252,13 +254,13 @@ class LocalStack:
                 )
             overrides["AWS_REGION"] = region
         else:
-            # moto's werkzeug server logs every request at INFO: too loud for a terminal.
-            logging.getLogger("werkzeug").setLevel(logging.WARNING)
+            # moto serves from a process of its own: its emulation is CPU, and under this
+            # process's GIL it competed with the gateway and every handler (a loaded machine
+            # fell behind the audio). As in AWS, a call is then a wait here.
+            from infra.moto_process import moto_process
 
-            self.moto_server = serialized_moto_server(ip_address="127.0.0.1", port=0, verbose=False)
-            self.moto_server.start()
-            host, port = self.moto_server.get_host_and_port()
-            self.aws_endpoint_url = f"http://{host}:{port}"
+            self.moto_server = contextlib.ExitStack()
+            self.aws_endpoint_url = self.moto_server.enter_context(moto_process())
             defaults = template.functions()["$default"].environment
             self.table_name = env.get("TABLE_NAME") or defaults.get(
                 "TABLE_NAME", "kiddolingo-sessions"
@@ -359,7 +361,7 @@ class LocalStack:
             self.fake_openai.stop()
             self.fake_openai = None
         if self.moto_server is not None:
-            self.moto_server.stop()
+            self.moto_server.close()
             self.moto_server = None
 
     def __enter__(self) -> LocalStack:
