@@ -291,9 +291,10 @@ def test_child_talks_and_the_tutor_answers_out_loud(
         assert sizes == {4800}, sizes
 
         # The provider saw the child's audio as a 24 kHz WAV, and answered.
-        transcription = fake.requests("transcriptions")[0]
-        assert transcription.sample_rate == 24000
-        assert len(transcription.pcm or b"") > 24000  # more than 0.5 s of speech
+        # (A speculation on a pause inside the phrase may have sent its first words before.)
+        transcriptions = fake.requests("transcriptions")
+        assert {t.sample_rate for t in transcriptions} == {24000}
+        assert max(len(t.pcm or b"") for t in transcriptions) > 24000  # more than 0.5 s of speech
         assert fake.requests("chat")[0].messages[-1]["content"] == HEARD
 
         # Wait for a calm moment (reply finished) for the screenshot.
