@@ -31,7 +31,6 @@ import os
 import signal
 import sys
 import threading
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,98 +59,6 @@ def _truthy(value: str | None, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-class FifoLock:
-    """A lock granted in the order it was asked for.
-
-    ``threading.Lock`` is not fair: under load a thread that just released it often takes it
-    again, and one waiting request can starve for seconds while others pass (an audio append
-    held back that long is skipped as lost). The standard library has no fair lock, hence this
-    one: each waiter sleeps on a lock of its own, and a release hands ownership to the oldest.
-    """
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._locked = False
-        self._waiters: deque[threading.Lock] = deque()
-
-    def __enter__(self) -> None:
-        with self._mutex:
-            if not self._locked:
-                self._locked = True
-                return
-            waiter = threading.Lock()
-            waiter.acquire()
-            self._waiters.append(waiter)
-        try:
-            waiter.acquire()  # released by __exit__ when ownership is handed to us
-        except BaseException:
-            with self._mutex:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                    raise
-            self.__exit__()  # ownership reached us as we gave up: pass it on
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        with self._mutex:
-            if self._waiters:
-                self._waiters.popleft().release()  # stays locked: the oldest waiter owns it
-            else:
-                self._locked = False
-
-
-def _serialized(app: Any) -> Any:
-    """A WSGI wrapper that lets one request at a time into ``app``, first come first served."""
-    lock = FifoLock()
-
-    def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        with lock:
-            result = app(environ, start_response)
-            try:
-                return [b"".join(result)]
-            finally:
-                close = getattr(result, "close", None)
-                if callable(close):
-                    close()
-
-    return wsgi
-
-
-def _moto_server_class() -> Any:
-    from moto.server import ThreadedMotoServer
-
-    class _Serialized(ThreadedMotoServer):
-        """moto's server, processing one AWS request at a time.
-
-        moto's backends are not thread-safe (two concurrent ``UpdateItem`` calls on one item can
-        fail inside moto, or both pass a condition only one should), while the handlers run
-        concurrently like Lambda. Serializing moto keeps DynamoDB's atomic conditional writes
-        atomic; each request takes a few milliseconds, so nothing waits long.
-        """
-
-        def _server_entry(self) -> None:
-            from moto.moto_server.werkzeug_app import (
-                DomainDispatcherApplication,
-                MotoRequestHandler,
-                create_backend_app,
-            )
-            from werkzeug.serving import make_server
-
-            app = _serialized(DomainDispatcherApplication(create_backend_app))
-            self._server = make_server(
-                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
-            )
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return _Serialized
-
-
-def serialized_moto_server(**kwargs: Any) -> Any:
-    """A ``ThreadedMotoServer`` that processes one request at a time (``_moto_server_class``)."""
-    return _moto_server_class()(**kwargs)
 
 
 class LocalStack:
@@ -197,7 +104,7 @@ class LocalStack:
 
         self.gateway: Any = None
         self.fake_openai: Any = None
-        self.moto_server: Any = None
+        self._moto: contextlib.ExitStack | None = None  # moto's process
         self.aws_endpoint_url: str | None = None
         self.openai_base_url: str | None = None
         self.auth_secret: str | None = None
@@ -259,8 +166,8 @@ class LocalStack:
             # fell behind the audio). As in AWS, a call is then a wait here.
             from infra.moto_process import moto_process
 
-            self.moto_server = contextlib.ExitStack()
-            self.aws_endpoint_url = self.moto_server.enter_context(moto_process())
+            self._moto = contextlib.ExitStack()
+            self.aws_endpoint_url = self._moto.enter_context(moto_process())
             defaults = template.functions()["$default"].environment
             self.table_name = env.get("TABLE_NAME") or defaults.get(
                 "TABLE_NAME", "kiddolingo-sessions"
@@ -360,9 +267,9 @@ class LocalStack:
         if self.fake_openai is not None:
             self.fake_openai.stop()
             self.fake_openai = None
-        if self.moto_server is not None:
-            self.moto_server.close()
-            self.moto_server = None
+        if self._moto is not None:
+            self._moto.close()
+            self._moto = None
 
     def __enter__(self) -> LocalStack:
         return self.start()

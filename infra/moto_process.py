@@ -13,29 +13,117 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+
+class FifoLock:
+    """A lock granted in the order it was asked for.
+
+    ``threading.Lock`` is not fair: under load a thread that just released it often takes it
+    again, and one waiting request can starve for seconds while others pass (an audio append
+    held back that long is skipped as lost). The standard library has no fair lock, hence this
+    one: each waiter sleeps on a lock of its own, and a release hands ownership to the oldest.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._locked = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def __enter__(self) -> None:
+        with self._mutex:
+            if not self._locked:
+                self._locked = True
+                return
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        try:
+            waiter.acquire()  # released by __exit__ when ownership is handed to us
+        except BaseException:
+            with self._mutex:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    raise
+            self.__exit__()  # ownership reached us as we gave up: pass it on
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # stays locked: the oldest waiter owns it
+            else:
+                self._locked = False
+
+
+def _serialized(app: Any) -> Any:
+    """A WSGI wrapper that lets one request at a time into ``app``, first come first served."""
+    lock = FifoLock()
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with lock:
+            result = app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                close = getattr(result, "close", None)
+                if callable(close):
+                    close()
+
+    return wsgi
+
+
+def _moto_server_class() -> Any:
+    from moto.server import ThreadedMotoServer
+
+    class _Serialized(ThreadedMotoServer):
+        """moto's server, processing one AWS request at a time.
+
+        moto's backends are not thread-safe (two concurrent ``UpdateItem`` calls on one item can
+        fail inside moto, or both pass a condition only one should), while the handlers run
+        concurrently like Lambda. Serializing moto keeps DynamoDB's atomic conditional writes
+        atomic; each request takes a few milliseconds, so nothing waits long.
+        """
+
+        def _server_entry(self) -> None:
+            from moto.moto_server.werkzeug_app import (
+                DomainDispatcherApplication,
+                MotoRequestHandler,
+                create_backend_app,
+            )
+            from werkzeug.serving import make_server
+
+            app = _serialized(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return _Serialized
+
+
+def serialized_moto_server(**kwargs: Any) -> Any:
+    """A ``ThreadedMotoServer`` that processes one request at a time (``_moto_server_class``)."""
+    return _moto_server_class()(**kwargs)
 
 
 @contextlib.contextmanager
 def moto_process() -> Iterator[str]:
     """Start the server process; yields its endpoint URL; stops it on exit."""
-    root = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "infra.moto_process"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        cwd=root,
-        env=env,
+        cwd=Path(__file__).resolve().parent.parent,  # where ``-m infra.moto_process`` is found
     )
     try:
         assert proc.stdout is not None
@@ -51,8 +139,6 @@ def moto_process() -> Iterator[str]:
 
 
 def main() -> None:
-    from infra.local import serialized_moto_server
-
     # The parent stops it (by closing stdin): Ctrl-C in a terminal reaches the whole process
     # group, and the parent shuts its gateway down first, with moto still serving.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

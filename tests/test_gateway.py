@@ -592,7 +592,7 @@ def test_moto_lock_is_granted_first_come_first_served() -> None:
     (an unfair lock let audio appends starve for seconds under load and be skipped as lost)."""
     import threading
 
-    from infra.local import FifoLock
+    from infra.moto_process import FifoLock
 
     lock = FifoLock()
     order: list[int] = []

@@ -240,7 +240,7 @@ class Tutor:
                     log.warning("skipping %d lost audio chunk(s)", first - state.next_seq)
                     state = replace(state, next_seq=first)
                 elif seq > state.next_seq:
-                    parked, latest = self._park(state, seq, own, now_s, count, event.event_id)
+                    parked, latest = self._park(seq, own, now_s, count)
                     if parked:
                         break
                     latest = latest or self.store.get_connection(self.connection_id)
@@ -251,13 +251,13 @@ class Tutor:
                 else:
                     run.append((seq, own))
                     own_in_run = True
+            ahead = state.pending
+            if own is not None and not own_in_run:
+                ahead = {**ahead, seq: own}  # after a skip: ours joins the run if it reaches it
             nxt = state.next_seq + len(run)
-            while nxt in state.pending or (own is not None and not own_in_run and nxt == seq):
-                if nxt in state.pending:
-                    run.append((nxt, state.pending[nxt]))
-                elif own is not None:
-                    run.append((seq, own))
-                    own_in_run = True
+            while nxt in ahead:
+                run.append((nxt, ahead[nxt]))
+                own_in_run = own_in_run or nxt == seq
                 nxt += 1
             if not run:
                 break
@@ -385,22 +385,11 @@ class Tutor:
             self.post(error_from(limited))
 
     def _park(
-        self,
-        state: ingestlib.AudioState,
-        seq: int,
-        pcm: bytes,
-        now_s: int,
-        count: int,
-        event_id: str | None,
+        self, seq: int, pcm: bytes, now_s: int, count: int
     ) -> tuple[bool, dict[str, Any] | None]:
         """Park a chunk that is ahead of the watermark: (True, None); or (False, the item as
-        it is now) when the watermark reached the chunk (the item is ``None``: gone)."""
-        if _parking_full(state, pcm):
-            raise ProtocolError(
-                "audio_out_of_order",
-                f"Audio chunk #{seq} arrived while #{state.next_seq} is still missing.",
-                event_id=event_id,
-            )
+        it is now) when the watermark reached the chunk or the parking filled up meanwhile
+        (the item is ``None``: gone)."""
         try:
             # "Still ahead of the watermark" is checked, not the version: parking never makes
             # the invocation that closes the gap lose its race (no livelock in a burst). And
