@@ -4,7 +4,8 @@ A simulated child holds scripted conversations with the tutor through the **real
 (``infra.template.functions()`` loaded by ``infra.lambda_runtime.LambdaFunction``, the code
 Lambda runs), over S3 and DynamoDB under moto's ``mock_aws`` (built by
 ``infra.template.create_resources``), against the fake OpenAI-compatible server
-(``infra.fake_openai``) with a fixed latency profile, through the real ``openai`` SDK. Two
+(``infra.fake_openai``, in a process of its own: a remote provider's CPU is not the handlers')
+with a fixed latency profile, through the real ``openai`` SDK. Two
 conversations: ``streaming`` (the speculative turn off, ``SPECULATIVE_FRACTION=0``) and
 ``speculative`` (the deployed setting).
 
@@ -1372,6 +1373,7 @@ def figures(
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "quick": bool(args.quick),
         "aws": args.aws,
+        "provider": args.provider,
         "profile": _profile_dict(profile),
         "silence_ms": args.silence_ms,
         "speech_source": sorted({t.source for t in turns}),
@@ -1540,7 +1542,9 @@ def table(f: dict[str, Any]) -> str:
     head = (
         f"KiddoLingo Voice benchmark · {f['date']} · {f['turns_measured']}/{f['turns']} turns · "
         f"speech: {', '.join(f['speech_source'])} · load {f['load_average_start'][:1]} · "
-        f"AWS: moto {'in this process' if f['aws'] == 'inprocess' else 'in its own process'}\n"
+        f"AWS: moto {'in this process' if f['aws'] == 'inprocess' else 'in its own process'} · "
+        f"fake OpenAI {'in this process' if f['provider'] == 'inprocess' else 'in its own process'}"
+        "\n"
         f"profile: transcription {p['transcription_ms']:g} ms, chat first token "
         f"{p['chat_first_token_ms']:g} ms then {('∞' if tps is None else f'{tps:g}')} tok/s, "
         f"speech first byte {p['speech_first_byte_ms']:g} ms "
@@ -1788,6 +1792,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--import-runs", type=int, default=None, help="fresh interpreters each")
     parser.add_argument(
+        "--provider",
+        choices=("process", "inprocess"),
+        default="process",
+        help="the fake OpenAI server in a process of its own (as a remote provider: its CPU is "
+        "not the handlers'), or in the benchmark's process",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="2 turns, no provider latency (for the tests)"
     )
     args = parser.parse_args(argv)
@@ -1802,7 +1813,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from infra.fake_openai import FakeOpenAI
+    from infra.fake_openai import FakeOpenAI, fake_openai_process
 
     profile = _profile(args)
     args.load_start = os.getloadavg()
@@ -1810,7 +1821,12 @@ def main(argv: list[str] | None = None) -> int:
     imports["turn_cold_start"] = measure_turn_cold_start(args.import_runs)
     modes = ("streaming", "speculative") if args.mode == "both" else (args.mode,)
     runs: dict[str, dict[str, Any]] = {}
-    with FakeOpenAI(latency=profile) as fake:
+    provider = (
+        fake_openai_process(latency=profile)
+        if args.provider == "process"
+        else FakeOpenAI(latency=profile)
+    )
+    with provider as fake:
         for n, mode in enumerate(modes):
             runs[mode] = run_conversation(
                 profile,

@@ -25,7 +25,10 @@ import contextlib
 import json
 import math
 import re
+import secrets
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -34,6 +37,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from email.parser import BytesHeaderParser
 from functools import lru_cache
+from multiprocessing.managers import BaseManager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
@@ -51,6 +56,7 @@ __all__ = [
     "RecordedRequest",
     "chat_tokens",
     "demo_reply",
+    "fake_openai_process",
     "synth_pcm",
 ]
 
@@ -988,6 +994,93 @@ class FakeOpenAI:
         }
 
 
+# --- in a process of its own ------------------------------------------------------------------
+
+
+class _ServedFakeOpenAI(FakeOpenAI):
+    """What a manager's proxy can reach: methods only, results pickled back."""
+
+    def serve(self) -> str:
+        """Start serving; the base URL (``start`` returns the server itself)."""
+        self.start()
+        return self.base_url
+
+
+class _FakeManager(BaseManager):
+    pass
+
+
+_FakeManager.register(
+    "FakeOpenAI",
+    _ServedFakeOpenAI,
+    # Named here: the manager would otherwise look up every attribute, properties included.
+    exposed=(
+        *(n for n, value in vars(FakeOpenAI).items() if callable(value) and n[0] != "_"),
+        "serve",
+    ),
+)
+
+
+class RemoteFakeOpenAI:
+    """A ``FakeOpenAI`` in another process, driven through a ``multiprocessing`` proxy: the
+    same methods (their results pickled back), and ``base_url``."""
+
+    def __init__(self, proxy: Any) -> None:
+        self._proxy = proxy
+        self.base_url: str = proxy.serve()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._proxy, name)
+
+
+@contextlib.contextmanager
+def fake_openai_process(**kwargs: Any) -> Iterator[RemoteFakeOpenAI]:
+    """``FakeOpenAI(**kwargs)`` serving from a process of its own.
+
+    A real provider's CPU is not the client's: in one process the fake's request parsing and
+    streaming would compete with the code being measured under one GIL (``make bench``). The
+    child is started with ``-m`` (as ``infra.moto_process``), not by ``multiprocessing``'s
+    spawn, which would import the caller's main module again."""
+    authkey = secrets.token_bytes(16)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infra.fake_openai", "--manager"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,  # where ``-m infra.fake_openai`` is found
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(authkey.hex().encode() + b"\n")
+        proc.stdin.flush()
+        port = int(proc.stdout.readline().strip())
+        manager = _FakeManager(address=("127.0.0.1", port), authkey=authkey)
+        manager.connect()
+        proxy = manager.FakeOpenAI(**kwargs)  # type: ignore[attr-defined]
+        try:
+            yield RemoteFakeOpenAI(proxy)
+        finally:
+            proxy.stop()
+            del proxy
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()  # the child exits when its stdin closes
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _serve_manager() -> None:
+    """The child of ``fake_openai_process``: reads the auth key from stdin, prints its port,
+    serves until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it
+    authkey = bytes.fromhex(sys.stdin.readline().strip())
+    server = _FakeManager(address=("127.0.0.1", 0), authkey=authkey).get_server()
+    print(server.address[1], flush=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sys.stdin.read()
+
+
 # --- CLI --------------------------------------------------------------------------------------
 
 
@@ -999,7 +1092,15 @@ def main(argv: list[str] | None = None) -> None:
     for name in LatencyProfile.__dataclass_fields__:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
     parser.add_argument("--transcript", default=None, help="the default transcript")
+    parser.add_argument("--manager", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.manager:
+        # Served from the module by its import name, not ``__main__``: what it sends back
+        # (``RecordedRequest``s) must unpickle in the parent.
+        from infra import fake_openai
+
+        fake_openai._serve_manager()
+        return
     profile = LatencyProfile.named(args.profile)
     overrides = {
         name: getattr(args, name)

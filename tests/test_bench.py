@@ -198,8 +198,8 @@ def test_the_floor_follows_the_first_sentence_of_the_reply() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("aws", ["inprocess", "process"])
-def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path, aws: str) -> None:
+@pytest.mark.parametrize(("aws", "provider"), [("inprocess", "process"), ("process", "inprocess")])
+def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path, aws: str, provider: str) -> None:
     from infra.bench import FIGURE_KEYS
 
     out_json = tmp_path / "bench.json"
@@ -207,7 +207,7 @@ def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path, aws: str) -> 
     for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         env.pop(var, None)
     done = subprocess.run(
-        [sys.executable, "-m", "infra.bench", "--quick", "--aws", aws],
+        [sys.executable, "-m", "infra.bench", "--quick", "--aws", aws, "--provider", provider],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -218,7 +218,7 @@ def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path, aws: str) -> 
     assert "voice-to-voice" in done.stdout and "AWS calls per append" in done.stdout
 
     figures = json.loads(out_json.read_text())
-    assert figures["aws"] == aws
+    assert figures["aws"] == aws and figures["provider"] == provider
     missing = [key for key in FIGURE_KEYS if key not in figures]
     assert not missing, missing
     for key in FIGURE_KEYS:

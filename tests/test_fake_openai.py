@@ -23,6 +23,7 @@ from infra.fake_openai import (
     LatencyProfile,
     chat_tokens,
     demo_reply,
+    fake_openai_process,
     synth_pcm,
 )
 from kiddolingo.audio import pcm16_to_wav
@@ -85,6 +86,30 @@ def test_cli_prints_its_base_url_and_serves() -> None:
         assert process.wait(10) == 0
         assert process.stdout is not None
         process.stdout.close()
+
+
+def test_a_fake_in_a_process_of_its_own_is_driven_like_one_in_this_process() -> None:
+    with fake_openai_process(latency=LatencyProfile.zero()) as fake:
+        assert fake.base_url.startswith("http://127.0.0.1:") and fake.base_url.endswith("/v1")
+        fake.script_transcripts("Me llamo Ana.")
+        fake.script_replies("¡Hola, Ana!")
+
+        async def main() -> tuple[str, str]:
+            async with client(fake) as c:  # type: ignore[arg-type]
+                heard = await c.audio.transcriptions.create(
+                    model="whisper-1", file=("a.wav", wav(), "audio/wav")
+                )
+                reply = await c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+            return heard.text, reply.choices[0].message.content or ""
+
+        assert asyncio.run(main()) == ("Me llamo Ana.", "¡Hola, Ana!")
+        # The request log comes back across the process boundary, parsed.
+        (stt,) = fake.requests("transcriptions")
+        assert stt.file == wav() and stt.response_text == "Me llamo Ana."
+        assert [r.endpoint for r in fake.requests()] == ["transcriptions", "chat"]
+        assert fake.wait_idle(5.0)
+        fake.reset()
+        assert fake.requests() == []
 
 
 # --- wire formats -----------------------------------------------------------------------------
