@@ -175,10 +175,12 @@ def test_the_floor_follows_the_first_sentence_of_the_reply() -> None:
     from infra.fake_openai import LatencyProfile
 
     reply = "¡Hola, Ana! 😊 (Hello, Ana!) ¿Cómo estás hoy? (How are you today?)"
-    # "¡" "Hola" "," " Ana" "!" " 😊" | " (" — the splitter needs the "(" to close the sentence
-    assert first_sentence_tokens(reply) == 6
+    # "¡" "Hola" "," " Ana" "!" | " 😊" — the character after "!" closes the sentence
+    assert first_sentence_tokens(reply) == 5
+    # inside brackets, the closing mark decides: "(" "Hello" "!" ")" | " ¿"
+    assert first_sentence_tokens("(Hello!) ¿Qué?") == 4
     profile = LatencyProfile()  # 600 / 450 + 40 tok/s / 200
-    assert floor_ms(profile, reply, 1200) == pytest.approx(1200 + 600 + 450 + 6 * 25 + 200)
+    assert floor_ms(profile, reply, 1200) == pytest.approx(1200 + 600 + 450 + 5 * 25 + 200)
     assert floor_ms(LatencyProfile.zero(), reply, 1200) == 1200
 
     timeline = {

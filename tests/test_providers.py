@@ -767,8 +767,14 @@ def split(text: str, step: int = 1) -> list[str]:
     [
         (
             "¡Hola! 😊 (Hello!) ¿Cómo estás? (How are you?)",
-            ["¡Hola! 😊", "(Hello!)", "¿Cómo estás?", "(How are you?)"],
+            # after "!" the emoji opens the next sentence; inside brackets ")" stays
+            ["¡Hola!", "😊 (Hello!)", "¿Cómo estás?", "(How are you?)"],
         ),
+        ("(¡Genial! 🎉) Sigue.", ["(¡Genial! 🎉)", "Sigue."]),
+        ('Dice "¡hola!" 😊 y se va.', ['Dice "¡hola!" 😊', "y se va."]),
+        # an apostrophe opens no quotation
+        ("Say 'hi!' now. Let's go! 😊", ["Say 'hi!'", "now.", "Let's go!", "😊"]),
+        ("¡Adiós! 👋", ["¡Adiós!", "👋"]),
         ("¿Qué tal?¡Muy bien!", ["¿Qué tal?", "¡Muy bien!"]),
         ("Come fruit, e.g. apples. They are good!", ["Come fruit, e.g. apples.", "They are good!"]),
         ("Cuesta 3.5 euros. Es barato.", ["Cuesta 3.5 euros.", "Es barato."]),
@@ -794,10 +800,10 @@ def test_sentence_splitter(text: str, sentences: list[str]) -> None:
 def test_a_sentence_is_released_as_soon_as_the_next_one_starts() -> None:
     splitter = SentenceSplitter()
     assert splitter.feed("¡Hola") == []
-    assert splitter.feed("!") == []  # could still be "¡Hola!!" or be followed by an emoji
-    assert splitter.feed(" 😊 ") == []
-    assert splitter.feed("(") == ["¡Hola! 😊"]
-    assert splitter.feed("Hello!) Ok") == ["(Hello!)"]
+    assert splitter.feed("!") == []  # could still be "¡Hola!!"
+    assert splitter.feed(" 😊 ") == ["¡Hola!"]  # its speech starts without waiting for "("
+    assert splitter.feed("(") == []
+    assert splitter.feed("Hello!) Ok") == ["😊 (Hello!)"]
     assert splitter.pending == "Ok"
     assert splitter.feed(".") == []
     assert splitter.flush() == ["Ok."]

@@ -90,16 +90,32 @@ _ABBREVIATIONS = frozenset(
     }
 )  # fmt: skip
 _WORD_BEFORE = re.compile(r"([^\s(\[{\"'«“¡¿]+)$")
+#: Brackets and quotes whose closing mark may follow a sentence's end ("(Hello!)").
+_PAIRS = {"(": ")", "[": "]", "{": "}", "«": "»", "“": "”", "‹": "›", "「": "」", "『": "』"}
+#: A straight quote opening a quotation: at the start or after a space or a bracket.
+_OPENING_QUOTE = re.compile(r"(?:^|(?<=[\s(\[{«“]))['\"‘]")
+_CLOSING_QUOTE = re.compile(r"['\"’](?=[\s)\]}»”.,;:!?…]|$)")
+
+
+def _inside_brackets_or_quotes(text: str) -> bool:
+    """Whether a bracket or a quotation opened in ``text`` is still open at its end."""
+    if any(text.count(o) > text.count(c) for o, c in _PAIRS.items()):
+        return True
+    return len(_OPENING_QUOTE.findall(text)) > len(_CLOSING_QUOTE.findall(text))
 
 
 class SentenceSplitter:
     """Incremental sentence splitter for a streamed reply.
 
-    ``feed(delta)`` returns the sentences completed so far; a sentence is released only once
-    the first non-space character *after* its end has arrived (that character decides whether
-    a ``.`` really ended it), or on :meth:`flush`. Closing quotes and brackets and emojis that
-    follow the end mark stay with the sentence, so ``"¡Hola! 😊 (Hello!)"`` gives
-    ``["¡Hola! 😊", "(Hello!)"]``. Not a sentence end: abbreviations (``e.g.``, ``Mr.``,
+    ``feed(delta)`` returns the sentences completed so far, each as soon as it is certain.
+    After ``!`` or ``?`` (and friends) outside brackets and quotes, that is the next character
+    of any kind: the first sentence's speech is what the child waits for, so an emoji after it
+    opens the next sentence instead (the screen shows the same text): ``"¡Hola! 😊 (Hello!)"``
+    gives ``["¡Hola!", "😊 (Hello!)"]``. Otherwise a sentence is released once the first
+    non-space character *after* its end has arrived (that character decides whether a ``.``
+    really ended it), or on :meth:`flush`; closing quotes and brackets and emojis that follow
+    its end mark stay with it: ``"(¡Genial! 🎉) Sigue."`` gives ``["(¡Genial! 🎉)", "Sigue."]``.
+    Not a sentence end: abbreviations (``e.g.``, ``Mr.``,
     ``Sra.``), decimals and dotted names (``3.5``, ``U.S.``), an ellipsis or period followed by
     a lower-case word, and list numbers (``1.``). Spanish ``¡`` and ``¿`` open the next sentence.
     Newlines end a sentence too.
@@ -154,10 +170,21 @@ class SentenceSplitter:
             if ch not in _ENDERS:
                 i += 1
                 continue
-            # A run of enders, then closers/emojis/spaces that belong to this sentence.
             run_end = i
             while run_end < n and buf[run_end] in _ENDERS:
                 run_end += 1
+            if run_end == n:
+                return None  # the run may go on ("?!", "!!")
+            if (
+                any(c not in _SOFT_ENDERS for c in buf[i:run_end])
+                and buf[run_end] not in _CLOSERS
+                and not _inside_brackets_or_quotes(buf[:i])
+            ):
+                # "!" or "?" outside brackets and quotes: the sentence is over, and speech
+                # for it starts now; an emoji after it opens the next sentence (the screen
+                # shows the same text) instead of holding this one for another token.
+                return run_end, run_end
+            # A run of enders, then closers/emojis/spaces that belong to this sentence.
             j = run_end
             end = run_end
             saw_space = False
