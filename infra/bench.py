@@ -1721,6 +1721,16 @@ def table(f: dict[str, Any]) -> str:
             for k, v in kinds.items()
         )
     )
+    heavy = f["appends_over_3_calls"]
+    if heavy:
+        # A lost race costs one more call; a closer that falls behind slow writes (the lenient
+        # pass of kiddolingo.ingest) commits, reads again and takes over the chunks parked
+        # meanwhile, a GetItem and an UpdateItem per pass.
+        extra.append(
+            f"appends over 3 calls: {len(heavy)} of {f['appends_measured']} ("
+            + ", ".join(f"#{a['seq']} {a['kind']}: {sum(a['calls'].values())}" for a in heavy)
+            + ")"
+        )
     size_kb = f["connection_item_kb_max"] or 0.0
     extra.append(
         f"connection item (read and written by every append): up to {size_kb:.1f} KB, i.e. "

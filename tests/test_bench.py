@@ -241,3 +241,14 @@ def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path, aws: str, pro
     assert all(t["figures"].get("TranscriptionMs") is not None for t in figures["per_turn"])
     assert set(figures["targets"]) and all("ok" in t for t in figures["targets"].values())
     assert figures["audio_objects_left"] == 0  # the children's audio is gone after the turns
+
+    # An append over the 3-call budget is named in the table, with what it cost.
+    from infra.bench import table
+
+    heavy = {
+        "kind": "silence",
+        "seq": 7,
+        "calls": {"dynamodb.GetItem": 2, "dynamodb.UpdateItem": 3},
+    }
+    lines = table({**figures, "appends_over_3_calls": [heavy]}).splitlines()
+    assert f"appends over 3 calls: 1 of {figures['appends_measured']} (#7 silence: 5)" in lines
