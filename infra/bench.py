@@ -1724,8 +1724,8 @@ def table(f: dict[str, Any]) -> str:
     heavy = f["appends_over_3_calls"]
     if heavy:
         # A lost race costs one more call; a closer that falls behind slow writes (the lenient
-        # pass of kiddolingo.ingest) commits, reads again and takes over the chunks parked
-        # meanwhile, a GetItem and an UpdateItem per pass.
+        # pass of kiddolingo.ingest) takes over the chunks parked meanwhile, an UpdateItem per
+        # pass.
         extra.append(
             f"appends over 3 calls: {len(heavy)} of {f['appends_measured']} ("
             + ", ".join(f"#{a['seq']} {a['kind']}: {sum(a['calls'].values())}" for a in heavy)

@@ -570,13 +570,22 @@ def test_a_writer_slower_than_the_chunks_commits_its_progress_and_loses_nothing(
                 ExpressionAttributeValues={":a": {"B": chunks[seq - 1]}},
             )
 
+    reads: list[str] = []
+
+    def count_reads(**_: Any) -> None:
+        reads.append("GetItem")
+
     client = aws._client("dynamodb")
     client.meta.events.register_first("before-call.dynamodb.UpdateItem", park_at_the_new_watermark)
+    client.meta.events.register("before-call.dynamodb.GetItem", count_reads)
     try:
         assert not errors(child.append(chunks[1]))
     finally:
         client.meta.events.unregister("before-call.dynamodb.UpdateItem", park_at_the_new_watermark)
+        client.meta.events.unregister("before-call.dynamodb.GetItem", count_reads)
     assert parked == list(range(3, len(chunks) + 1))
+    # One read: each pass goes on from the item its own write returned (no re-read per pass).
+    assert len(reads) == 1
     item = stack.connection_item("conn-slow=")
     assert item["seq"] == len(chunks) + 1 and not item["pend"]
 

@@ -27,9 +27,11 @@ over the audio *in order*, so order is restored before it runs:
 * when writes are slower than chunks arrive (a loaded local stack), a chunk is parked at the
   new watermark during every write, and the closer would lose forever while the parked pile
   grows. So once it lost only to a parker (the version is unchanged), it commits *without* the
-  "nothing parked at the new watermark" condition, reads the item again and processes what was
-  parked there itself, for as long as there is some: progress is committed every pass, and
-  only lost races count towards ``MAX_APPEND_ATTEMPTS``;
+  "nothing parked at the new watermark" condition and processes what was parked there itself,
+  for as long as there is some: progress is committed every pass, and only lost races count
+  towards ``MAX_APPEND_ATTEMPTS``. Each pass goes on from the item its own write returns (a
+  chunk parked after that write finds the watermark at its number and processes itself), so
+  a pass costs one UpdateItem, no read;
 * a gap that never fills (the invocation of a chunk failed) is skipped once parking is full
   (``MAX_PARKED_CHUNKS`` or its byte bound), so a lost chunk cannot stall a session. The park's
   write checks the room too (in chunks the size of its own), so racing parkers cannot push the

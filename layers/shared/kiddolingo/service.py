@@ -306,8 +306,11 @@ class Tutor:
             admitted, window, window_cond = self._turn_window(conn, len(turns))
             if window is not None:
                 extra_sets = {**extra_sets, "turns": window}
+            # The loop goes on after this write when our chunk is still ahead (after a skip) or
+            # chunks may wait at the new watermark (lenient): the write returns the item then.
+            goes_on = lenient or (own is not None and not own_in_run)
             try:
-                self._commit_audio(
+                written = self._commit_audio(
                     state,
                     result,
                     now_s,
@@ -317,6 +320,7 @@ class Tutor:
                     extra_removes=extra_removes,
                     extra_condition=window_cond,
                     strict=not lenient,
+                    return_item=goes_on,
                 )
             except ConflictError as exc:
                 self.cancel_turn(prestarted)
@@ -364,10 +368,12 @@ class Tutor:
             if prestarted is not None:
                 self.cancel_turn(speculation)  # a newer pause of this invocation took over
                 speculation = prestarted
-            if own is None and not lenient:
+            if not goes_on:
                 break
             # After a skipped gap, or a lenient commit: chunks may wait at the new watermark.
-            conn = self.store.get_connection(self.connection_id) or {}
+            # The item as our write left it is enough: a chunk parked after it finds the
+            # watermark at its own number, and processes itself.
+            conn = written or {}
             if not conn:
                 return
         for conn_, cfg_, utt, ok in to_run:
@@ -419,11 +425,13 @@ class Tutor:
         extra_removes: list[str] | None = None,
         extra_condition: tuple[str, dict[str, Any]] | None = None,
         strict: bool = True,
-    ) -> None:
+        return_item: bool = False,
+    ) -> dict[str, Any] | None:
         """The conditional write of the audio state (see ``kiddolingo.ingest``). A lost race
         raises ``ConflictError`` carrying the item as it is now (no second read). ``strict``:
         also lose if a chunk was parked at the new watermark since our read (it is ours to
-        process); otherwise the caller reads again after the write and processes it."""
+        process); otherwise the caller processes it after the write. ``return_item``: the item
+        as the write left it (else ``None``)."""
         st = result.state
         sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
         values: dict[str, Any] = {
@@ -476,12 +484,13 @@ class Tutor:
         if extra_condition is not None:
             condition += f" AND {extra_condition[0]}"
             values.update(extra_condition[1])
-        self.store.update_connection(
+        return self.store.update_connection(
             self.connection_id,
             expr,
             values,
             names,
             condition=condition,
+            return_values="ALL_NEW" if return_item else "NONE",
             item_on_conflict=True,
         )
 
