@@ -1060,7 +1060,6 @@ def fake_openai_process(**kwargs: Any) -> Iterator[RemoteFakeOpenAI]:
             yield RemoteFakeOpenAI(proxy)
         finally:
             proxy.stop()
-            del proxy
     finally:
         assert proc.stdin is not None
         proc.stdin.close()  # the child exits when its stdin closes

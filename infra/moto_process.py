@@ -80,18 +80,17 @@ def _serialized(app: Any) -> Any:
     return wsgi
 
 
-def _moto_server_class() -> Any:
+def serialized_moto_server(**kwargs: Any) -> Any:
+    """moto's ``ThreadedMotoServer`` (``kwargs``), processing one AWS request at a time.
+
+    moto's backends are not thread-safe (two concurrent ``UpdateItem`` calls on one item can
+    fail inside moto, or both pass a condition only one should), while the handlers run
+    concurrently like Lambda. Serializing moto keeps DynamoDB's atomic conditional writes
+    atomic; each request takes a few milliseconds, so nothing waits long.
+    """
     from moto.server import ThreadedMotoServer
 
-    class _Serialized(ThreadedMotoServer):
-        """moto's server, processing one AWS request at a time.
-
-        moto's backends are not thread-safe (two concurrent ``UpdateItem`` calls on one item can
-        fail inside moto, or both pass a condition only one should), while the handlers run
-        concurrently like Lambda. Serializing moto keeps DynamoDB's atomic conditional writes
-        atomic; each request takes a few milliseconds, so nothing waits long.
-        """
-
+    class Serialized(ThreadedMotoServer):
         def _server_entry(self) -> None:
             from moto.moto_server.werkzeug_app import (
                 DomainDispatcherApplication,
@@ -107,12 +106,7 @@ def _moto_server_class() -> Any:
             self._server_ready_event.set()
             self._server.serve_forever()
 
-    return _Serialized
-
-
-def serialized_moto_server(**kwargs: Any) -> Any:
-    """A ``ThreadedMotoServer`` that processes one request at a time (``_moto_server_class``)."""
-    return _moto_server_class()(**kwargs)
+    return Serialized(**kwargs)
 
 
 @contextlib.contextmanager

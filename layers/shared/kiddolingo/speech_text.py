@@ -97,6 +97,12 @@ _OPENING_QUOTE = re.compile(r"(?:^|(?<=[\s(\[{«“]))['\"‘]")
 _CLOSING_QUOTE = re.compile(r"['\"’](?=[\s)\]}»”.,;:!?…]|$)")
 
 
+def _ends_for_sure(run: str) -> bool:
+    """A run of enders with ``!``, ``?``, ``。`` or friends in it: always a sentence end (only
+    ``.`` and ``…`` can be an abbreviation, a decimal or a pause)."""
+    return any(c not in _SOFT_ENDERS for c in run)
+
+
 def _inside_brackets_or_quotes(text: str) -> bool:
     """Whether a bracket or a quotation opened in ``text`` is still open at its end."""
     if any(text.count(o) > text.count(c) for o, c in _PAIRS.items()):
@@ -115,9 +121,9 @@ class SentenceSplitter:
     non-space character *after* its end has arrived (that character decides whether a ``.``
     really ended it), or on :meth:`flush`; closing quotes and brackets and emojis that follow
     its end mark stay with it: ``"(¡Genial! 🎉) Sigue."`` gives ``["(¡Genial! 🎉)", "Sigue."]``.
-    Not a sentence end: abbreviations (``e.g.``, ``Mr.``,
-    ``Sra.``), decimals and dotted names (``3.5``, ``U.S.``), an ellipsis or period followed by
-    a lower-case word, and list numbers (``1.``). Spanish ``¡`` and ``¿`` open the next sentence.
+    Not a sentence end: abbreviations (``e.g.``, ``Mr.``, ``Sra.``), decimals and dotted names
+    (``3.5``, ``U.S.``), an ellipsis or period followed by a lower-case word, and list numbers
+    (``1.``). Spanish ``¡`` and ``¿`` open the next sentence.
     Newlines end a sentence too.
     """
 
@@ -176,7 +182,7 @@ class SentenceSplitter:
             if run_end == n:
                 return None  # the run may go on ("?!", "!!")
             if (
-                any(c not in _SOFT_ENDERS for c in buf[i:run_end])
+                _ends_for_sure(buf[i:run_end])
                 and buf[run_end] not in _CLOSERS
                 and not _inside_brackets_or_quotes(buf[:i])
             ):
@@ -206,8 +212,8 @@ class SentenceSplitter:
 
     def _is_boundary(self, start: int, run_end: int, next_char: str, saw_space: bool) -> bool:
         run = self._buf[start:run_end]
-        if any(c not in _SOFT_ENDERS for c in run):
-            return True  # ! ? 。 and friends always end a sentence
+        if _ends_for_sure(run):
+            return True
         if not saw_space:
             return False  # 3.5, e.g., U.S.A, example.com
         if next_char in "¡¿":
