@@ -849,3 +849,28 @@ def test_bad_input_in_the_middle_of_a_turn_loses_nothing(stack, fake_openai) -> 
         ("user", "Me gusta el azul"),
         ("assistant", REPLY_3),
     ]
+
+
+def test_a_blind_session_write_makes_an_earlier_read_modify_write_retry(stack) -> None:
+    """``set_session_fields`` (the response claim) writes without reading; it bumps ``ver``,
+    so a read-modify-write that read the session before it retries and keeps both changes."""
+    from kiddolingo.store import NotFoundError, SessionStore
+    from tests.support.aws_stack import TABLE
+
+    store = SessionStore(TABLE, stack.ddb)
+    store.create_session("s1", "learner-1", {"voice": "nova"})
+    interleaved: list[int] = []
+
+    def change(item: dict[str, Any]) -> dict[str, Any]:
+        if not interleaved:  # between this read and its write, the claim lands
+            interleaved.append(item["ver"])
+            store.set_session_fields("s1", {"resp": {"id": "resp_1", "segs": []}})
+        return {"timeline_ms": 500}
+
+    store.mutate_session("s1", change)
+    item = stack.session_item("s1")
+    assert item["resp"] == {"id": "resp_1", "segs": []} and item["timeline_ms"] == 500
+    assert interleaved == [0] and item["ver"] == 2  # the claim's bump, then the retried write
+    with pytest.raises(NotFoundError):
+        store.set_session_fields("nobody", {"resp": {"id": "resp_2"}})
+    assert stack.session_item("nobody") is None  # refused, not created

@@ -1041,11 +1041,10 @@ class Tutor:
             self.store.update_connection(self.connection_id, "SET resp = :r", {":r": response_id})
         except ConflictError:  # only the connection's existence is a condition: it is gone
             raise ConnectionGoneError(self.connection_id) from None
-        self.store.mutate_session(
+        # One write: the new response replaces whatever the session held (no read needed).
+        self.store.set_session_fields(
             sid,
-            lambda item: {
-                "resp": {"id": response_id, "item": item_id, "conn": self.connection_id, "segs": []}
-            },
+            {"resp": {"id": response_id, "item": item_id, "conn": self.connection_id, "segs": []}},
         )
 
     def _drop_response(self, sid: str, response_id: str) -> None:

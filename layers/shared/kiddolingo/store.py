@@ -209,6 +209,25 @@ class SessionStore:
             return item
         raise ConflictError(f"session {session_id}: too many concurrent updates")
 
+    def set_session_fields(self, session_id: str, fields: dict[str, Any]) -> None:
+        """Set ``fields`` on a session in one write, without reading it first (for values that
+        do not depend on the item). ``ver`` is bumped like ``mutate_session`` does, so a
+        read-modify-write that read the item before this write retries instead of undoing it."""
+        names = {f"#a{i}": key for i, key in enumerate(fields)}
+        values: dict[str, Any] = {f":v{i}": value for i, value in enumerate(fields.values())}
+        values |= {":zero": 0, ":one": 1, ":exp": self._expires()}
+        sets = ", ".join(f"#a{i} = :v{i}" for i in range(len(fields)))
+        try:
+            self._update(
+                session_key(session_id),
+                f"SET {sets}, ver = if_not_exists(ver, :zero) + :one, expires_at = :exp",
+                values,
+                names,
+                condition="attribute_exists(pk)",
+            )
+        except ConflictError:
+            raise NotFoundError(f"session {session_id} not found") from None
+
     # --- connections -------------------------------------------------------------------
 
     def bind_connection(
