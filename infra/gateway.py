@@ -72,6 +72,8 @@ from infra.lambda_runtime import (
 )
 
 log = logging.getLogger("kiddolingo.local.gateway")
+#: The error of a message dropped before it started because the gateway is stopping.
+STOPPING = "Gateway.Stopping"
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = ROOT / "web"
@@ -325,6 +327,8 @@ class LocalGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._running = 0  # invocations on worker threads right now
+        self._running_lock = threading.Condition()
 
     # -- URLs --------------------------------------------------------------------------------
     @property
@@ -385,8 +389,15 @@ class LocalGateway:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+            # Invocations already running finish before the stores behind them stop (bounded:
+            # a hung one cannot be killed, as in Lambda's runtime emulation).
+            await asyncio.to_thread(self._wait_idle, max(1.0, deadline - time.monotonic()))
         if self._env_patch is not None:
             self._env_patch.restore()
+
+    def _wait_idle(self, timeout: float) -> bool:
+        with self._running_lock:
+            return self._running_lock.wait_for(lambda: self._running == 0, timeout)
 
     def start_background(self) -> LocalGateway:
         """Run the gateway on its own event loop in a daemon thread; returns once it listens."""
@@ -731,7 +742,7 @@ class LocalGateway:
         self._record(record)
         loop = asyncio.get_running_loop()
         assert self._executor is not None
-        future = loop.run_in_executor(self._executor, fn.invoke, event)
+        future = loop.run_in_executor(self._executor, self._run_invocation, route_key, fn, event)
         timeout = min(fn.timeout_s, self.integration_timeout_s)
         result = InvocationResult(error={"errorType": "Cancelled", "errorMessage": "cancelled"})
         try:
@@ -749,7 +760,7 @@ class LocalGateway:
             record.result = result
             with self._invocations_changed:
                 self._invocations_changed.notify_all()
-        if result.error is not None:
+        if result.error is not None and result.error.get("errorType") != STOPPING:
             log.warning(
                 "%s for %s failed: %s: %s",
                 route_key,
@@ -758,6 +769,23 @@ class LocalGateway:
                 result.error.get("errorMessage"),
             )
         return result
+
+    def _run_invocation(self, route_key: str, fn: Any, event: dict[str, Any]) -> Any:
+        """One invocation on a worker thread. Once the gateway is stopping, a message still
+        queued behind a backlog is dropped before it starts (its connection is closed): the
+        ``$disconnect`` runs need the workers, and the stores stop right after the gateway."""
+        if self._stopping and route_key not in ("$connect", "$disconnect"):
+            return InvocationResult(
+                error={"errorType": STOPPING, "errorMessage": "the local gateway is stopping"}
+            )
+        with self._running_lock:
+            self._running += 1
+        try:
+            return fn.invoke(event)
+        finally:
+            with self._running_lock:
+                self._running -= 1
+                self._running_lock.notify_all()
 
     def _record(self, record: Invocation) -> None:
         with self._invocations_changed:

@@ -587,6 +587,40 @@ def test_stopping_the_gateway_closes_connections_with_1001_and_disconnects() -> 
         socket.create_connection(("127.0.0.1", gateway.port), timeout=1).close()
 
 
+def test_stopping_drops_queued_messages_and_waits_for_running_ones() -> None:
+    """A backlog at shutdown: the message already running finishes before ``stop`` returns
+    (the stores behind it stop next), the ones still queued never start, ``$disconnect`` runs."""
+    from infra.gateway import STOPPING
+
+    gateway = _gateway(max_workers=1)
+    gateway.start_background()
+    try:
+        with _connect(gateway) as ws:
+            ws.send(json.dumps({"stub": "sleep", "seconds": 0.8, "n": 1}))
+            deadline = time.monotonic() + 5
+            while not any(i.route_key == "$default" for i in gateway.invocations):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            for n in (2, 3, 4):  # queued behind the one worker
+                ws.send(json.dumps({"stub": "sleep", "seconds": 0.8, "n": n}))
+            time.sleep(0.1)
+            started = time.monotonic()
+            gateway.stop_background()
+            stopped = time.time()
+            assert time.monotonic() - started < 3  # not the three queued sleeps
+    finally:
+        gateway.stop_background()
+    messages = [i for i in gateway.invocations if i.route_key == "$default"]
+    assert len(messages) == 4
+    first, queued = messages[0], messages[1:]
+    # It ran to its end (its post then found the connection closed: 410), before stop returned.
+    assert first.result is not None and first.result.duration_ms >= 800
+    assert (first.result.error or {}).get("errorType") != STOPPING
+    assert first.finished_at is not None and first.finished_at <= stopped
+    assert [i.result.error["errorType"] for i in queued if i.result] == [STOPPING] * 3
+    assert [i.route_key for i in gateway.invocations].count("$disconnect") == 1
+
+
 def test_moto_lock_is_granted_first_come_first_served() -> None:
     """The local stack serializes moto with a fair lock: a waiting request is never overtaken
     (an unfair lock let audio appends starve for seconds under load and be skipped as lost)."""

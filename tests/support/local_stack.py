@@ -122,6 +122,9 @@ def load_check(sessions: int = 5, seconds: float = 8.0) -> dict[str, Any]:
     ms = sorted((inv.finished_at - inv.started_at) * 1000 for inv in done if inv.finished_at)
     return {
         "sessions": sessions,
+        # More sent than processed: the local stack fell behind (its moto serves one request at
+        # a time); what was still queued when it stopped was dropped, not counted below.
+        "appends_sent": sessions * int(seconds * 10),
         "invocations": len(done),
         "failed_invocations": sum(1 for inv in done if inv.result and not inv.result.ok),
         "p50_ms": round(statistics.median(ms), 1) if ms else None,
