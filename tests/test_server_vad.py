@@ -252,3 +252,32 @@ def test_without_create_response_the_turn_waits_for_response_create(stack, fake_
     assert transcripts == ["I like cats and dogs"]
     assert stack.audio_keys() == []
     assert stack.connection_item(CONN).get("ready") is None
+
+
+def test_an_input_rate_change_after_audio_goes_on_at_the_new_rate(stack, fake_openai) -> None:
+    """A client whose 16 kHz ``session.update`` lands after its first appends were read at the
+    default 24 kHz (API Gateway runs them concurrently): the VAD goes on at 16 kHz from the same
+    timeline position, and the turn is heard and transcribed at 16 kHz. No append fails."""
+    start_vad(stack)
+    for n in range(1, 6):  # 0.5 s read as 24 kHz audio
+        send(stack, append(n, SILENCE))
+    send(
+        stack,
+        {
+            "type": "session.update",
+            "session": {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}},
+        },
+    )
+    quiet = b"\x00\x00" * 1600  # 100 ms at 16 kHz
+    pcm = speak("I like cats and dogs.", rate=16000)
+    frames = [quiet] * 3 + chunks(pcm, rate=16000) + [quiet] * 16
+    for n, c in enumerate(frames, start=6):
+        send(stack, append(n, c))
+    events = stack.recorder.events(CONN)
+    assert [e for e in events if e["type"] == "error"] == []
+    started = next(e for e in events if e["type"] == "input_audio_buffer.speech_started")
+    assert 700 <= started["audio_start_ms"] <= 900  # 0.5 s, then 0.3 s of 16 kHz quiet
+    assert stack.recorder.types(CONN)[-1] == "response.done"
+    (req,) = fake_openai.requests("audio/transcriptions")
+    assert req.sample_rate == 16000
+    assert len(req.pcm) >= len(pcm) * 0.8  # the speech, at its own rate

@@ -434,6 +434,25 @@ def test_rate_mismatch_is_refused() -> None:
         feed(VadConfig(sample_rate=16000), VadState.initial(CONFIG), b"")
 
 
+def test_rebase_goes_on_at_the_new_rate_mid_utterance() -> None:
+    """Speech starts at 24 kHz, the rate changes to 16 kHz while the child is speaking: the
+    utterance and the timeline carry over, and its end is found at 16 kHz."""
+    config16 = VadConfig(sample_rate=16000)
+    first = run(pcm(silence(500), tone(400)), CONFIG, chunk_bytes=4800)
+    assert first.events == [VadEvent("speech_started", 500)]
+    assert first.state is not None and first.state.in_utterance
+    state = vad.rebase(config16, first.state)
+    assert (state.sample_rate, state.position_ms, state.in_utterance) == (16000, 900, True)
+    assert len(state.ring) <= config16.prefix_bytes + config16.frame_bytes
+    events = []
+    for chunk in (pcm(tone(300, rate=16000)), *[pcm(silence(100, 16000))] * 15):
+        step = feed(config16, state, chunk)
+        state, events = step.state, [*events, *step.events]
+    assert [e.kind for e in events if e.kind.startswith("speech")] == ["speech_stopped"]
+    assert next(e for e in events if e.kind == "speech_stopped").audio_ms == 1200
+    assert vad.rebase(config16, state) is state  # same rate: unchanged
+
+
 def test_bytes_short_of_a_frame_wait_in_carry() -> None:
     step = feed(CONFIG, VadState.initial(CONFIG), b"\x01\x02\x03")
     assert step.state.carry == b"\x01\x02\x03" and step.state.samples == 0

@@ -502,6 +502,30 @@ def score_frames(frames: np.ndarray, state: VadState, config: VadConfig) -> np.n
     return np.asarray(probabilities, dtype=np.float64)
 
 
+def rebase(config: VadConfig, state: VadState) -> VadState:
+    """Go on at ``config``'s sample rate after the session's input rate changed.
+
+    What is kept is counted in ms or dB: the timeline position, an utterance in progress and
+    its silence, the idle timer, the noise floor. An unconfirmed speech candidate (sample
+    positions) and the partial frame are dropped; the ring keeps as many of its newest bytes as
+    the prefix padding takes at the new rate. Those bytes are read at the new rate from now on:
+    right for the usual case, a client whose first ``session.update`` raced its first appends.
+    """
+    if state.sample_rate == config.sample_rate:
+        return state
+    keep = config.prefix_bytes + config.frame_bytes
+    return replace(
+        state,
+        sample_rate=config.sample_rate,
+        samples=state.position_ms * config.sample_rate // 1000,
+        candidate_start=-1,
+        candidate_speech_frames=0,
+        candidate_gap_frames=0,
+        carry=b"",
+        ring=state.ring[-keep:] if keep else b"",
+    )
+
+
 def reset_idle(state: VadState) -> VadState:
     """Restart the idle timer (e.g. when the tutor's reply has finished playing)."""
     return replace(state, idle_ms=0, idle_fired=False)
