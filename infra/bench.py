@@ -84,10 +84,20 @@ EVENTS_DIR = ROOT / "events"
 
 TABLE = "kiddolingo-bench-sessions"
 BUCKET = "kiddolingo-bench-audio"
-RATE = 24_000
+#: The microphone's rate, as web/kiddolingo-client.js sends it (``--input-rate`` changes it).
+RATE = 16_000
 CHUNK_MS = 100
 CHUNK_SAMPLES = RATE * CHUNK_MS // 1000
 CHUNK_BYTES = CHUNK_SAMPLES * 2
+
+
+def _set_input_rate(rate: int) -> None:
+    global RATE, CHUNK_SAMPLES, CHUNK_BYTES
+    RATE = rate
+    CHUNK_SAMPLES = RATE * CHUNK_MS // 1000
+    CHUNK_BYTES = CHUNK_SAMPLES * 2
+
+
 CONNECTION_ID = "BenchConnAAAAA="
 #: Room noise under everything the microphone sends (dBFS-ish RMS of the Gaussian noise).
 NOISE_RMS = 20.0
@@ -1374,6 +1384,7 @@ def figures(
         "quick": bool(args.quick),
         "aws": args.aws,
         "provider": args.provider,
+        "input_rate": RATE,
         "profile": _profile_dict(profile),
         "silence_ms": args.silence_ms,
         "speech_source": sorted({t.source for t in turns}),
@@ -1544,7 +1555,7 @@ def table(f: dict[str, Any]) -> str:
         f"speech: {', '.join(f['speech_source'])} · load {f['load_average_start'][:1]} · "
         f"AWS: moto {'in this process' if f['aws'] == 'inprocess' else 'in its own process'} · "
         f"fake OpenAI {'in this process' if f['provider'] == 'inprocess' else 'in its own process'}"
-        "\n"
+        f" · input {f['input_rate'] // 1000} kHz PCM16\n"
         f"profile: transcription {p['transcription_ms']:g} ms, chat first token "
         f"{p['chat_first_token_ms']:g} ms then {('∞' if tps is None else f'{tps:g}')} tok/s, "
         f"speech first byte {p['speech_first_byte_ms']:g} ms "
@@ -1809,6 +1820,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "not the handlers'), or in the benchmark's process",
     )
     parser.add_argument(
+        "--input-rate",
+        type=int,
+        choices=(16000, 24000),
+        default=16000,
+        help="the child's audio: 16 kHz as the browser client sends it, or 24 kHz (the "
+        "Realtime API's default, also accepted)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="2 turns, no provider latency (for the tests)"
     )
     args = parser.parse_args(argv)
@@ -1823,6 +1842,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _set_input_rate(args.input_rate)
     from infra.fake_openai import FakeOpenAI, fake_openai_process
 
     profile = _profile(args)

@@ -200,8 +200,12 @@ def test_the_floor_follows_the_first_sentence_of_the_reply() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("aws", "provider"), [("inprocess", "process"), ("process", "inprocess")])
-def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path, aws: str, provider: str) -> None:
+@pytest.mark.parametrize(
+    ("aws", "provider", "rate"), [("inprocess", "process", 16000), ("process", "inprocess", 24000)]
+)
+def test_bench_quick_runs_and_reports_every_figure(
+    tmp_path: Path, aws: str, provider: str, rate: int
+) -> None:
     from infra.bench import FIGURE_KEYS
 
     out_json = tmp_path / "bench.json"
@@ -209,7 +213,8 @@ def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path, aws: str, pro
     for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         env.pop(var, None)
     done = subprocess.run(
-        [sys.executable, "-m", "infra.bench", "--quick", "--aws", aws, "--provider", provider],
+        [sys.executable, "-m", "infra.bench", "--quick", "--aws", aws, "--provider", provider]
+        + ([] if rate == 16000 else ["--input-rate", str(rate)]),  # 16 kHz: the client's
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -221,6 +226,7 @@ def test_bench_quick_runs_and_reports_every_figure(tmp_path: Path, aws: str, pro
 
     figures = json.loads(out_json.read_text())
     assert figures["aws"] == aws and figures["provider"] == provider
+    assert figures["input_rate"] == rate and f"input {rate // 1000} kHz PCM16" in done.stdout
     missing = [key for key in FIGURE_KEYS if key not in figures]
     assert not missing, missing
     for key in FIGURE_KEYS:

@@ -16,7 +16,7 @@ import datetime
 import random
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,17 +78,21 @@ def turns_from_events(events: list[VadEvent]) -> tuple[tuple[int, int | None], .
     return tuple(turns)
 
 
-def run_ours(case: CorpusCase, chunks: list[int] | None = None) -> Outcome:
-    audio = case.pcm
-    state = VadState.initial(CONFIG)
+def run_ours(
+    case: CorpusCase, chunks: list[int] | None = None, config: VadConfig = CONFIG
+) -> Outcome:
+    """Our VAD over the case in 100 ms appends (or ``chunks``), at ``config``'s rate."""
+    audio = case.pcm if config.sample_rate == RATE else case.pcm_16k
+    chunk_bytes = config.sample_rate // 10 * 2
+    state = VadState.initial(config)
     events: list[VadEvent] = []
     lengths: list[int] = []
-    sizes = chunks or [CHUNK_BYTES] * (len(audio) // CHUNK_BYTES + 1)
+    sizes = chunks or [chunk_bytes] * (len(audio) // chunk_bytes + 1)
     position = 0
     for size in sizes:
         if position >= len(audio):
             break
-        step = feed(CONFIG, state, audio[position : position + size])
+        step = feed(config, state, audio[position : position + size])
         position += size
         state = step.state
         mark = 0  # split the chunk's utterance audio at its events (see VadStep)
@@ -101,12 +105,12 @@ def run_ours(case: CorpusCase, chunks: list[int] | None = None) -> Outcome:
             mark = offset
         if len(step.utterance_audio) > mark:
             lengths[-1] += len(step.utterance_audio) - mark
-    usable = len(audio) // CONFIG.frame_bytes * CONFIG.frame_samples
-    frames = np.frombuffer(audio, dtype="<i2", count=usable).reshape(-1, CONFIG.frame_samples)
-    probabilities = score_frames(frames, VadState.initial(CONFIG), CONFIG)
+    usable = len(audio) // config.frame_bytes * config.frame_samples
+    frames = np.frombuffer(audio, dtype="<i2", count=usable).reshape(-1, config.frame_samples)
+    probabilities = score_frames(frames, VadState.initial(config), config)
     return Outcome(
         turns=turns_from_events(events),
-        speech_fraction=float(np.mean(probabilities >= CONFIG.threshold)),
+        speech_fraction=float(np.mean(probabilities >= config.threshold)),
         events=tuple(events),
         utterance_bytes=tuple(lengths),
     )
@@ -231,6 +235,24 @@ def test_noise_coughs_and_silence_never_start_a_turn(
     ours = results[name].ours
     assert ours.events == ()
     assert ours.utterance_bytes == ()
+
+
+def test_the_same_turns_at_16_khz(corpus: dict[str, CorpusCase]) -> None:
+    """The browser client sends 16 kHz: every promise above holds at that rate too (one turn
+    per speech case within the same tolerances, nothing for noise, coughs and silence)."""
+    assert WEBRTC_RATE == 16000
+    config = replace(CONFIG, sample_rate=16000)
+    for name, case in corpus.items():
+        ours = run_ours(case, config=config)
+        if name not in SPEECH_CASES:
+            assert ours.events == (), name
+            continue
+        assert len(ours.turns) == 1, (name, ours.turns)
+        ((start, stop),) = ours.turns
+        onset, offset = case.speech_ms[0][0], case.speech_ms[-1][1]
+        assert stop is not None, name
+        assert START_TOLERANCE_MS[0] <= start - onset <= START_TOLERANCE_MS[1], (name, start)
+        assert STOP_TOLERANCE_MS[0] <= stop - offset <= STOP_TOLERANCE_MS[1], (name, stop)
 
 
 def test_chunking_does_not_change_the_outcome_on_real_speech(

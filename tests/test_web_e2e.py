@@ -279,22 +279,22 @@ def test_child_talks_and_the_tutor_answers_out_loud(
             "type": "server_vad", "threshold": 0.3, "prefix_padding_ms": 300,
             "silence_duration_ms": 1200, "create_response": True, "interrupt_response": True,
         }  # fmt: skip
-        assert first["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        assert first["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 16000}
         assert first["session"]["tutor"] == {"target_language": "Spanish"}
         appends = [b for b in bodies if b["type"] == "input_audio_buffer.append"]
         assert [a["event_id"] for a in appends[:3]] == ["audio#1", "audio#2", "audio#3"]
         assert max(len(inv.event["body"]) for inv in mine) < 32 * 1024
-        # ~100 ms of 24 kHz PCM16 per append.
+        # ~100 ms of 16 kHz PCM16 per append.
         import base64
 
         sizes = {len(base64.b64decode(a["audio"])) for a in appends[:20]}
-        assert sizes == {4800}, sizes
+        assert sizes == {3200}, sizes
 
-        # The provider saw the child's audio as a 24 kHz WAV, and answered.
+        # The provider saw the child's audio as a 16 kHz WAV, and answered.
         # (A speculation on a pause inside the phrase may have sent its first words before.)
         transcriptions = fake.requests("transcriptions")
-        assert {t.sample_rate for t in transcriptions} == {24000}
-        assert max(len(t.pcm or b"") for t in transcriptions) > 24000  # more than 0.5 s of speech
+        assert {t.sample_rate for t in transcriptions} == {16000}
+        assert max(len(t.pcm or b"") for t in transcriptions) > 16000  # more than 0.5 s of speech
         assert fake.requests("chat")[0].messages[-1]["content"] == HEARD
 
         # Wait for a calm moment (reply finished) for the screenshot.

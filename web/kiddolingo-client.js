@@ -10,11 +10,12 @@
 // What it does:
 // * authenticates with the token as a `bearer.<jwt>` entry of Sec-WebSocket-Protocol next to
 //   "kiddolingo.v1" (or as ?token= with tokenTransport: "query");
-// * sends session.update first: PCM16 input at 24 kHz, server VAD with the children's defaults,
-//   the target language;
+// * sends session.update first: PCM16 input at 16 kHz (what Whisper hears; a third less audio
+//   to send, store and upload than 24 kHz), server VAD with the children's defaults, the target
+//   language;
 // * captures the microphone (echo cancellation, noise suppression, auto gain) through an
-//   AudioWorklet that converts it to PCM16 at 24 kHz, and sends input_audio_buffer.append about
-//   every 100 ms (each frame ~6.5 KB, far under API Gateway's 32 KB), numbered "audio#<n>" from 1
+//   AudioWorklet that converts it to PCM16 at 16 kHz, and sends input_audio_buffer.append about
+//   every 100 ms (each frame ~4.4 KB, far under API Gateway's 32 KB), numbered "audio#<n>" from 1
 //   per WebSocket connection;
 // * plays response.output_audio.delta gaplessly (see player.js), tracking per item how many ms
 //   were actually played;
@@ -80,7 +81,7 @@ export class KiddoLingoClient extends EventTarget {
     this.tokenTransport = options.tokenTransport || "subprotocol";
     this.targetLanguage = options.targetLanguage || "Spanish";
     this.learnerAge = options.learnerAge || null;
-    this.inputRate = options.inputRate || 24000;
+    this.inputRate = options.inputRate || 16000; // 24000 also accepted
     this.chunkMs = options.chunkMs || 100;
     this.turnDetection =
       options.turnDetection === null ? null : { ...CHILD_VAD_DEFAULTS, ...(options.turnDetection || {}) };

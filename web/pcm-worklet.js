@@ -1,7 +1,7 @@
 // AudioWorklet: microphone samples (Float32 at the AudioContext's rate) → PCM16 little-endian
-// mono at the session's input rate (24 kHz by default), posted to the main thread in chunks of
-// about `chunkMs` milliseconds (100 ms = 4 800 bytes at 24 kHz; base64 in JSON stays far under
-// API Gateway's 32 KB frame limit).
+// mono at the session's input rate (16 kHz from kiddolingo-client.js), posted to the main thread
+// in chunks of about `chunkMs` milliseconds (100 ms = 3 200 bytes at 16 kHz; base64 in JSON stays
+// far under API Gateway's 32 KB frame limit).
 //
 // Resampling: a one-pole low-pass (when downsampling) followed by linear interpolation, with the
 // fractional read position carried from one 128-frame block to the next so chunks join without
@@ -14,7 +14,7 @@ class PcmCaptureProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
     const opts = (options && options.processorOptions) || {};
-    this.targetRate = opts.targetRate || 24000;
+    this.targetRate = opts.targetRate || 16000;
     this.chunkSamples = Math.max(1, Math.round((this.targetRate * (opts.chunkMs || 100)) / 1000));
     this.ratio = sampleRate / this.targetRate; // input samples per output sample
     // Low-pass at ~0.45 of the target rate when downsampling (anti-aliasing, roughly).
