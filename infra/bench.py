@@ -735,8 +735,10 @@ class Conversation:
         self, functions: dict[str, Any], observer: Observer, silence_ms: int, ddb: Any = None
     ) -> None:
         self.ddb = ddb
-        #: Sizes of the connection item (bytes), sampled while the child speaks and pauses.
+        #: Sizes of the connection item (bytes): at the end of each phrase (the held speech)
+        #: and in the pause before it (the VAD's prefix ring).
         self.item_sizes: list[int] = []
+        self.item_sizes_silence: list[int] = []
         self.functions = functions
         self.observer = observer
         self.silence_ms = silence_ms
@@ -830,9 +832,10 @@ class Conversation:
         mark = self.observer.mark()
         for _ in range(LEAD_SILENCE_MS // CHUNK_MS):
             self.send(self.silence(), "silence")
+        self.sample_item(self.item_sizes_silence)
         for chunk in chunks:
             turn.last_speech_at = self.send(chunk, "speech")
-        self.sample_item()
+        self.sample_item(self.item_sizes)
         turn.speech_chunks = len(chunks)
         deadline = time.perf_counter() + TURN_TIMEOUT_S + self.silence_ms / 1000.0
         # Silence until the tutor's first audio, then on until its reply is done.
@@ -865,14 +868,14 @@ class Conversation:
                 if post.type not in turn.timeline:
                     turn.timeline[post.type] = round((post.at - turn.last_speech_at) * 1000.0, 1)
 
-    def sample_item(self) -> None:
+    def sample_item(self, into: list[int]) -> None:
         if self.ddb is None:
             return
         out = self.ddb.get_item(
             TableName=TABLE, Key={"pk": {"S": f"conn#{CONNECTION_ID}"}}, ConsistentRead=True
         )
         if out.get("Item"):
-            self.item_sizes.append(dynamodb_item_size(out["Item"]))
+            into.append(dynamodb_item_size(out["Item"]))
 
     def finish(self) -> None:
         for future in self.futures:
@@ -1044,6 +1047,7 @@ def run_conversation(
         "objects_left": left,
         "provider_requests": dict(provider_requests),
         "connection_item_sizes": conversation.item_sizes,
+        "connection_item_sizes_silence": conversation.item_sizes_silence,
     }
 
 
@@ -1438,6 +1442,14 @@ def figures(
             max((n for run in runs.values() for n in run["connection_item_sizes"]), default=0)
             / 1024.0
         ),
+        # In a pause the item holds the VAD's prefix ring: what most appends read and write.
+        "connection_item_kb_silence": _r(
+            max(
+                (n for run in runs.values() for n in run.get("connection_item_sizes_silence", [])),
+                default=0,
+            )
+            / 1024.0
+        ),
         "import_ms_audio": _r(imports.get("audio", {}).get("ms")),
         "import_ms_audio_median": imports.get("audio", {}).get("median_ms"),
         "import_ms_connect": _r(imports.get("connect", {}).get("ms")),
@@ -1743,10 +1755,12 @@ def table(f: dict[str, Any]) -> str:
             + ")"
         )
     size_kb = f["connection_item_kb_max"] or 0.0
+    pause_kb = f.get("connection_item_kb_silence") or 0.0
     extra.append(
-        f"connection item (read and written by every append): up to {size_kb:.1f} KB, i.e. "
-        f"{math.ceil(size_kb / 4)} RCU per strongly consistent read and {math.ceil(size_kb)} "
-        "WCU per update"
+        f"connection item (read and written by every append): {pause_kb:.1f} KB in a pause "
+        f"({math.ceil(pause_kb / 4)} RCU per strongly consistent read, {math.ceil(pause_kb)} WCU "
+        f"per update), up to {size_kb:.1f} KB at the end of a phrase ({math.ceil(size_kb / 4)} "
+        f"RCU, {math.ceil(size_kb)} WCU)"
     )
     extra.append(
         "calls per append (mean): "

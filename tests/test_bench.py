@@ -227,6 +227,9 @@ def test_bench_quick_runs_and_reports_every_figure(
     figures = json.loads(out_json.read_text())
     assert figures["aws"] == aws and figures["provider"] == provider
     assert figures["input_rate"] == rate and f"input {rate // 1000} kHz PCM16" in done.stdout
+    # In a pause the item holds the VAD's 300 ms prefix ring: a third smaller at 16 kHz.
+    pause_kb = figures["connection_item_kb_silence"]
+    assert (pause_kb < 12.0) if rate == 16000 else (14.0 < pause_kb < 17.0), pause_kb
     missing = [key for key in FIGURE_KEYS if key not in figures]
     assert not missing, missing
     for key in FIGURE_KEYS:
