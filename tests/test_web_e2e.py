@@ -192,6 +192,42 @@ def test_page_asks_for_the_link_with_a_token(browser: Any, live_stack: Any) -> N
         page.context.close()
 
 
+TONE_THROUGH_THE_WORKLET = """async ([freq, targetRate]) => {
+  // One second of a sine at 48 kHz through the capture worklet, offline: the RMS it reports.
+  const ctx = new OfflineAudioContext(1, 48000, 48000);
+  await ctx.audioWorklet.addModule(new URL("/pcm-worklet.js", location.href));
+  const node = new AudioWorkletNode(ctx, "kiddolingo-pcm-capture", {
+    processorOptions: { targetRate, chunkMs: 100 },
+  });
+  const rms = [];
+  node.port.onmessage = (e) => e.data.type === "audio" && rms.push(e.data.rms);
+  const tone = new OscillatorNode(ctx, { frequency: freq });
+  const gain = new GainNode(ctx, { gain: 0.5 });
+  tone.connect(gain).connect(node).connect(ctx.destination);
+  tone.start();
+  await ctx.startRendering();
+  await new Promise((r) => setTimeout(r, 300));
+  const steady = rms.slice(1); // past the filter's first milliseconds
+  return steady.reduce((a, b) => a + b, 0) / steady.length;
+}"""
+
+
+@pytest.mark.browser
+def test_the_capture_worklet_keeps_speech_and_stops_aliasing(browser: Any, live_stack: Any) -> None:
+    """Downsampling 48 kHz to the client's 16 kHz: a 1 kHz or 6 kHz tone passes, a 12 kHz tone
+    (it would fold to 4 kHz, into the speech band) is at least 30 dB down."""
+    page = _open_page(browser, live_stack.page_url)
+    try:
+        level = {
+            f: page.evaluate(TONE_THROUGH_THE_WORKLET, [f, 16000]) for f in (1000, 6000, 12000)
+        }
+    finally:
+        page.context.close()
+    assert 0.3 < level[1000] < 0.4, level  # 0.5 / sqrt(2)
+    assert level[6000] > 0.8 * level[1000], level
+    assert level[12000] < level[1000] * 10 ** (-30 / 20), level
+
+
 @pytest.mark.browser
 def test_microphone_refused_gives_a_friendly_error(browser: Any, live_stack: Any) -> None:
     deny = (
