@@ -1378,6 +1378,10 @@ def figures(
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a and b else None
 
+    def largest_kb(sizes: str) -> float | None:
+        """The largest connection item sampled into ``sizes`` in any conversation, in KB."""
+        return _r(max((n for run in runs.values() for n in run[sizes]), default=0) / 1024.0)
+
     out: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
         "command": "python -m infra.bench " + " ".join(sys.argv[1:]),
@@ -1438,18 +1442,9 @@ def figures(
         "cpu_ms_per_100ms_audio_p95": _r(_pct(cpu_net, 95), 2),
         "cpu_ms_per_100ms_audio_with_moto": _mean([i.cpu_ms for i in chunk]),
         "append_wall_p50_ms": _r(_pct([i.wall_ms for i in chunk], 50)),
-        "connection_item_kb_max": _r(
-            max((n for run in runs.values() for n in run["connection_item_sizes"]), default=0)
-            / 1024.0
-        ),
+        "connection_item_kb_max": largest_kb("connection_item_sizes"),
         # In a pause the item holds the VAD's prefix ring: what most appends read and write.
-        "connection_item_kb_silence": _r(
-            max(
-                (n for run in runs.values() for n in run.get("connection_item_sizes_silence", [])),
-                default=0,
-            )
-            / 1024.0
-        ),
+        "connection_item_kb_silence": largest_kb("connection_item_sizes_silence"),
         "import_ms_audio": _r(imports.get("audio", {}).get("ms")),
         "import_ms_audio_median": imports.get("audio", {}).get("median_ms"),
         "import_ms_connect": _r(imports.get("connect", {}).get("ms")),
@@ -1755,7 +1750,7 @@ def table(f: dict[str, Any]) -> str:
             + ")"
         )
     size_kb = f["connection_item_kb_max"] or 0.0
-    pause_kb = f.get("connection_item_kb_silence") or 0.0
+    pause_kb = f["connection_item_kb_silence"] or 0.0
     extra.append(
         f"connection item (read and written by every append): {pause_kb:.1f} KB in a pause "
         f"({math.ceil(pause_kb / 4)} RCU per strongly consistent read, {math.ceil(pause_kb)} WCU "

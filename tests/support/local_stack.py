@@ -81,6 +81,7 @@ def load_check(sessions: int = 5, seconds: float = 8.0) -> dict[str, Any]:
     import websockets
 
     errors: list[dict[str, Any]] = []
+    appends = int(seconds * 10)  # per session
 
     async def client(stack: LocalStack, k: int) -> None:
         from websockets.typing import Subprotocol
@@ -98,7 +99,7 @@ def load_check(sessions: int = 5, seconds: float = 8.0) -> dict[str, Any]:
             reader = asyncio.create_task(read())
             rng = np.random.default_rng(k)
             start = time.monotonic()
-            for n in range(1, int(seconds * 10) + 1):
+            for n in range(1, appends + 1):
                 pcm = rng.normal(0, 30, 2400).astype(np.int16).tobytes()
                 append = {"type": "input_audio_buffer.append", "event_id": f"audio#{n}"}
                 append["audio"] = base64.b64encode(pcm).decode()
@@ -124,7 +125,7 @@ def load_check(sessions: int = 5, seconds: float = 8.0) -> dict[str, Any]:
         "sessions": sessions,
         # More sent than processed: the local stack fell behind (its moto serves one request at
         # a time); what was still queued when it stopped was dropped, not counted below.
-        "appends_sent": sessions * int(seconds * 10),
+        "appends_sent": sessions * appends,
         "invocations": len(done),
         "failed_invocations": sum(1 for inv in done if inv.result and not inv.result.ok),
         "p50_ms": round(statistics.median(ms), 1) if ms else None,

@@ -247,11 +247,13 @@ def ingest(
     vad_state = state.vad
     timeline = state.timeline_ms
     last_item = state.last_item_id
-    if vad_cfg is not None and vad_state is None:
-        vad_state = vadlib.VadState.initial(vad_cfg, timeline_ms=timeline)
-    elif vad_cfg is not None and vad_state is not None:
-        # A session.update changed the input rate (or raced the first appends): go on at it.
-        vad_state = vadlib.rebase(vad_cfg, vad_state)
+    if vad_cfg is not None:
+        # rebase: a session.update changed the input rate (or raced the first appends).
+        vad_state = (
+            vadlib.VadState.initial(vad_cfg, timeline_ms=timeline)
+            if vad_state is None
+            else vadlib.rebase(vad_cfg, vad_state)
+        )
 
     pending_bytes = bytearray()
     pending_seq: int | None = None

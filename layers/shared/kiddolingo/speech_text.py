@@ -79,8 +79,6 @@ def is_speakable(text: str) -> bool:
 _ENDERS = frozenset(".!?…。！？‼⁇⁈⁉")
 #: Enders that are ambiguous (abbreviations, decimals, initials, ellipsis mid-sentence).
 _SOFT_ENDERS = frozenset(".…")
-#: Closing marks that belong to the sentence they follow.
-_CLOSERS = frozenset(")]}\"'»”’›」』")
 #: Words that end with a period without ending the sentence (lower case, without the final dot).
 _ABBREVIATIONS = frozenset(
     {
@@ -92,6 +90,8 @@ _ABBREVIATIONS = frozenset(
 _WORD_BEFORE = re.compile(r"([^\s(\[{\"'«“¡¿]+)$")
 #: Brackets and quotes whose closing mark may follow a sentence's end ("(Hello!)").
 _PAIRS = {"(": ")", "[": "]", "{": "}", "«": "»", "“": "”", "‹": "›", "「": "」", "『": "』"}
+#: Closing marks that belong to the sentence they follow: the pairs', and straight quotes.
+_CLOSERS = frozenset(_PAIRS.values()) | frozenset("\"'’")
 #: A straight quote opening a quotation: at the start or after a space or a bracket.
 _OPENING_QUOTE = re.compile(r"(?:^|(?<=[\s(\[{«“]))['\"‘]")
 _CLOSING_QUOTE = re.compile(r"['\"’](?=[\s)\]}»”.,;:!?…]|$)")

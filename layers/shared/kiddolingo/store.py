@@ -175,27 +175,14 @@ class SessionStore:
             updates = change(item)
             if not updates:
                 return item
-            set_parts, remove_parts = ["ver = :next", "expires_at = :exp"], []
-            names: dict[str, str] = {}
-            values: dict[str, Any] = {}
-            for i, (key, value) in enumerate(updates.items()):
-                names[f"#a{i}"] = key
-                if value is _REMOVE:
-                    remove_parts.append(f"#a{i}")
-                else:
-                    values[f":v{i}"] = value
-                    set_parts.append(f"#a{i} = :v{i}")
+            expr, names, values = _update_expression(updates, "ver = :next")
             values[":ver"] = item.get("ver", 0)
             values[":next"] = item.get("ver", 0) + 1
-            values[":exp"] = self._expires()
-            expr = "SET " + ", ".join(set_parts)
-            if remove_parts:
-                expr += " REMOVE " + ", ".join(remove_parts)
             try:
                 self._update(
                     session_key(session_id),
                     expr,
-                    values,
+                    {**values, ":exp": self._expires()},
                     names,
                     condition="ver = :ver",
                 )
@@ -213,15 +200,12 @@ class SessionStore:
         """Set ``fields`` on a session in one write, without reading it first (for values that
         do not depend on the item). ``ver`` is bumped like ``mutate_session`` does, so a
         read-modify-write that read the item before this write retries instead of undoing it."""
-        names = {f"#a{i}": key for i, key in enumerate(fields)}
-        values: dict[str, Any] = {f":v{i}": value for i, value in enumerate(fields.values())}
-        values |= {":zero": 0, ":one": 1, ":exp": self._expires()}
-        sets = ", ".join(f"#a{i} = :v{i}" for i in range(len(fields)))
+        expr, names, values = _update_expression(fields, "ver = if_not_exists(ver, :zero) + :one")
         try:
             self._update(
                 session_key(session_id),
-                f"SET {sets}, ver = if_not_exists(ver, :zero) + :one, expires_at = :exp",
-                values,
+                expr,
+                {**values, ":zero": 0, ":one": 1, ":exp": self._expires()},
                 names,
                 condition="attribute_exists(pk)",
             )
@@ -381,6 +365,28 @@ class SessionStore:
             return True
         except ConflictError:
             return False
+
+
+def _update_expression(
+    updates: dict[str, Any], version: str
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """A session write's UpdateExpression: ``version`` (how ``ver`` moves), ``expires_at`` (the
+    caller's ``:exp``), then ``updates`` (``REMOVE`` for a value that is ``_REMOVE``), with its
+    attribute names and values."""
+    set_parts, remove_parts = [version, "expires_at = :exp"], []
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for i, (key, value) in enumerate(updates.items()):
+        names[f"#a{i}"] = key
+        if value is _REMOVE:
+            remove_parts.append(f"#a{i}")
+        else:
+            values[f":v{i}"] = value
+            set_parts.append(f"#a{i} = :v{i}")
+    expr = "SET " + ", ".join(set_parts)
+    if remove_parts:
+        expr += " REMOVE " + ", ".join(remove_parts)
+    return expr, names, values
 
 
 class _Remove:

@@ -513,7 +513,7 @@ def rebase(config: VadConfig, state: VadState) -> VadState:
     """
     if state.sample_rate == config.sample_rate:
         return state
-    keep = config.prefix_bytes + config.frame_bytes
+    keep = config.prefix_bytes + config.frame_bytes  # at least one frame: never 0
     return replace(
         state,
         sample_rate=config.sample_rate,
@@ -522,7 +522,7 @@ def rebase(config: VadConfig, state: VadState) -> VadState:
         candidate_speech_frames=0,
         candidate_gap_frames=0,
         carry=b"",
-        ring=state.ring[-keep:] if keep else b"",
+        ring=state.ring[-keep:],
     )
 
 
