@@ -476,14 +476,6 @@ _CURRENT: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar(
 )
 
 
-class _Http:
-    def __init__(self, status: int) -> None:
-        self.status_code = status
-        self.headers: dict[str, str] = {}
-        self.content = b""
-        self.raw = None
-
-
 class Observer:
     """botocore hooks on the handlers' session: counts calls per invocation, captures posts.
 
@@ -511,21 +503,20 @@ class Observer:
                 inv.calls[op] += 1
         if model.name != "PostToConnection":
             return None
+        from infra.containers import _Http, post_fields
+
         body = params["body"]
         data = json.loads(body if isinstance(body, bytes | bytearray) else bytes(body))
-        etype = str(data.get("type"))
-        small = {
-            k: v for k, v in data.items() if k in ("item_id", "audio_end_ms", "response", "error")
-        }
-        if "response" in small:
-            small["response"] = {"status": small["response"].get("status")}
-        post = Post(time.perf_counter(), etype, inv, small)
+        self.record(inv, time.perf_counter(), str(data.get("type")), post_fields(data))
+        return _Http(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    def record(self, inv: Invocation | None, at: float, etype: str, fields: dict[str, Any]) -> None:
+        """One post to the connection (here, or reported by a container)."""
         if inv is not None:
             with inv.lock:
                 inv.posts.append(etype)
         with self.lock:
-            self.posts.append(post)
-        return _Http(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+            self.posts.append(Post(at, etype, inv, fields))
 
     def mark(self) -> int:
         with self.lock:
@@ -732,9 +723,19 @@ class Conversation:
     """One connection, driven in real time through the handlers."""
 
     def __init__(
-        self, functions: dict[str, Any], observer: Observer, silence_ms: int, ddb: Any = None
+        self,
+        functions: dict[str, Any],
+        observer: Observer,
+        silence_ms: int,
+        ddb: Any = None,
+        *,
+        containers: Any = None,
+        emf: io.StringIO | None = None,
     ) -> None:
         self.ddb = ddb
+        #: ``infra.containers.ContainerPool``: each invocation in a container process of its own.
+        self.containers = containers
+        self.emf = emf
         #: Sizes of the connection item (bytes): at the end of each phrase (the held speech)
         #: and in the pause before it (the VAD's prefix ring).
         self.item_sizes: list[int] = []
@@ -754,6 +755,11 @@ class Conversation:
     # -- invoking --------------------------------------------------------------------------
 
     def _invoke(self, route: str, event: dict[str, Any], inv: Invocation) -> Invocation:
+        if self.containers is not None:
+            inv.error, emf = self.containers.invoke(route, event, inv)
+            if emf and self.emf is not None:
+                self.emf.write(emf)
+            return inv
         token = _CURRENT.set(inv)
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         try:
@@ -919,15 +925,20 @@ def run_conversation(
     mode: str,
     first_turn: int = 0,
     aws_mode: str = "inprocess",
+    containers: int = 0,
 ) -> dict[str, Any]:
     """One scripted conversation; ``mode`` ``streaming`` turns the speculative turn off
     (``SPECULATIVE_FRACTION=0``), ``speculative`` keeps the deployed setting. ``aws_mode``
     ``process``: moto in its own process (``infra.moto_process``); ``inprocess``: ``mock_aws``
-    in this one."""
+    in this one. ``containers``: run every invocation in one of that many container processes
+    (``infra.containers``; needs ``aws_mode`` ``process``) instead of threads of this one."""
+    if containers and aws_mode != "process":
+        raise ValueError("containers share AWS through moto's own process: aws_mode='process'")
     import boto3
     from moto import mock_aws
 
     from infra import template as tpl
+    from infra.fake_openai import LatencyProfile
     from infra.lambda_runtime import LambdaFunction
     from kiddolingo import aws
     from kiddolingo.metrics import parse_emf, turn_figures
@@ -964,7 +975,8 @@ def run_conversation(
         for suffix in ("BASE_URL", "API_KEY", "API_KEY_PARAMETER"):
             env[f"{stage}_{suffix}"] = None
 
-    outcomes: list[tuple[float, Any]] = []
+    #: (when, status, turn_figures) of every turn's outcome.
+    outcomes: list[tuple[float, str, dict[str, float]]] = []
     emf_out = io.StringIO()
     rng = np.random.default_rng(11 + first_turn)
     turns = []
@@ -1004,21 +1016,47 @@ def run_conversation(
         observer.install(aws._session().events)
         s3, ddb = boto3.client("s3"), boto3.client("dynamodb")  # not the handlers' session
         tpl.create_resources(ddb, s3, TABLE, BUCKET)
-        functions = {route: LambdaFunction(cast(Any, spec)) for route, spec in specs.items()}
-        for fn in functions.values():
-            fn.load()  # the INIT phase is measured in a fresh process, below
-        # A warm container, one that has served a turn before: the provider SDK is loaded and
-        # its connections open. What the first turn of a fresh container pays on top is
-        # measured on its own (turn_cold_start_ms).
-        _warm_providers(fake, profile)
-        conversation = Conversation(functions, observer, silence_ms, ddb)
-        tap = _tap_turns(lambda outcome: outcomes.append((time.perf_counter(), outcome)))
+        functions: dict[str, Any] = {}
+        pool: Any = None
+        if containers:
+            from infra.containers import ContainerPool
+
+            # Warm containers: each one's SDK loaded and connections open by one request per
+            # endpoint, without the profile's latency and left out of the request log.
+            fake.set_latency(LatencyProfile.zero())
+            pool = aws_context.enter_context(
+                ContainerPool(
+                    containers,
+                    dict(os.environ),
+                    on_post=observer.record,
+                    on_outcome=lambda at, status, figures: outcomes.append((at, status, figures)),
+                )
+            )
+            fake.reset()
+            fake.set_latency(profile)
+        else:
+            functions = {route: LambdaFunction(cast(Any, spec)) for route, spec in specs.items()}
+            for fn in functions.values():
+                fn.load()  # the INIT phase is measured in a fresh process, below
+            # A warm container, one that has served a turn before: the provider SDK is loaded
+            # and its connections open. What the first turn of a fresh container pays on top
+            # is measured on its own (turn_cold_start_ms).
+            _warm_providers(fake, profile)
+        conversation = Conversation(
+            functions, observer, silence_ms, ddb, containers=pool, emf=emf_out
+        )
+        tap = _tap_turns(
+            lambda outcome: outcomes.append(
+                (time.perf_counter(), outcome.status, turn_figures(outcome))
+            )
+        )
         with tap, _tap_runtime(), contextlib.redirect_stdout(emf_out):
             conversation.start()
             for turn, (chunks, _pcm, source) in zip(turns, audio, strict=True):
                 turn.source = source
                 conversation.turn(turn, chunks, fake)
             conversation.finish()
+        containers_busy_max = pool.busy_max if pool is not None else None
         left = s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0)
         _reset_process_caches()
     fake.wait_idle(5.0)
@@ -1026,9 +1064,9 @@ def run_conversation(
 
     for turn in turns:
         lo, hi = turn.window
-        for at, outcome in outcomes:
-            if lo <= at <= hi and getattr(outcome, "status", None) != "cancelled":
-                turn.figures = turn_figures(outcome)
+        for at, status, figures in outcomes:
+            if lo <= at <= hi and status != "cancelled":
+                turn.figures = figures
         mine = [i for i in conversation.invocations if lo <= i.sent_at <= hi]
         turn.turn_invocations = [i for i in mine if i.ran_turn or i.ended_utterance]
         turn.discarded = [i for i in mine if i.ran_turn and not i.answered]
@@ -1048,6 +1086,7 @@ def run_conversation(
         "provider_requests": dict(provider_requests),
         "connection_item_sizes": conversation.item_sizes,
         "connection_item_sizes_silence": conversation.item_sizes_silence,
+        "containers_busy_max": containers_busy_max,
     }
 
 
@@ -1391,6 +1430,10 @@ def figures(
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "quick": bool(args.quick),
         "aws": args.aws,
+        "containers": args.containers,
+        "containers_busy_max": max(
+            (run["containers_busy_max"] or 0 for run in runs.values()), default=0
+        ),
         "provider": args.provider,
         "input_rate": RATE,
         "profile": _profile_dict(profile),
@@ -1557,10 +1600,17 @@ def table(f: dict[str, Any]) -> str:
     tps = p["chat_tokens_per_s"]
     rt = p["speech_realtime_factor"]
     tgt = f["targets"]
+    invocations = (
+        f"invocations in {f['containers']} container processes "
+        f"(up to {f['containers_busy_max']} busy)"
+        if f["containers"]
+        else "invocations in threads of this process"
+    )
     head = (
         f"KiddoLingo Voice benchmark · {f['date']} · {f['turns_measured']}/{f['turns']} turns · "
         f"speech: {', '.join(f['speech_source'])} · load {f['load_average_start'][:1]} · "
         f"AWS: moto {'in this process' if f['aws'] == 'inprocess' else 'in its own process'} · "
+        f"{invocations} · "
         f"fake OpenAI {'in this process' if f['provider'] == 'inprocess' else 'in its own process'}"
         f" · input {f['input_rate'] // 1000} kHz PCM16\n"
         f"profile: transcription {p['transcription_ms']:g} ms, chat first token "
@@ -1820,6 +1870,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the CPU figure subtracts it), or moto in its own process (AWS calls are waits, as "
         "Lambda sees them; the CPU figure then includes botocore's HTTP path)",
     )
+    parser.add_argument(
+        "--containers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run every invocation in one of N container processes, one invocation at a time "
+        "each, as Lambda does (implies --aws process); 0: in threads of this process",
+    )
     parser.add_argument("--import-runs", type=int, default=None, help="fresh interpreters each")
     parser.add_argument(
         "--provider",
@@ -1846,6 +1904,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.import_runs = 1 if args.quick else 5
     if args.turns < 1:
         parser.error("--turns must be at least 1")
+    if args.containers < 0:
+        parser.error("--containers must be 0 or more")
+    if args.containers:
+        args.aws = "process"
     return args
 
 
@@ -1875,6 +1937,7 @@ def main(argv: list[str] | None = None) -> int:
                 mode=mode,
                 first_turn=n * args.turns,
                 aws_mode=args.aws,
+                containers=args.containers,
             )
         # The baseline replays the first conversation's utterances and replies.
         first = runs[modes[0]]

@@ -201,10 +201,16 @@ def test_the_floor_follows_the_first_sentence_of_the_reply() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("aws", "provider", "rate"), [("inprocess", "process", 16000), ("process", "inprocess", 24000)]
+    ("aws", "provider", "rate", "containers"),
+    [
+        ("inprocess", "process", 16000, 0),
+        ("process", "inprocess", 24000, 0),
+        # Lambda's model: every invocation in a container process, reporting over a pipe.
+        ("process", "process", 16000, 2),
+    ],
 )
 def test_bench_quick_runs_and_reports_every_figure(
-    tmp_path: Path, aws: str, provider: str, rate: int
+    tmp_path: Path, aws: str, provider: str, rate: int, containers: int
 ) -> None:
     from infra.bench import FIGURE_KEYS
 
@@ -214,7 +220,8 @@ def test_bench_quick_runs_and_reports_every_figure(
         env.pop(var, None)
     done = subprocess.run(
         [sys.executable, "-m", "infra.bench", "--quick", "--aws", aws, "--provider", provider]
-        + ([] if rate == 16000 else ["--input-rate", str(rate)]),  # 16 kHz: the client's
+        + ([] if rate == 16000 else ["--input-rate", str(rate)])  # 16 kHz: the client's
+        + (["--containers", str(containers)] if containers else []),
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -227,6 +234,16 @@ def test_bench_quick_runs_and_reports_every_figure(
     figures = json.loads(out_json.read_text())
     assert figures["aws"] == aws and figures["provider"] == provider
     assert figures["input_rate"] == rate and f"input {rate // 1000} kHz PCM16" in done.stdout
+    assert figures["containers"] == containers
+    if containers:
+        assert f"invocations in {containers} container processes" in done.stdout
+        # The append that runs a turn holds its container: another one serves the next ones.
+        assert 2 <= figures["containers_busy_max"] <= containers
+    else:
+        assert figures["containers_busy_max"] == 0
+        assert "invocations in threads of this process" in done.stdout
+    # Every turn's metrics reached the benchmark (from a container: over its pipe).
+    assert figures["emf_records"] >= 4
     # In a pause the item holds the VAD's 300 ms prefix ring: a third smaller at 16 kHz.
     pause_kb = figures["connection_item_kb_silence"]
     assert (pause_kb < 12.0) if rate == 16000 else (14.0 < pause_kb < 17.0), pause_kb

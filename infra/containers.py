@@ -1,0 +1,279 @@
+"""Lambda's execution model for ``make bench --containers N``: one invocation per container.
+
+In Lambda, every concurrent invocation runs in an execution environment of its own: the append
+that prepares an answer during the pause holds its container for the whole turn, and the
+child's next appends land in other containers, with their own CPU and their own interpreter.
+The benchmark's default runs every invocation in threads of its own process, where the turn
+being measured shares one GIL with the conversation's other appends (and, under ``mock_aws``,
+with moto). Here each container is a process that serves one invocation at a time, with the
+handlers loaded once (warm) and the provider SDK warmed by one request per endpoint, as in a
+container that has served a turn before. S3 and DynamoDB are moto's own process
+(``infra.moto_process``), shared by all containers as the real services are.
+
+Each container reports back over its pipe, as it happens: every post to the connection (its
+time on the machine-wide monotonic clock, so the benchmark's timeline holds), the outcome of
+each turn as ``kiddolingo.metrics.turn_figures`` sees it, and at the end of each invocation
+its AWS calls, its CPU (``time.thread_time()`` of the invoking thread, botocore's HTTP path
+included), whether it ran a turn and the EMF records it printed.
+
+On 2 cores the containers still share the machine with moto, the fake provider and the
+benchmark itself: their CPU competes, but no longer under one interpreter lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+#: How long a container may take to start (imports, the warm-up requests).
+READY_TIMEOUT_S = 60.0
+
+
+class _Http:
+    """The HTTP response a captured post gets (it never leaves the container)."""
+
+    def __init__(self, status: int) -> None:
+        self.status_code = status
+        self.headers: dict[str, str] = {}
+        self.content = b""
+        self.raw = None
+
+
+def post_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a posted event the benchmark looks at (the rest stays behind)."""
+    small = {k: v for k, v in data.items() if k in ("item_id", "audio_end_ms", "response", "error")}
+    if "response" in small:
+        small["response"] = {"status": small["response"].get("status")}
+    return small
+
+
+def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
+    """One container: load the handlers, warm the SDK, then serve invocations until ``None``."""
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    from infra import template as tpl
+    from infra.lambda_runtime import LambdaFunction
+    from kiddolingo import aws, runtime, service
+    from kiddolingo.metrics import turn_figures
+
+    send_lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with send_lock:
+            conn.send(message)
+
+    current: dict[str, Any] = {"id": None, "calls": Counter(), "ran_turn": False}
+    calls_lock = threading.Lock()
+
+    def before_call(model: Any, params: dict[str, Any], **_kwargs: Any) -> Any:
+        op = f"{model.service_model.service_name}.{model.name}"
+        with calls_lock:
+            # One invocation at a time: every call in this container belongs to it (the
+            # turn's thread pools included).
+            current["calls"][op] += 1
+            inv_id = current["id"]
+        if model.name != "PostToConnection":
+            return None
+        body = params["body"]
+        data = json.loads(body if isinstance(body, bytes | bytearray) else bytes(body))
+        send(("post", inv_id, time.perf_counter(), str(data.get("type")), post_fields(data)))
+        return _Http(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    aws._session().events.register("before-call", before_call)
+
+    original_submit = runtime.submit
+
+    def submit(coro: Any) -> Any:
+        current["ran_turn"] = True
+        return original_submit(coro)
+
+    runtime.submit = submit
+
+    class _Tap:
+        def __get__(self, obj: Any, objtype: Any = None) -> Any:
+            return self if obj is None else obj.__dict__.get("last_turn")
+
+        def __set__(self, obj: Any, value: Any) -> None:
+            obj.__dict__["last_turn"] = value
+            if value is not None:
+                send(("outcome", time.perf_counter(), value.status, turn_figures(value)))
+
+    service.Tutor.last_turn = _Tap()  # type: ignore[attr-defined]
+
+    specs = tpl.functions({"TABLE_NAME": env["TABLE_NAME"], "BUCKET_NAME": env["BUCKET_NAME"]})
+    functions = {route: LambdaFunction(spec) for route, spec in specs.items()}
+    for fn in functions.values():
+        fn.load()
+    if warm:
+        runtime.run(_warm())
+    send(("ready",))
+    while True:
+        message = conn.recv()
+        if message is None:
+            break
+        inv_id, route, event = message
+        with calls_lock:
+            current.update(id=inv_id, calls=Counter(), ran_turn=False)
+        out = io.StringIO()
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        with contextlib.redirect_stdout(out):
+            result = functions[route].invoke(event)
+        cpu_ms = (time.thread_time() - cpu0) * 1000.0
+        wall_ms = (time.perf_counter() - wall0) * 1000.0
+        with calls_lock:
+            calls, ran_turn = dict(current["calls"]), current["ran_turn"]
+            current["id"] = None
+        send(("done", inv_id, cpu_ms, wall_ms, result.error, calls, ran_turn, out.getvalue()))
+
+
+async def _warm() -> None:
+    """One request per endpoint: the SDK loaded and its connections open (a warm container)."""
+    from kiddolingo.audio import pcm16_to_wav
+    from kiddolingo.providers import build_providers
+
+    providers = build_providers()
+    await providers.transcriber.transcribe(pcm16_to_wav(bytes(3200), 16000))
+    async for _ in providers.chat.stream(
+        [{"role": "user", "content": "hola"}], temperature=0.7, max_tokens=5
+    ):
+        pass
+    async for _ in providers.speech.stream("hola", voice="nova"):
+        pass
+    await providers.moderator.check("hola")
+
+
+class _Container:
+    def __init__(self, ctx: Any, env: dict[str, str | None], warm: bool) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_container_main, args=(child, env, warm), name="bench-container", daemon=True
+        )
+        self.process.start()
+        child.close()
+
+
+class ContainerPool:
+    """``size`` warm containers; an invocation waits for an idle one (the most recently used
+    first, as Lambda reuses warm environments). ``invoke`` blocks until it is done.
+
+    ``on_post(invocation, at, type, fields)`` gets every post as it is made, ``on_outcome(at,
+    status, figures)`` every turn's outcome."""
+
+    def __init__(
+        self,
+        size: int,
+        env: dict[str, str | None],
+        *,
+        on_post: Callable[[Any, float, str, dict[str, Any]], None],
+        on_outcome: Callable[[float, str, dict[str, Any]], None],
+        warm: bool = True,
+    ) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.on_post, self.on_outcome = on_post, on_outcome
+        self.containers = [_Container(ctx, env, warm) for _ in range(size)]
+        self.idle: queue.LifoQueue[_Container] = queue.LifoQueue()
+        self.busy_max = 0
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[Any, threading.Event, list[Any]]] = {}
+        self._ids = iter(range(1, 1 << 62))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for c in self.containers:
+            if not c.conn.poll(max(0.0, deadline - time.monotonic())):
+                self.close()
+                raise RuntimeError("a benchmark container did not start in time")
+            message = c.conn.recv()
+            if message != ("ready",):
+                self.close()
+                raise RuntimeError(f"a benchmark container failed to start: {message!r}")
+        self._readers = [
+            threading.Thread(
+                target=self._read, args=(c,), name="bench-container-reader", daemon=True
+            )
+            for c in self.containers
+        ]
+        for c, reader in zip(self.containers, self._readers, strict=True):
+            reader.start()
+            self.idle.put(c)
+
+    def invoke(self, route: str, event: dict[str, Any], inv: Any) -> Any:
+        """Run one invocation in an idle container; fills ``inv`` (calls, CPU, posts) and
+        returns ``(error, emf_text)``."""
+        container = self.idle.get()
+        with self._lock:
+            self._busy += 1
+            self.busy_max = max(self.busy_max, self._busy)
+            inv_id = next(self._ids)
+            done = threading.Event()
+            box: list[Any] = []
+            self._pending[inv_id] = (inv, done, box)
+        try:
+            container.conn.send((inv_id, route, event))
+            done.wait()
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._pending.pop(inv_id, None)
+            self.idle.put(container)
+        return box[0] if box else ({"errorMessage": "the container died"}, "")
+
+    def _read(self, container: _Container) -> None:
+        while True:
+            try:
+                message = container.conn.recv()
+            except (EOFError, OSError):
+                with self._lock:
+                    pending = list(self._pending.values())
+                for _inv, done, _box in pending:
+                    done.set()
+                return
+            kind = message[0]
+            if kind == "post":
+                _, inv_id, at, etype, fields = message
+                with self._lock:
+                    entry = self._pending.get(inv_id)
+                self.on_post(entry[0] if entry else None, at, etype, fields)
+            elif kind == "outcome":
+                _, at, status, figures = message
+                self.on_outcome(at, status, figures)
+            elif kind == "done":
+                _, inv_id, cpu_ms, wall_ms, error, calls, ran_turn, emf = message
+                with self._lock:
+                    entry = self._pending.get(inv_id)
+                if entry is None:
+                    continue
+                inv, done, box = entry
+                with inv.lock:
+                    inv.calls.update(calls)
+                    inv.cpu_ms, inv.wall_ms, inv.ran_turn = cpu_ms, wall_ms, ran_turn
+                box.append((error, emf))
+                done.set()
+
+    def close(self) -> None:
+        for c in self.containers:
+            with contextlib.suppress(Exception):
+                c.conn.send(None)
+        for c in self.containers:
+            c.process.join(timeout=10)
+            if c.process.is_alive():
+                c.process.kill()
+            with contextlib.suppress(Exception):
+                c.conn.close()
+
+    def __enter__(self) -> ContainerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
