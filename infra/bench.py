@@ -47,8 +47,13 @@ Under ``mock_aws`` every AWS call costs CPU in this process; latencies include i
 The per-turn server figures come from ``kiddolingo.metrics.turn_figures`` of each turn's outcome:
 the numbers the EMF metrics emit. Prints a table; ``BENCH_JSON=path`` writes the figures as JSON.
 
+``--containers N`` runs every invocation in one of N container processes instead
+(``infra.containers``: one invocation at a time each, as Lambda isolates them; moto in its own
+process).
+
     python -m infra.bench [--turns N] [--transcription-ms MS] [--chat-first-token-ms MS]
                           [--tokens-per-s N] [--speech-first-byte-ms MS] [--mode M] [--quick]
+                          [--aws inprocess|process] [--containers N]
 """
 
 from __future__ import annotations
