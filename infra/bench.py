@@ -508,12 +508,12 @@ class Observer:
                 inv.calls[op] += 1
         if model.name != "PostToConnection":
             return None
-        from infra.containers import _Http, post_fields
+        from infra.containers import CapturedPost, post_fields
 
         body = params["body"]
         data = json.loads(body if isinstance(body, bytes | bytearray) else bytes(body))
         self.record(inv, time.perf_counter(), str(data.get("type")), post_fields(data))
-        return _Http(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return CapturedPost(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
     def record(self, inv: Invocation | None, at: float, etype: str, fields: dict[str, Any]) -> None:
         """One post to the connection (here, or reported by a container)."""
@@ -896,26 +896,13 @@ class Conversation:
 
 
 def _warm_providers(fake: Any, profile: Any) -> None:
+    from infra.containers import warm_providers
     from infra.fake_openai import LatencyProfile
     from kiddolingo import runtime
-    from kiddolingo.audio import pcm16_to_wav
-    from kiddolingo.providers import build_providers
-
-    providers = build_providers()
-
-    async def warm() -> None:
-        await providers.transcriber.transcribe(pcm16_to_wav(bytes(CHUNK_BYTES), RATE))
-        async for _ in providers.chat.stream(
-            [{"role": "user", "content": "hola"}], temperature=0.7, max_tokens=5
-        ):
-            pass
-        async for _ in providers.speech.stream("hola", voice="nova"):
-            pass
-        await providers.moderator.check("hola")
 
     fake.set_latency(LatencyProfile.zero())
     try:
-        runtime.run(warm())
+        runtime.run(warm_providers(RATE))
     finally:
         fake.reset()
         fake.set_latency(profile)

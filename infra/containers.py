@@ -38,8 +38,8 @@ from typing import Any
 READY_TIMEOUT_S = 60.0
 
 
-class _Http:
-    """The HTTP response a captured post gets (it never leaves the container)."""
+class CapturedPost:
+    """The HTTP response a captured post gets (botocore's short-circuit: it is never sent)."""
 
     def __init__(self, status: int) -> None:
         self.status_code = status
@@ -89,7 +89,7 @@ def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
         body = params["body"]
         data = json.loads(body if isinstance(body, bytes | bytearray) else bytes(body))
         send(("post", inv_id, time.perf_counter(), str(data.get("type")), post_fields(data)))
-        return _Http(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return CapturedPost(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
     aws._session().events.register("before-call", before_call)
 
@@ -117,7 +117,7 @@ def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
     for fn in functions.values():
         fn.load()
     if warm:
-        runtime.run(_warm())
+        runtime.run(warm_providers())
     send(("ready",))
     while True:
         message = conn.recv()
@@ -138,13 +138,13 @@ def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
         send(("done", inv_id, cpu_ms, wall_ms, result.error, calls, ran_turn, out.getvalue()))
 
 
-async def _warm() -> None:
+async def warm_providers(rate: int = 16000) -> None:
     """One request per endpoint: the SDK loaded and its connections open (a warm container)."""
     from kiddolingo.audio import pcm16_to_wav
     from kiddolingo.providers import build_providers
 
     providers = build_providers()
-    await providers.transcriber.transcribe(pcm16_to_wav(bytes(3200), 16000))
+    await providers.transcriber.transcribe(pcm16_to_wav(bytes(rate // 5), rate))
     async for _ in providers.chat.stream(
         [{"role": "user", "content": "hola"}], temperature=0.7, max_tokens=5
     ):

@@ -511,9 +511,9 @@ class Conflicts:
             self.times -= 1
             self.raised += 1
 
-        from tests.support.aws_stack import _Http
+        from infra.containers import CapturedPost
 
-        return _Http(400), {
+        return CapturedPost(400), {
             "Error": {
                 "Code": "ConditionalCheckFailedException",
                 "Message": "The conditional request failed (injected)",

@@ -16,18 +16,11 @@ from typing import Any
 import boto3
 
 from infra import template as tpl
+from infra.containers import CapturedPost
 from infra.lambda_runtime import LambdaFunction
 
 TABLE = "kiddolingo-test-sessions"
 BUCKET = "kiddolingo-test-audio"
-
-
-class _Http:
-    def __init__(self, status: int) -> None:
-        self.status_code = status
-        self.headers: dict[str, str] = {}
-        self.content = b""
-        self.raw = None
 
 
 @dataclass
@@ -45,7 +38,7 @@ class PostRecorder:
 
         connection_id = unquote(connection_id)
         if connection_id in self.gone:
-            return _Http(410), {
+            return CapturedPost(410), {
                 "Error": {"Code": "GoneException", "Message": ""},
                 "ResponseMetadata": {"HTTPStatusCode": 410},
             }
@@ -54,7 +47,7 @@ class PostRecorder:
         with self.lock:
             self.sizes.append(len(data))
             self.posts[connection_id].append(json.loads(data))
-        return _Http(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return CapturedPost(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
     def events(self, connection_id: str) -> list[dict[str, Any]]:
         with self.lock:
