@@ -36,6 +36,8 @@ from typing import Any
 
 #: How long a container may take to start (imports, the warm-up requests).
 READY_TIMEOUT_S = 60.0
+#: How long an invocation waits for an idle container before the benchmark gives up.
+IDLE_TIMEOUT_S = 60.0
 
 
 class CapturedPost:
@@ -179,15 +181,17 @@ class ContainerPool:
         on_post: Callable[[Any, float, str, dict[str, Any]], None],
         on_outcome: Callable[[float, str, dict[str, Any]], None],
         warm: bool = True,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.on_post, self.on_outcome = on_post, on_outcome
+        self.idle_timeout_s = idle_timeout_s
         self.containers = [_Container(ctx, env, warm) for _ in range(size)]
         self.idle: queue.LifoQueue[_Container] = queue.LifoQueue()
         self.busy_max = 0
         self._busy = 0
         self._lock = threading.Lock()
-        self._pending: dict[int, tuple[Any, threading.Event, list[Any]]] = {}
+        self._pending: dict[int, tuple[Any, threading.Event, list[Any], _Container]] = {}
         self._ids = iter(range(1, 1 << 62))
         deadline = time.monotonic() + READY_TIMEOUT_S
         for c in self.containers:
@@ -211,22 +215,28 @@ class ContainerPool:
     def invoke(self, route: str, event: dict[str, Any], inv: Any) -> Any:
         """Run one invocation in an idle container; fills ``inv`` (calls, CPU, posts) and
         returns ``(error, emf_text)``."""
-        container = self.idle.get()
+        try:
+            container = self.idle.get(timeout=self.idle_timeout_s)
+        except queue.Empty:
+            raise RuntimeError("no benchmark container is left to invoke") from None
         with self._lock:
             self._busy += 1
             self.busy_max = max(self.busy_max, self._busy)
             inv_id = next(self._ids)
             done = threading.Event()
             box: list[Any] = []
-            self._pending[inv_id] = (inv, done, box)
+            self._pending[inv_id] = (inv, done, box, container)
         try:
             container.conn.send((inv_id, route, event))
             done.wait()
+        except OSError:
+            pass  # the container is gone (a broken pipe): no result
         finally:
             with self._lock:
                 self._busy -= 1
                 self._pending.pop(inv_id, None)
-            self.idle.put(container)
+            if box:
+                self.idle.put(container)  # one that died is never handed out again
         return box[0] if box else ({"errorMessage": "the container died"}, "")
 
     def _read(self, container: _Container) -> None:
@@ -234,9 +244,10 @@ class ContainerPool:
             try:
                 message = container.conn.recv()
             except (EOFError, OSError):
+                # This container is gone: what it was running ends with an error.
                 with self._lock:
-                    pending = list(self._pending.values())
-                for _inv, done, _box in pending:
+                    pending = [e for e in self._pending.values() if e[3] is container]
+                for _inv, done, _box, _container in pending:
                     done.set()
                 return
             kind = message[0]
@@ -254,7 +265,7 @@ class ContainerPool:
                     entry = self._pending.get(inv_id)
                 if entry is None:
                     continue
-                inv, done, box = entry
+                inv, done, box, _container = entry
                 with inv.lock:
                     inv.calls.update(calls)
                     inv.cpu_ms, inv.wall_ms, inv.ran_turn = cpu_ms, wall_ms, ran_turn

@@ -278,3 +278,32 @@ def test_bench_quick_runs_and_reports_every_figure(
     }
     lines = table({**figures, "appends_over_3_calls": [heavy]}).splitlines()
     assert f"appends over 3 calls: 1 of {figures['appends_measured']} (#7 silence: 5)" in lines
+
+
+def test_a_container_that_dies_fails_its_invocation_and_is_not_reused() -> None:
+    """``--containers``: an invocation whose container dies ends with an error (it does not
+    hang the benchmark), and the dead container is never handed another invocation."""
+    from infra.bench import BUCKET, TABLE, Invocation
+    from infra.containers import ContainerPool
+
+    env: dict[str, str | None] = {
+        **os.environ,
+        "TABLE_NAME": TABLE,
+        "BUCKET_NAME": BUCKET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    with ContainerPool(
+        1,
+        env,
+        on_post=lambda *_: None,
+        on_outcome=lambda *_: None,
+        warm=False,
+        idle_timeout_s=0.5,
+    ) as pool:
+        # A route the container does not serve: its main loop raises, the process exits.
+        error, emf = pool.invoke("$nowhere", {}, Invocation("control"))
+        assert error == {"errorMessage": "the container died"} and emf == ""
+        pool.containers[0].process.join(timeout=10)
+        assert not pool.containers[0].process.is_alive()
+        with pytest.raises(RuntimeError, match="no benchmark container"):
+            pool.invoke("$default", {}, Invocation("control"))
