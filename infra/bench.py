@@ -589,7 +589,8 @@ class _LastTurnTap:
 
 
 @contextlib.contextmanager
-def _tap_turns(sink: Callable[[Any], None]) -> Iterator[None]:
+def tap_turns(sink: Callable[[Any], None]) -> Iterator[None]:
+    """Hand every turn's outcome (``Tutor.last_turn``) to ``sink`` (here, or in a container)."""
     from kiddolingo import service
 
     missing = object()
@@ -1037,7 +1038,7 @@ def run_conversation(
         conversation = Conversation(
             functions, observer, silence_ms, ddb, containers=pool, emf=emf_out
         )
-        tap = _tap_turns(
+        tap = tap_turns(
             lambda outcome: outcomes.append(
                 (time.perf_counter(), outcome.status, turn_figures(outcome))
             )

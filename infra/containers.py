@@ -66,8 +66,9 @@ def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
         else:
             os.environ[key] = value
     from infra import template as tpl
+    from infra.bench import tap_turns
     from infra.lambda_runtime import LambdaFunction
-    from kiddolingo import aws, runtime, service
+    from kiddolingo import aws, runtime
     from kiddolingo.metrics import turn_figures
 
     send_lock = threading.Lock()
@@ -103,41 +104,34 @@ def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
 
     runtime.submit = submit
 
-    class _Tap:
-        def __get__(self, obj: Any, objtype: Any = None) -> Any:
-            return self if obj is None else obj.__dict__.get("last_turn")
+    def on_outcome(outcome: Any) -> None:
+        send(("outcome", time.perf_counter(), outcome.status, turn_figures(outcome)))
 
-        def __set__(self, obj: Any, value: Any) -> None:
-            obj.__dict__["last_turn"] = value
-            if value is not None:
-                send(("outcome", time.perf_counter(), value.status, turn_figures(value)))
-
-    service.Tutor.last_turn = _Tap()  # type: ignore[attr-defined]
-
-    specs = tpl.functions({"TABLE_NAME": env["TABLE_NAME"], "BUCKET_NAME": env["BUCKET_NAME"]})
-    functions = {route: LambdaFunction(spec) for route, spec in specs.items()}
-    for fn in functions.values():
-        fn.load()
-    if warm:
-        runtime.run(warm_providers())
-    send(("ready",))
-    while True:
-        message = conn.recv()
-        if message is None:
-            break
-        inv_id, route, event = message
-        with calls_lock:
-            current.update(id=inv_id, calls=Counter(), ran_turn=False)
-        out = io.StringIO()
-        cpu0, wall0 = time.thread_time(), time.perf_counter()
-        with contextlib.redirect_stdout(out):
-            result = functions[route].invoke(event)
-        cpu_ms = (time.thread_time() - cpu0) * 1000.0
-        wall_ms = (time.perf_counter() - wall0) * 1000.0
-        with calls_lock:
-            calls, ran_turn = dict(current["calls"]), current["ran_turn"]
-            current["id"] = None
-        send(("done", inv_id, cpu_ms, wall_ms, result.error, calls, ran_turn, out.getvalue()))
+    with tap_turns(on_outcome):
+        specs = tpl.functions({"TABLE_NAME": env["TABLE_NAME"], "BUCKET_NAME": env["BUCKET_NAME"]})
+        functions = {route: LambdaFunction(spec) for route, spec in specs.items()}
+        for fn in functions.values():
+            fn.load()
+        if warm:
+            runtime.run(warm_providers())
+        send(("ready",))
+        while True:
+            message = conn.recv()
+            if message is None:
+                break
+            inv_id, route, event = message
+            with calls_lock:
+                current.update(id=inv_id, calls=Counter(), ran_turn=False)
+            out = io.StringIO()
+            cpu0, wall0 = time.thread_time(), time.perf_counter()
+            with contextlib.redirect_stdout(out):
+                result = functions[route].invoke(event)
+            cpu_ms = (time.thread_time() - cpu0) * 1000.0
+            wall_ms = (time.perf_counter() - wall0) * 1000.0
+            with calls_lock:
+                calls, ran_turn = dict(current["calls"]), current["ran_turn"]
+                current["id"] = None
+            send(("done", inv_id, cpu_ms, wall_ms, result.error, calls, ran_turn, out.getvalue()))
 
 
 async def warm_providers(rate: int = 16000) -> None:
