@@ -84,6 +84,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from infra.containers import CapturedPost, post_fields, warm_providers
+
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_DIR = ROOT / "events"
 
@@ -508,8 +510,6 @@ class Observer:
                 inv.calls[op] += 1
         if model.name != "PostToConnection":
             return None
-        from infra.containers import CapturedPost, post_fields
-
         body = params["body"]
         data = json.loads(body if isinstance(body, bytes | bytearray) else bytes(body))
         self.record(inv, time.perf_counter(), str(data.get("type")), post_fields(data))
@@ -896,14 +896,14 @@ class Conversation:
         self.invoke_now("$disconnect", self.events.disconnect(), "disconnect")
 
 
-def _warm_providers(fake: Any, profile: Any) -> None:
-    from infra.containers import warm_providers
+@contextlib.contextmanager
+def _warming(fake: Any, profile: Any) -> Iterator[None]:
+    """The providers' warm-up: without the profile's latency, and left out of the request log."""
     from infra.fake_openai import LatencyProfile
-    from kiddolingo import runtime
 
     fake.set_latency(LatencyProfile.zero())
     try:
-        runtime.run(warm_providers(RATE))
+        yield
     finally:
         fake.reset()
         fake.set_latency(profile)
@@ -931,9 +931,8 @@ def run_conversation(
     from moto import mock_aws
 
     from infra import template as tpl
-    from infra.fake_openai import LatencyProfile
     from infra.lambda_runtime import LambdaFunction
-    from kiddolingo import aws
+    from kiddolingo import aws, runtime
     from kiddolingo.metrics import parse_emf, turn_figures
     from kiddolingo.settings import Settings
 
@@ -1015,18 +1014,18 @@ def run_conversation(
             from infra.containers import ContainerPool
 
             # Warm containers: each one's SDK loaded and connections open by one request per
-            # endpoint, without the profile's latency and left out of the request log.
-            fake.set_latency(LatencyProfile.zero())
-            pool = aws_context.enter_context(
-                ContainerPool(
-                    containers,
-                    dict(os.environ),
-                    on_post=observer.record,
-                    on_outcome=lambda at, status, figures: outcomes.append((at, status, figures)),
+            # endpoint.
+            with _warming(fake, profile):
+                pool = aws_context.enter_context(
+                    ContainerPool(
+                        containers,
+                        dict(os.environ),
+                        on_post=observer.record,
+                        on_outcome=lambda at, status, figures: outcomes.append(
+                            (at, status, figures)
+                        ),
+                    )
                 )
-            )
-            fake.reset()
-            fake.set_latency(profile)
         else:
             functions = {route: LambdaFunction(cast(Any, spec)) for route, spec in specs.items()}
             for fn in functions.values():
@@ -1034,7 +1033,8 @@ def run_conversation(
             # A warm container, one that has served a turn before: the provider SDK is loaded
             # and its connections open. What the first turn of a fresh container pays on top
             # is measured on its own (turn_cold_start_ms).
-            _warm_providers(fake, profile)
+            with _warming(fake, profile):
+                runtime.run(warm_providers(RATE))
         conversation = Conversation(
             functions, observer, silence_ms, ddb, containers=pool, emf=emf_out
         )
@@ -1049,7 +1049,7 @@ def run_conversation(
                 turn.source = source
                 conversation.turn(turn, chunks, fake)
             conversation.finish()
-        containers_busy_max = pool.busy_max if pool is not None else None
+        containers_busy_max = pool.busy_max if pool is not None else 0
         left = s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0)
         _reset_process_caches()
     fake.wait_idle(5.0)
@@ -1424,9 +1424,7 @@ def figures(
         "quick": bool(args.quick),
         "aws": args.aws,
         "containers": args.containers,
-        "containers_busy_max": max(
-            (run["containers_busy_max"] or 0 for run in runs.values()), default=0
-        ),
+        "containers_busy_max": max(run["containers_busy_max"] for run in runs.values()),
         "provider": args.provider,
         "input_rate": RATE,
         "profile": _profile_dict(profile),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -32,6 +33,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 #: How long a container may take to start (imports, the warm-up requests).
@@ -160,6 +162,17 @@ class _Container:
         child.close()
 
 
+@dataclass
+class _Pending:
+    """An invocation sent to a container, until its ``done`` report (or the container's end)."""
+
+    inv: Any
+    container: _Container
+    done: threading.Event = field(default_factory=threading.Event)
+    #: ``(error, emf_text)`` from the container; ``None``: it died first.
+    result: tuple[Any, str] | None = None
+
+
 class ContainerPool:
     """``size`` warm containers; an invocation waits for an idle one (the most recently used
     first, as Lambda reuses warm environments). ``invoke`` blocks until it is done.
@@ -183,10 +196,10 @@ class ContainerPool:
         self.containers = [_Container(ctx, env, warm) for _ in range(size)]
         self.idle: queue.LifoQueue[_Container] = queue.LifoQueue()
         self.busy_max = 0
-        self._busy = 0
         self._lock = threading.Lock()
-        self._pending: dict[int, tuple[Any, threading.Event, list[Any], _Container]] = {}
-        self._ids = iter(range(1, 1 << 62))
+        #: The invocations running now, by id: one per busy container.
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
         deadline = time.monotonic() + READY_TIMEOUT_S
         for c in self.containers:
             if not c.conn.poll(max(0.0, deadline - time.monotonic())):
@@ -196,14 +209,10 @@ class ContainerPool:
             if message != ("ready",):
                 self.close()
                 raise RuntimeError(f"a benchmark container failed to start: {message!r}")
-        self._readers = [
+        for c in self.containers:
             threading.Thread(
                 target=self._read, args=(c,), name="bench-container-reader", daemon=True
-            )
-            for c in self.containers
-        ]
-        for c, reader in zip(self.containers, self._readers, strict=True):
-            reader.start()
+            ).start()
             self.idle.put(c)
 
     def invoke(self, route: str, event: dict[str, Any], inv: Any) -> Any:
@@ -213,25 +222,22 @@ class ContainerPool:
             container = self.idle.get(timeout=self.idle_timeout_s)
         except queue.Empty:
             raise RuntimeError("no benchmark container is left to invoke") from None
+        call = _Pending(inv, container)
         with self._lock:
-            self._busy += 1
-            self.busy_max = max(self.busy_max, self._busy)
             inv_id = next(self._ids)
-            done = threading.Event()
-            box: list[Any] = []
-            self._pending[inv_id] = (inv, done, box, container)
+            self._pending[inv_id] = call
+            self.busy_max = max(self.busy_max, len(self._pending))
         try:
             container.conn.send((inv_id, route, event))
-            done.wait()
+            call.done.wait()
         except OSError:
             pass  # the container is gone (a broken pipe): no result
         finally:
             with self._lock:
-                self._busy -= 1
                 self._pending.pop(inv_id, None)
-            if box:
+            if call.result is not None:
                 self.idle.put(container)  # one that died is never handed out again
-        return box[0] if box else ({"errorMessage": "the container died"}, "")
+        return call.result or ({"errorMessage": "the container died"}, "")
 
     def _read(self, container: _Container) -> None:
         while True:
@@ -240,16 +246,16 @@ class ContainerPool:
             except (EOFError, OSError):
                 # This container is gone: what it was running ends with an error.
                 with self._lock:
-                    pending = [e for e in self._pending.values() if e[3] is container]
-                for _inv, done, _box, _container in pending:
-                    done.set()
+                    pending = [p for p in self._pending.values() if p.container is container]
+                for call in pending:
+                    call.done.set()
                 return
             kind = message[0]
             if kind == "post":
                 _, inv_id, at, etype, fields = message
                 with self._lock:
                     entry = self._pending.get(inv_id)
-                self.on_post(entry[0] if entry else None, at, etype, fields)
+                self.on_post(entry.inv if entry else None, at, etype, fields)
             elif kind == "outcome":
                 _, at, status, figures = message
                 self.on_outcome(at, status, figures)
@@ -259,12 +265,12 @@ class ContainerPool:
                     entry = self._pending.get(inv_id)
                 if entry is None:
                     continue
-                inv, done, box, _container = entry
-                with inv.lock:
-                    inv.calls.update(calls)
-                    inv.cpu_ms, inv.wall_ms, inv.ran_turn = cpu_ms, wall_ms, ran_turn
-                box.append((error, emf))
-                done.set()
+                with entry.inv.lock:
+                    entry.inv.calls.update(calls)
+                    entry.inv.cpu_ms, entry.inv.wall_ms = cpu_ms, wall_ms
+                    entry.inv.ran_turn = ran_turn
+                entry.result = (error, emf)
+                entry.done.set()
 
     def close(self) -> None:
         for c in self.containers:
