@@ -841,8 +841,15 @@ class Tutor:
         user_text: str | None = None
         t0 = time.monotonic()
         transcription_ms: float | None = None
-        # The history is read while the audio is fetched and transcribed: it does not wait.
-        session_task = asyncio.ensure_future(asyncio.to_thread(self.store.get_session, sid))
+        session_task: asyncio.Future[dict[str, Any] | None] | None = None
+
+        def session_read() -> asyncio.Future[dict[str, Any] | None]:
+            """The session read, started on first use."""
+            nonlocal session_task
+            if session_task is None:
+                session_task = asyncio.ensure_future(asyncio.to_thread(self.store.get_session, sid))
+            return session_task
+
         response_id, item_id = new_id("resp"), new_id("item")
         claim: asyncio.Future[None] | None = None
 
@@ -870,6 +877,9 @@ class Tutor:
             from .providers.errors import ProviderError
 
             transcription = asyncio.ensure_future(providers.transcriber.transcribe(wav))
+            # The history is read while the child's words are transcribed, not beside the audio
+            # read: only the audio is on the critical path, and the two would share the CPU.
+            session_read()
             begin()
             try:
                 user_text = (await transcription).strip()
@@ -909,7 +919,7 @@ class Tutor:
                 await unclaim()
                 return  # nothing was said (noise): no reply
 
-        session = await session_task
+        session = await session_read()
         history = list((session or {}).get("hist") or [])
         begin()
         if claim is not None:
