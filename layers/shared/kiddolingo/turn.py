@@ -453,8 +453,10 @@ class TurnRunner:
         )
         posted = 0
         finished = False
-        # The check before the first audio runs while that audio is being synthesized.
-        first_check: asyncio.Task[None] | None = asyncio.create_task(self._check())
+        # The first audio goes out on the check ``_speak`` made just before this sentence,
+        # while its audio was being synthesized (a second look started now would see the same
+        # state, for one more read per sentence); every later batch is checked again.
+        checked = True
         try:
             while not finished:
                 batch = bytearray()
@@ -471,11 +473,9 @@ class TurnRunner:
                     batch += item
                 for i in range(0, len(batch), MAX_DELTA_PCM):
                     piece = bytes(batch[i : i + MAX_DELTA_PCM])
-                    if first_check is not None:
-                        check, first_check = first_check, None
-                        await check
-                    else:
+                    if not checked:
                         await self._check()
+                    checked = False
                     await self.poster.post(
                         self._part(
                             req,
@@ -487,10 +487,6 @@ class TurnRunner:
                         t.first_audio_ms = _ms_since(t.started)
                     posted += len(piece)
         finally:
-            if first_check is not None:
-                first_check.cancel()
-                with contextlib.suppress(BaseException):
-                    await first_check
             ms = round(bytes_to_ms(posted, 24000))
             if posted or finished:
                 if finished:
