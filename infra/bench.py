@@ -84,7 +84,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from infra.containers import CapturedPost, post_fields, warm_providers
+from infra.containers import capture_post, warm_providers
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_DIR = ROOT / "events"
@@ -510,10 +510,7 @@ class Observer:
                 inv.calls[op] += 1
         if model.name != "PostToConnection":
             return None
-        body = params["body"]
-        data = json.loads(body if isinstance(body, bytes | bytearray) else bytes(body))
-        self.record(inv, time.perf_counter(), str(data.get("type")), post_fields(data))
-        return CapturedPost(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return capture_post(params, lambda at, etype, fields: self.record(inv, at, etype, fields))
 
     def record(self, inv: Invocation | None, at: float, etype: str, fields: dict[str, Any]) -> None:
         """One post to the connection (here, or reported by a container)."""
@@ -605,17 +602,24 @@ def tap_turns(sink: Callable[[Any], None]) -> Iterator[None]:
             setattr(service.Tutor, "last_turn", old)  # noqa: B010
 
 
+def _mark_turn() -> None:
+    """The invocation running now (this thread's) starts a turn."""
+    inv = _CURRENT.get()
+    if inv is not None:
+        inv.ran_turn = True
+
+
 @contextlib.contextmanager
-def _tap_runtime() -> Iterator[None]:
-    """Mark the invocation that runs a turn (the only caller of ``kiddolingo.runtime.submit``)."""
+def tap_submit(on_submit: Callable[[], None]) -> Iterator[None]:
+    """Call ``on_submit`` whenever a turn starts (``kiddolingo.runtime.submit`` is its only way
+    onto the process loop): it marks the invocation that runs the turn (here, or in a
+    container)."""
     from kiddolingo import runtime
 
     original = runtime.submit
 
     def submit(coro: Any) -> Any:
-        inv = _CURRENT.get()
-        if inv is not None:
-            inv.ran_turn = True
+        on_submit()
         return original(coro)
 
     runtime.submit = submit
@@ -1043,7 +1047,7 @@ def run_conversation(
                 (time.perf_counter(), outcome.status, turn_figures(outcome))
             )
         )
-        with tap, _tap_runtime(), contextlib.redirect_stdout(emf_out):
+        with tap, tap_submit(_mark_turn), contextlib.redirect_stdout(emf_out):
             conversation.start()
             for turn, (chunks, _pcm, source) in zip(turns, audio, strict=True):
                 turn.source = source

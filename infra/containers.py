@@ -60,6 +60,17 @@ def post_fields(data: dict[str, Any]) -> dict[str, Any]:
     return small
 
 
+def capture_post(
+    params: dict[str, Any], record: Callable[[float, str, dict[str, Any]], None]
+) -> tuple[CapturedPost, dict[str, Any]]:
+    """Short-circuit one ``PostToConnection`` (a botocore ``before-call`` answer): hand its
+    time, event type and :func:`post_fields` to ``record``, and answer 200 without sending it."""
+    body = params["body"]
+    data = json.loads(body if isinstance(body, bytes | bytearray) else bytes(body))
+    record(time.perf_counter(), str(data.get("type")), post_fields(data))
+    return CapturedPost(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+
 def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
     """One container: load the handlers, warm the SDK, then serve invocations until ``None``."""
     for key, value in env.items():
@@ -68,7 +79,7 @@ def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
         else:
             os.environ[key] = value
     from infra import template as tpl
-    from infra.bench import tap_turns
+    from infra.bench import tap_submit, tap_turns
     from infra.lambda_runtime import LambdaFunction
     from kiddolingo import aws, runtime
     from kiddolingo.metrics import turn_figures
@@ -91,25 +102,16 @@ def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
             inv_id = current["id"]
         if model.name != "PostToConnection":
             return None
-        body = params["body"]
-        data = json.loads(body if isinstance(body, bytes | bytearray) else bytes(body))
-        send(("post", inv_id, time.perf_counter(), str(data.get("type")), post_fields(data)))
-        return CapturedPost(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return capture_post(
+            params, lambda at, etype, fields: send(("post", inv_id, at, etype, fields))
+        )
 
     aws._session().events.register("before-call", before_call)
-
-    original_submit = runtime.submit
-
-    def submit(coro: Any) -> Any:
-        current["ran_turn"] = True
-        return original_submit(coro)
-
-    runtime.submit = submit
 
     def on_outcome(outcome: Any) -> None:
         send(("outcome", time.perf_counter(), outcome.status, turn_figures(outcome)))
 
-    with tap_turns(on_outcome):
+    with tap_turns(on_outcome), tap_submit(lambda: current.update(ran_turn=True)):
         specs = tpl.functions({"TABLE_NAME": env["TABLE_NAME"], "BUCKET_NAME": env["BUCKET_NAME"]})
         functions = {route: LambdaFunction(spec) for route, spec in specs.items()}
         for fn in functions.values():
