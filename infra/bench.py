@@ -77,7 +77,7 @@ import time
 import wave
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -848,7 +848,7 @@ class Conversation:
         mark = self.observer.mark()
         for _ in range(LEAD_SILENCE_MS // CHUNK_MS):
             self.send(self.silence(), "silence")
-        self.sample_item(self.item_sizes_silence)
+        self.sample_item(self.item_sizes_silence, settle=True)
         for chunk in chunks:
             turn.last_speech_at = self.send(chunk, "speech")
         self.sample_item(self.item_sizes)
@@ -884,9 +884,14 @@ class Conversation:
                 if post.type not in turn.timeline:
                     turn.timeline[post.type] = round((post.at - turn.last_speech_at) * 1000.0, 1)
 
-    def sample_item(self, into: list[int]) -> None:
+    def sample_item(self, into: list[int], settle: bool = False) -> None:
+        """The connection item's size; ``settle``: once the appends sent so far are done (in a
+        pause, before speech: a chunk parked by an append still in flight, 3 KB at 16 kHz, is
+        not what the item holds at rest; right after speech the next chunk must not wait)."""
         if self.ddb is None:
             return
+        if settle:
+            wait([f for f in self.futures if not f.done()], timeout=5.0)
         out = self.ddb.get_item(
             TableName=TABLE, Key={"pk": {"S": f"conn#{CONNECTION_ID}"}}, ConsistentRead=True
         )
