@@ -33,6 +33,7 @@ import pytest
 
 from infra.fake_openai import synth_pcm
 from kiddolingo.conversation import apology
+from kiddolingo.session import SessionConfig
 from kiddolingo.speech_text import strip_for_speech
 from tests.support.aws_stack import BUCKET
 from tests.support.events import connect_event, disconnect_event, message_event
@@ -488,7 +489,7 @@ def test_410_on_a_plain_reply_removes_the_connection(stack, fake_openai) -> None
     stack.recorder.gone.add("conn-g=")
     child.send({"type": "session.update", "session": {"instructions": "Colours"}})
     assert stack.connection_item("conn-g=") is None
-    assert stack.session_item(child.sid)["cfg"]["instructions"] == "Colours"
+    assert SessionConfig.from_item(stack.session_item(child.sid)["cfg"]).instructions == "Colours"
 
 
 # --------------------------------------------------------------------------- DynamoDB conflicts
@@ -641,7 +642,7 @@ def test_session_update_conflicts_are_retried(stack) -> None:
     events = child.send({"type": "session.update", "session": {"instructions": "Animals"}})
     assert types(events) == ["session.updated"]
     assert conflicts.raised == 3
-    assert stack.session_item(child.sid)["cfg"]["instructions"] == "Animals"
+    assert SessionConfig.from_item(stack.session_item(child.sid)["cfg"]).instructions == "Animals"
 
     # conflicts without end: a clear error, and the session goes on
     inject_conflicts(on_session, times=MAX_CONFLICT_RETRIES)
@@ -649,7 +650,7 @@ def test_session_update_conflicts_are_retried(stack) -> None:
     assert errors(events) == ["busy"]
     events = child.send({"type": "session.update", "session": {"instructions": "Colours"}})
     assert types(events) == ["session.updated"]
-    assert stack.session_item(child.sid)["cfg"]["instructions"] == "Colours"
+    assert SessionConfig.from_item(stack.session_item(child.sid)["cfg"]).instructions == "Colours"
 
 
 def test_audio_state_conflicts_are_retried_without_losing_audio(stack, fake_openai) -> None:
@@ -714,7 +715,8 @@ def test_truncate_and_session_update_racing(stack, fake_openai) -> None:
     assert got == ["conversation.item.truncated"] + ["session.updated"] * 4
     hist = stack.session_item(child.sid)["hist"]
     assert hist[-1]["truncated_ms"] == 400
-    assert stack.session_item(child.sid)["cfg"]["instructions"].startswith("Lesson ")
+    cfg = SessionConfig.from_item(stack.session_item(child.sid)["cfg"])
+    assert cfg.instructions is not None and cfg.instructions.startswith("Lesson ")
 
 
 # --------------------------------------------------------------------------- S3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -10,6 +11,7 @@ from kiddolingo import ingest
 from kiddolingo.ddbjson import deserialize, serialize
 from kiddolingo.protocol import ProtocolError
 from kiddolingo.session import CHILD_VAD_DEFAULTS, SessionConfig, apply_update
+from kiddolingo.vad import VadState
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,27 @@ def test_session_update_validates_and_keeps_children_defaults() -> None:
     assert SessionConfig.from_item(new.to_item()) == new
     manual = apply_update(new, {"audio": {"input": {"turn_detection": None}}}, None)
     assert manual.turn_detection is None and not manual.server_vad
+
+
+def test_session_settings_are_one_string_and_the_earlier_map_still_reads() -> None:
+    cfg = replace(SessionConfig.default(), instructions="Colours ✓", learner_age=7)
+    stored = cfg.to_item()
+    assert isinstance(stored, str) and "Colours ✓" in stored
+    assert SessionConfig.from_item(stored) == cfg
+    # an item written by the earlier deployment: a map, the threshold as text, numbers Decimal
+    legacy = {
+        "input_rate": Decimal(24000),
+        "turn_detection": {
+            **{k: v for k, v in CHILD_VAD_DEFAULTS.items() if v is not None},
+            "threshold": repr(CHILD_VAD_DEFAULTS["threshold"]),
+            "silence_duration_ms": Decimal(CHILD_VAD_DEFAULTS["silence_duration_ms"]),
+        },
+        "voice": "nova",
+        "instructions": "Colours ✓",
+        "target_language": "Spanish",
+        "learner_age": Decimal(7),
+    }
+    assert SessionConfig.from_item(legacy) == cfg
 
 
 @pytest.mark.parametrize(
@@ -173,7 +196,8 @@ def test_the_ring_is_stored_once_when_it_is_the_end_of_the_held_audio() -> None:
     item = _stored(state)
     # the item does not carry the same audio twice: the ring's end is the held audio's end
     assert item["hdup"] == min(len(state.vad.ring), len(state.held)) > 0
-    assert len(item["vad"]["ring"]) == len(state.vad.ring) - item["hdup"]
+    stored_ring = VadState.from_item(item["vad"]).ring
+    assert len(stored_ring) == len(state.vad.ring) - item["hdup"]
     back = ingest.AudioState.from_connection(item)
     assert back.vad == state.vad and back.held == state.held
 
@@ -185,7 +209,7 @@ def test_a_ring_that_differs_from_the_held_audio_is_stored_whole() -> None:
     assert state.vad is not None
     other = replace(state, vad=replace(state.vad, ring=b"\x01\x02" * 100))
     item = _stored(other)
-    assert item["hdup"] == 0 and item["vad"]["ring"] == b"\x01\x02" * 100
+    assert item["hdup"] == 0 and VadState.from_item(item["vad"]).ring == b"\x01\x02" * 100
     assert ingest.AudioState.from_connection(item).vad == other.vad
 
 

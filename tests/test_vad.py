@@ -521,14 +521,46 @@ def as_boto3(item: Mapping) -> dict:
     return {key: convert(value) for key, value in item.items()}
 
 
-def test_to_item_is_dynamodb_safe_and_round_trips() -> None:
+def test_to_item_is_one_binary_value_and_round_trips() -> None:
     state = run(session_audio()[: ms(1200) + 7], SESSION_CONFIG).state
     assert state is not None and state.in_utterance and state.carry
     item = state.to_item()
-    assert all(isinstance(v, int | str | bool | bytes) for v in item.values())
-    assert not any(isinstance(v, float) for v in item.values())
+    assert isinstance(item, bytes)
     assert VadState.from_item(item) == state
-    assert VadState.from_item(as_boto3(item)) == state
+    assert VadState.from_item(Binary(item)) == state
+    # another ring in the ring's place (the caller keeps the rest), the scalars exact
+    assert VadState.from_item(state.to_item(ring=b"\x01\x02")) == replace(state, ring=b"\x01\x02")
+
+
+def _map_item(state: VadState) -> dict:
+    """A state as version 1 stored it: a map of fields, floats as exact text."""
+    return {
+        "v": 1,
+        "sample_rate": state.sample_rate,
+        "samples": state.samples,
+        "floor_db": repr(state.floor_db),
+        "floor_frames": state.floor_frames,
+        "smooth": repr(state.smooth),
+        "in_utterance": state.in_utterance,
+        "candidate_start": state.candidate_start,
+        "candidate_speech_frames": state.candidate_speech_frames,
+        "candidate_gap_frames": state.candidate_gap_frames,
+        "speech_start_ms": state.speech_start_ms,
+        "last_speech_end_ms": state.last_speech_end_ms,
+        "silence_ms": state.silence_ms,
+        "speculate_fired": state.speculate_fired,
+        "idle_ms": state.idle_ms,
+        "idle_fired": state.idle_fired,
+        "carry": state.carry,
+        "ring": state.ring,
+    }
+
+
+def test_a_state_stored_by_the_earlier_version_still_reads() -> None:
+    """A connection open across a deployment holds its VAD state as version 1's map."""
+    state = run(session_audio()[: ms(1200) + 7], SESSION_CONFIG).state
+    assert state is not None
+    assert VadState.from_item(as_boto3(_map_item(state))) == state
 
 
 def test_feed_half_serialize_feed_rest_equals_feed_all() -> None:
@@ -537,7 +569,7 @@ def test_feed_half_serialize_feed_rest_equals_feed_all() -> None:
     for split_ms in (150, 520, 1090, 2330, 4100, 5870, 7000):
         first = run(audio[: ms(split_ms)], SESSION_CONFIG, chunk_bytes=ms(100))
         assert first.state is not None
-        restored = VadState.from_item(as_boto3(first.state.to_item()))
+        restored = VadState.from_item(Binary(first.state.to_item()))
         rest = run(audio[ms(split_ms) :], SESSION_CONFIG, chunk_bytes=ms(100), state=restored)
         assert first.events + rest.events == reference.events
         assert first.audio + rest.audio == reference.audio
@@ -545,13 +577,24 @@ def test_feed_half_serialize_feed_rest_equals_feed_all() -> None:
 
 
 def test_from_item_rejects_bad_items() -> None:
-    item = VadState.initial(CONFIG).to_item()
-    with pytest.raises(ValueError, match="lacks 'ring'"):
-        VadState.from_item({k: v for k, v in item.items() if k != "ring"})
+    state = VadState.initial(CONFIG)
+    item = state.to_item()
+    with pytest.raises(ValueError, match="too short"):
+        VadState.from_item(item[:10])
     with pytest.raises(ValueError, match="version"):
-        VadState.from_item({**item, "v": 2})
+        VadState.from_item(b"\x07" + item[1:])
+    carried = replace(state, carry=b"\x01" * 40).to_item()
+    with pytest.raises(ValueError, match="truncated"):
+        VadState.from_item(carried[: len(carried) - 20])
+    with pytest.raises(ValueError, match="must be bytes"):
+        VadState.from_item(12)  # type: ignore[arg-type]
+    legacy = _map_item(state)
+    with pytest.raises(ValueError, match="lacks 'ring'"):
+        VadState.from_item({k: v for k, v in legacy.items() if k != "ring"})
+    with pytest.raises(ValueError, match="version"):
+        VadState.from_item({**legacy, "v": 3})
     with pytest.raises(ValueError, match="samples"):
-        VadState.from_item({**item, "samples": 1.5})
+        VadState.from_item({**legacy, "samples": 1.5})
 
 
 # --- configuration -------------------------------------------------------------------------

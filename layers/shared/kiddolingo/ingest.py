@@ -167,16 +167,13 @@ class AudioState:
             held_seq=int(item.get("hseq", 0)),
         )
 
-    def vad_item(self) -> tuple[dict[str, Any] | None, int]:
+    def vad_item(self) -> tuple[bytes | None, int]:
         """The VAD state as stored, and how many bytes of its ring are the end of ``held``
         (left out of the stored ring: ``from_connection`` puts them back)."""
         if self.vad is None:
             return None, 0
-        item = self.vad.to_item()
         shared = ring_overlap(self.vad.ring, self.held)
-        if shared:
-            item["ring"] = self.vad.ring[: len(self.vad.ring) - shared]
-        return item, shared
+        return self.vad.to_item(ring=self.vad.ring[: len(self.vad.ring) - shared]), shared
 
     @property
     def audio_ms(self) -> int:

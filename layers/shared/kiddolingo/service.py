@@ -1196,7 +1196,8 @@ def connect(
                 404, code="session_not_found", message="That session has expired; start a new one."
             )
         check_owner(session.get("learner"))
-        cfg = session.get("cfg") or SessionConfig.default().to_item()
+        # As stored now (an earlier deployment's map is read and rewritten as one string).
+        cfg = SessionConfig.from_item(session.get("cfg")).to_item()
         timeline = int(session.get("timeline_ms", 0))
     else:
         session_id = new_id("sess")

@@ -7,6 +7,7 @@ extension ``tutor`` (target language, learner age).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -64,19 +65,29 @@ class SessionConfig:
             turn_detection=dict(CHILD_VAD_DEFAULTS), voice=voice, target_language=target_language
         )
 
-    def to_item(self) -> dict[str, Any]:
-        return {
-            "input_rate": self.input_rate,
-            "turn_detection": _to_item_td(self.turn_detection),
-            "voice": self.voice,
-            "instructions": self.instructions,
-            "target_language": self.target_language,
-            "learner_age": self.learner_age,
-        }
+    def to_item(self) -> str:
+        """The settings as stored: one string attribute (JSON), not a map of a dozen values.
+        Every append reads them with its connection item, and each attribute value costs
+        botocore (and the service) its own shape walk."""
+        return json.dumps(
+            {
+                "input_rate": self.input_rate,
+                "turn_detection": _to_item_td(self.turn_detection),
+                "voice": self.voice,
+                "instructions": self.instructions,
+                "target_language": self.target_language,
+                "learner_age": self.learner_age,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
 
     @classmethod
-    def from_item(cls, item: dict[str, Any] | None) -> SessionConfig:
-        if not item:
+    def from_item(cls, item: str | dict[str, Any] | None) -> SessionConfig:
+        """Inverse of :meth:`to_item`; also reads the map of an earlier deployment's items."""
+        if isinstance(item, str):
+            item = json.loads(item)
+        if not item or not isinstance(item, dict):
             return cls.default()
         td = item.get("turn_detection")
         return cls(

@@ -141,7 +141,7 @@ class SessionStore:
 
     # --- sessions ----------------------------------------------------------------------
 
-    def create_session(self, session_id: str, learner_id: str, config: dict[str, Any]) -> None:
+    def create_session(self, session_id: str, learner_id: str, config: str) -> None:
         item = {
             "pk": f"session#{session_id}",
             "learner": learner_id,
@@ -219,7 +219,7 @@ class SessionStore:
         connection_id: str,
         session_id: str,
         learner_id: str,
-        config: dict[str, Any],
+        config: str,
         timeline_ms: int,
     ) -> None:
         item = {
@@ -262,7 +262,7 @@ class SessionStore:
         except ConflictError:
             return False
 
-    def set_connection_config(self, connection_id: str, config: dict[str, Any]) -> None:
+    def set_connection_config(self, connection_id: str, config: str) -> None:
         self._update(
             conn_key(connection_id),
             "SET cfg = :c",

@@ -35,13 +35,15 @@ Determinism
     Frames are cut from one continuous stream (bytes short of a frame wait in ``state.carry``),
     the per-frame recursion runs in scalar Python floats, and the vectorised part works row by row,
     so any chunking of the same audio gives the same events, the same utterance bytes and the same
-    final state. The state round-trips exactly through :meth:`VadState.to_item` (floats as repr
-    strings: DynamoDB takes no floats).
+    final state. The state round-trips exactly through :meth:`VadState.to_item`: one binary
+    value (the scalars packed as fixed-width integers and IEEE doubles, then ``carry`` and
+    ``ring``), which DynamoDB stores as one attribute instead of a map of eighteen.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -228,6 +230,11 @@ class VadConfig:
         return round(self.speculative_fraction * self.silence_duration_ms)
 
 
+#: The scalars of a stored :class:`VadState` (version, ints as int64, floats as IEEE doubles, so
+#: they round-trip exactly, bools as bytes) and the length of ``carry``; ``ring`` is the rest.
+_PACKED = struct.Struct("<BIqdqd?qqqqqq?q?H")
+
+
 @dataclass
 class VadState:
     """Everything needed to continue a session's VAD in the next invocation.
@@ -257,7 +264,9 @@ class VadState:
     carry: bytes = b""
     ring: bytes = b""
 
-    ITEM_VERSION = 1
+    #: 2: one binary value (:meth:`to_item`); 1: a map of one attribute per field, as the
+    #: connections of an earlier deployment still hold it (read, never written).
+    ITEM_VERSION = 2
 
     @classmethod
     def initial(cls, config: VadConfig, timeline_ms: int = 0) -> VadState:
@@ -271,32 +280,96 @@ class VadState:
         """Where the timeline stands: the end of the last whole frame consumed."""
         return self.samples * 1000 // self.sample_rate
 
-    def to_item(self) -> dict[str, int | str | bool | bytes]:
-        """A DynamoDB-safe mapping: ints, bools, bytes, and floats as exact ``repr`` strings."""
-        return {
-            "v": self.ITEM_VERSION,
-            "sample_rate": self.sample_rate,
-            "samples": self.samples,
-            "floor_db": repr(self.floor_db),
-            "floor_frames": self.floor_frames,
-            "smooth": repr(self.smooth),
-            "in_utterance": self.in_utterance,
-            "candidate_start": self.candidate_start,
-            "candidate_speech_frames": self.candidate_speech_frames,
-            "candidate_gap_frames": self.candidate_gap_frames,
-            "speech_start_ms": self.speech_start_ms,
-            "last_speech_end_ms": self.last_speech_end_ms,
-            "silence_ms": self.silence_ms,
-            "speculate_fired": self.speculate_fired,
-            "idle_ms": self.idle_ms,
-            "idle_fired": self.idle_fired,
-            "carry": bytes(self.carry),
-            "ring": bytes(self.ring),
-        }
+    def to_item(self, ring: bytes | None = None) -> bytes:
+        """The state as stored: one binary value. ``ring`` stores another ring in its place
+        (the caller's, who puts the rest back before :meth:`from_item`).
+
+        One value, not a map of eighteen: the chunk path reads and writes this state ten times a
+        second, and each attribute value costs botocore (and the service) its own shape walk."""
+        ring = self.ring if ring is None else ring
+        head = _PACKED.pack(
+            self.ITEM_VERSION,
+            self.sample_rate,
+            self.samples,
+            self.floor_db,
+            self.floor_frames,
+            self.smooth,
+            self.in_utterance,
+            self.candidate_start,
+            self.candidate_speech_frames,
+            self.candidate_gap_frames,
+            self.speech_start_ms,
+            self.last_speech_end_ms,
+            self.silence_ms,
+            self.speculate_fired,
+            self.idle_ms,
+            self.idle_fired,
+            len(self.carry),
+        )
+        return b"".join((head, self.carry, ring))
 
     @classmethod
-    def from_item(cls, item: Mapping[str, Any]) -> VadState:
-        """Inverse of :meth:`to_item`; takes ``Decimal`` numbers and boto3 ``Binary`` values."""
+    def from_item(cls, item: bytes | Mapping[str, Any]) -> VadState:
+        """Inverse of :meth:`to_item` (bytes, or boto3's ``Binary``); also reads version 1, the
+        map of fields (``Decimal`` numbers, floats as text) of an earlier deployment."""
+        item = getattr(item, "value", item)  # boto3.dynamodb.types.Binary
+        if isinstance(item, bytes | bytearray | memoryview):
+            return cls._from_packed(bytes(item))
+        if not isinstance(item, Mapping):
+            raise ValueError(f"VAD state must be bytes, got {type(item).__name__}")
+        return cls._from_map(item)
+
+    @classmethod
+    def _from_packed(cls, data: bytes) -> VadState:
+        if len(data) < _PACKED.size:
+            raise ValueError(f"VAD state too short: {len(data)} bytes")
+        fields = _PACKED.unpack_from(data)
+        if fields[0] != cls.ITEM_VERSION:
+            raise ValueError(f"unknown VAD state version {fields[0]}")
+        carry_end = _PACKED.size + fields[-1]
+        if len(data) < carry_end:
+            raise ValueError("VAD state truncated: its carry is cut short")
+        (
+            _v,
+            sample_rate,
+            samples,
+            floor_db,
+            floor_frames,
+            smooth,
+            in_utterance,
+            candidate_start,
+            candidate_speech_frames,
+            candidate_gap_frames,
+            speech_start_ms,
+            last_speech_end_ms,
+            silence_ms,
+            speculate_fired,
+            idle_ms,
+            idle_fired,
+            _carry_len,
+        ) = fields
+        return cls(
+            sample_rate=sample_rate,
+            samples=samples,
+            floor_db=floor_db,
+            floor_frames=floor_frames,
+            smooth=smooth,
+            in_utterance=in_utterance,
+            candidate_start=candidate_start,
+            candidate_speech_frames=candidate_speech_frames,
+            candidate_gap_frames=candidate_gap_frames,
+            speech_start_ms=speech_start_ms,
+            last_speech_end_ms=last_speech_end_ms,
+            silence_ms=silence_ms,
+            speculate_fired=speculate_fired,
+            idle_ms=idle_ms,
+            idle_fired=idle_fired,
+            carry=data[_PACKED.size : carry_end],
+            ring=data[carry_end:],
+        )
+
+    @classmethod
+    def _from_map(cls, item: Mapping[str, Any]) -> VadState:
 
         def integer(key: str) -> int:
             value = item[key]
@@ -321,7 +394,7 @@ class VadState:
 
         try:
             version = integer("v")
-            if version != cls.ITEM_VERSION:
+            if version != 1:
                 raise ValueError(f"unknown VAD state version {version}")
             return cls(
                 sample_rate=integer("sample_rate"),
