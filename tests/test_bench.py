@@ -167,6 +167,30 @@ def test_importing_metrics_loads_neither_powertools_nor_openai() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_the_audio_handler_loads_no_turn_machinery_on_a_cold_start() -> None:
+    """The chunk path's imports (≤ 300 ms): no provider SDK and no asyncio, which only a turn
+    needs (and imports when it runs)."""
+    code = (
+        "import sys, importlib.util\n"
+        "spec = importlib.util.spec_from_file_location('app', 'functions/audio/app.py')\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in ('openai', 'httpx', 'asyncio', 'kiddolingo.turn_io') "
+        "if m in sys.modules))\n"
+    )
+    env = {
+        **os.environ,
+        "TABLE_NAME": "t",
+        "BUCKET_NAME": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 # ---------------------------------------------------------------------------- the floor
 
 

@@ -7,14 +7,13 @@ and ``turn``; this module sequences the I/O around them.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import ingest as ingestlib
 from .chunks import ChunkStore, MissingChunkError, utterance_prefix
@@ -40,7 +39,13 @@ from .protocol import (
 from .session import SessionConfig, apply_update, session_object
 from .settings import Settings
 from .store import REMOVE, ConflictError, NotFoundError, SessionStore
-from .turn_io import GatedPoster, MessengerPoster, SpeculationGate, StoreResponseControl
+
+if TYPE_CHECKING:
+    # Only a turn needs these (imported where it runs): asyncio alone is ~10 ms of the chunk
+    # path's cold start, which never runs a turn's loop.
+    import asyncio
+
+    from .turn_io import MessengerPoster, SpeculationGate
 
 log = logging.getLogger(__name__)
 
@@ -690,6 +695,8 @@ class Tutor:
 
         gate = None
         if speculative:
+            from .turn_io import SpeculationGate
+
             silence_ms = int((cfg.turn_detection or {}).get("silence_duration_ms") or 1200)
             # The speculation started when the pause reached the fraction of the window: its
             # verdict is due when the rest of the window has passed (less a little slack).
@@ -809,6 +816,8 @@ class Tutor:
         speech_end_at: float | None = None,
         announce: tuple[dict[str, Any], ...] = (),
     ) -> None:
+        from .turn_io import GatedPoster, MessengerPoster
+
         poster: MessengerPoster = (
             GatedPoster(self.messenger, gate) if gate else MessengerPoster(self.messenger)
         )
@@ -832,8 +841,11 @@ class Tutor:
         utt: ingestlib.Utterance | None,
         poster: MessengerPoster,
     ) -> None:
+        import asyncio
+
         from .audio import pcm16_to_wav
         from .turn import TurnRequest, TurnRunner
+        from .turn_io import GatedPoster, StoreResponseControl
 
         providers = self._providers()
         sid = conn["sid"]
@@ -997,6 +1009,7 @@ class Tutor:
     ) -> None:
         """A turn that failed before the reply: the apology alone, outside the history."""
         from .turn import TurnRequest, TurnRunner
+        from .turn_io import StoreResponseControl
 
         response_id, item_id = new_id("resp"), new_id("item")
         runner = TurnRunner(
