@@ -56,3 +56,18 @@ def test_history_in_the_context_is_bounded() -> None:
         history, "x", target_language="Spanish", learner_age=None, instructions=None, max_history=6
     )
     assert len(msgs) <= 1 + 6 + 1
+
+
+def test_the_history_is_stored_as_one_string_and_the_earlier_list_still_reads() -> None:
+    from kiddolingo.conversation import dump_history, load_history, user_item
+
+    hist = [
+        user_item("item_1", "Me gusta el azul ✓"),
+        assistant_item("item_2", [Segment("¡Qué bonito! 😊", 1200), Segment("(How nice!)", 900)]),
+    ]
+    stored = dump_history(hist)
+    assert isinstance(stored, str) and "✓" in stored  # not escaped: fewer bytes to store
+    assert load_history(stored) == hist
+    assert load_history(dump_history([])) == [] and load_history(None) == []
+    # what an earlier deployment stored: a list of maps
+    assert load_history([dict(h) for h in hist]) == hist

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from infra.fake_openai import synth_pcm
-from kiddolingo.conversation import apology
+from kiddolingo.conversation import apology, load_history
 from kiddolingo.session import SessionConfig
 from kiddolingo.speech_text import strip_for_speech
 from tests.support.aws_stack import BUCKET
@@ -137,7 +137,8 @@ class Client:
 
     # inspection -------------------------------------------------------------------------
     def history(self) -> list[tuple[str, str]]:
-        return [(h["role"], h["text"]) for h in self.stack.session_item(self.sid)["hist"]]
+        stored = self.stack.session_item(self.sid)["hist"]
+        return [(h["role"], h["text"]) for h in load_history(stored)]
 
 
 def types(events: list[dict[str, Any]]) -> list[str]:
@@ -476,7 +477,7 @@ def test_connection_gone_before_the_reply_is_claimed_ends_the_turn_quietly(
     assert "response.created" not in types(events) and not errors(events)
     assert stack.connection_item("conn-gone=") is None
     session = stack.session_item(child.sid)
-    assert session is not None and "resp" not in session and not session.get("hist")
+    assert session is not None and "resp" not in session and not load_history(session.get("hist"))
     assert not fake_openai.requests("chat")
     assert stack.audio_keys() == []
 
@@ -713,7 +714,7 @@ def test_truncate_and_session_update_racing(stack, fake_openai) -> None:
         t.join()
     got = sorted(types(stack.recorder.events(child.conn)[before:]))
     assert got == ["conversation.item.truncated"] + ["session.updated"] * 4
-    hist = stack.session_item(child.sid)["hist"]
+    hist = load_history(stack.session_item(child.sid)["hist"])
     assert hist[-1]["truncated_ms"] == 400
     cfg = SessionConfig.from_item(stack.session_item(child.sid)["cfg"])
     assert cfg.instructions is not None and cfg.instructions.startswith("Lesson ")

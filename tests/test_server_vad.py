@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from kiddolingo.conversation import load_history
 from tests.support.events import connect_event, message_event
 from tests.support.speech import chunks, speak
 
@@ -207,7 +208,7 @@ def test_barge_in_stops_the_reply_and_history_keeps_what_was_heard(stack, fake_o
     assert truncated, stack.recorder.events(CONN)[-1]
     assert truncated[0]["audio_end_ms"] <= 700
     sid = stack.connection_item(CONN)["sid"]
-    hist = stack.session_item(sid)["hist"]
+    hist = load_history(stack.session_item(sid)["hist"])
     heard = next(h for h in hist if h["id"] == item_id)
     assert heard["text"] and len(heard["text"]) < len("Frase número 1, muy bonita.")
     # the next chat request shows the trimmed text

@@ -7,6 +7,7 @@ import base64
 import json
 
 from infra.fake_openai import synth_pcm
+from kiddolingo.conversation import load_history
 from kiddolingo.speech_text import SentenceSplitter, strip_for_speech
 from tests.support.events import connect_event, disconnect_event, message_event
 from tests.support.speech import chunks, speak
@@ -107,7 +108,7 @@ def test_a_spoken_turn_end_to_end(stack, fake_openai) -> None:
     assert {e.get("response_id") for e in events[5:-3]} == {done["id"]}
 
     # history holds the child's words and the tutor's answer; the turn's audio is gone
-    hist = stack.session_item(sid)["hist"]
+    hist = load_history(stack.session_item(sid)["hist"])
     assert [(h["role"], h["text"]) for h in hist] == [
         ("user", "Hola, me llamo Ana."),
         ("assistant", REPLY),

@@ -7,6 +7,7 @@ plus the words of the sentence that was cut, in proportion to its audio.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,23 @@ def apology(language: str) -> str:
 class Segment:
     text: str
     audio_ms: int
+
+
+def load_history(stored: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The history as the session item stores it: one JSON string (:func:`dump_history`), or
+    the list of maps an earlier deployment wrote."""
+    if not stored:
+        return []
+    if isinstance(stored, str):
+        return list(json.loads(stored))
+    return [dict(h) for h in stored]
+
+
+def dump_history(history: list[dict[str, Any]]) -> str:
+    """The history as stored: one string attribute, not a list of maps. A turn reads it and
+    writes it back, and a map per item (a dozen attribute values with its sentences) costs
+    botocore, and DynamoDB's item size, per value and per attribute name."""
+    return json.dumps(history, ensure_ascii=False, separators=(",", ":"))
 
 
 def user_item(item_id: str, text: str) -> dict[str, Any]:

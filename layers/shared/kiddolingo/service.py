@@ -21,6 +21,8 @@ from .conversation import (
     Segment,
     assistant_item,
     chat_messages,
+    dump_history,
+    load_history,
     trim_history,
     truncate_item,
     user_item,
@@ -634,13 +636,13 @@ class Tutor:
                 resp["trunc"] = int(end_ms)
                 result["ms"] = int(end_ms)
                 return {"resp": resp}
-            hist = list(item.get("hist") or [])
+            hist = load_history(item.get("hist"))
             for i, h in enumerate(hist):
                 if h.get("id") == item_id and h.get("role") == "assistant":
                     trimmed, clamped = truncate_item(h, end_ms)
                     result["ms"] = clamped
                     hist[i] = trimmed
-                    return {"hist": hist}
+                    return {"hist": dump_history(hist)}
             return None
 
         self.store.mutate_session(sid, change)
@@ -932,7 +934,7 @@ class Tutor:
                 return  # nothing was said (noise): no reply
 
         session = await session_read()
-        history = list((session or {}).get("hist") or [])
+        history = load_history((session or {}).get("hist"))
         begin()
         if claim is not None:
             await claim
@@ -1088,7 +1090,7 @@ class Tutor:
         self, sid: str, response_id: str, utt: ingestlib.Utterance | None, outcome: Any
     ) -> None:
         def change(item: dict[str, Any]) -> dict[str, Any]:
-            hist = list(item.get("hist") or [])
+            hist = load_history(item.get("hist"))
             if utt is not None and outcome.user_text:
                 # A flagged transcript never reaches the history as-is.
                 text = (
@@ -1104,7 +1106,7 @@ class Tutor:
                     assistant, _ = truncate_item(assistant, resp["trunc"])
                 hist.append(assistant)  # an empty text is skipped by the chat context
             updates: dict[str, Any] = {
-                "hist": trim_history(hist, 2 * self.settings.max_history_messages)
+                "hist": dump_history(trim_history(hist, 2 * self.settings.max_history_messages))
             }
             if resp.get("id") == response_id:
                 updates["resp"] = REMOVE

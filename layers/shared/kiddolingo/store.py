@@ -4,8 +4,9 @@ One table, hash key ``pk``, TTL attribute ``expires_at`` (both read from ``templ
 tests, so this cannot drift from the deployed table). Two kinds of item:
 
 ``session#<id>``
-    ``learner``, ``cfg`` (session settings), ``hist`` (the conversation as heard), ``resp`` (the
-    response in flight: id, item id, the sentences posted so far, a truncation if one came in),
+    ``learner``, ``cfg`` (session settings), ``hist`` (the conversation as heard: one JSON
+    string), ``resp`` (the response in flight: id, item id, the sentences posted so far, a
+    truncation if one came in),
     ``timeline_ms`` (where the session's audio timeline stands), ``ver`` (optimistic lock).
 ``conn#<id>``
     ``sid``, ``learner``, ``cfg`` (a copy of the session settings: the chunk path then reads one
@@ -146,7 +147,7 @@ class SessionStore:
             "pk": f"session#{session_id}",
             "learner": learner_id,
             "cfg": config,
-            "hist": [],
+            "hist": "[]",  # conversation.dump_history([])
             "timeline_ms": 0,
             "ver": 0,
             "created_at": int(time.time()),
