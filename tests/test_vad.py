@@ -532,6 +532,32 @@ def test_to_item_is_one_binary_value_and_round_trips() -> None:
     assert VadState.from_item(state.to_item(ring=b"\x01\x02")) == replace(state, ring=b"\x01\x02")
 
 
+def test_every_field_survives_the_packing_in_its_place() -> None:
+    """Distinct values in every field: a field packed in another's place would show."""
+    state = VadState(
+        sample_rate=16000,
+        samples=123_456_789,
+        floor_db=-61.234567891234,
+        floor_frames=77,
+        smooth=0.123456789,
+        in_utterance=True,
+        candidate_start=-1,
+        candidate_speech_frames=5,
+        candidate_gap_frames=3,
+        speech_start_ms=9_001,
+        last_speech_end_ms=-1,
+        silence_ms=420,
+        speculate_fired=False,
+        idle_ms=12_345,
+        idle_fired=True,
+        carry=b"\x01\x02\x03",
+        ring=b"\x04" * 11,
+    )
+    assert VadState.from_item(state.to_item()) == state
+    flipped = replace(state, in_utterance=False, speculate_fired=True, idle_fired=False)
+    assert VadState.from_item(flipped.to_item()) == flipped
+
+
 def _map_item(state: VadState) -> dict:
     """A state as version 1 stored it: a map of fields, floats as exact text."""
     return {

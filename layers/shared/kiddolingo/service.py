@@ -43,7 +43,7 @@ from .settings import Settings
 from .store import REMOVE, ConflictError, NotFoundError, SessionStore
 
 if TYPE_CHECKING:
-    # Only a turn needs these (imported where it runs): asyncio alone is ~10 ms of the chunk
+    # Only a turn needs these (imported where it runs): asyncio alone is ~15-20 ms of the chunk
     # path's cold start, which never runs a turn's loop.
     import asyncio
 

@@ -46,6 +46,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal
@@ -287,25 +288,8 @@ class VadState:
         One value, not a map of eighteen: the chunk path reads and writes this state ten times a
         second, and each attribute value costs botocore (and the service) its own shape walk."""
         ring = self.ring if ring is None else ring
-        head = _PACKED.pack(
-            self.ITEM_VERSION,
-            self.sample_rate,
-            self.samples,
-            self.floor_db,
-            self.floor_frames,
-            self.smooth,
-            self.in_utterance,
-            self.candidate_start,
-            self.candidate_speech_frames,
-            self.candidate_gap_frames,
-            self.speech_start_ms,
-            self.last_speech_end_ms,
-            self.silence_ms,
-            self.speculate_fired,
-            self.idle_ms,
-            self.idle_fired,
-            len(self.carry),
-        )
+        scalars = (getattr(self, name) for name in _SCALARS)
+        head = _PACKED.pack(self.ITEM_VERSION, *scalars, len(self.carry))
         return b"".join((head, self.carry, ring))
 
     @classmethod
@@ -329,48 +313,12 @@ class VadState:
         carry_end = _PACKED.size + fields[-1]
         if len(data) < carry_end:
             raise ValueError("VAD state truncated: its carry is cut short")
-        (
-            _v,
-            sample_rate,
-            samples,
-            floor_db,
-            floor_frames,
-            smooth,
-            in_utterance,
-            candidate_start,
-            candidate_speech_frames,
-            candidate_gap_frames,
-            speech_start_ms,
-            last_speech_end_ms,
-            silence_ms,
-            speculate_fired,
-            idle_ms,
-            idle_fired,
-            _carry_len,
-        ) = fields
-        return cls(
-            sample_rate=sample_rate,
-            samples=samples,
-            floor_db=floor_db,
-            floor_frames=floor_frames,
-            smooth=smooth,
-            in_utterance=in_utterance,
-            candidate_start=candidate_start,
-            candidate_speech_frames=candidate_speech_frames,
-            candidate_gap_frames=candidate_gap_frames,
-            speech_start_ms=speech_start_ms,
-            last_speech_end_ms=last_speech_end_ms,
-            silence_ms=silence_ms,
-            speculate_fired=speculate_fired,
-            idle_ms=idle_ms,
-            idle_fired=idle_fired,
-            carry=data[_PACKED.size : carry_end],
-            ring=data[carry_end:],
-        )
+        # The scalars in field order (``_SCALARS``), between the version and carry's length.
+        scalars: dict[str, Any] = dict(zip(_SCALARS, fields[1:-1], strict=True))
+        return cls(**scalars, carry=data[_PACKED.size : carry_end], ring=data[carry_end:])
 
     @classmethod
     def _from_map(cls, item: Mapping[str, Any]) -> VadState:
-
         def integer(key: str) -> int:
             value = item[key]
             if isinstance(value, bool) or not isinstance(value, int | Decimal):
@@ -417,6 +365,10 @@ class VadState:
             )
         except KeyError as exc:
             raise ValueError(f"VAD state item lacks {exc.args[0]!r}") from None
+
+
+#: The fields :data:`_PACKED` stores between the version and the length of ``carry``, in order.
+_SCALARS = tuple(f.name for f in dataclass_fields(VadState))[:-2]
 
 
 @dataclass(frozen=True)
