@@ -700,10 +700,14 @@ class Tutor:
             from .turn_io import SpeculationGate
 
             silence_ms = int((cfg.turn_detection or {}).get("silence_duration_ms") or 1200)
-            # The speculation started when the pause reached the fraction of the window: its
-            # verdict is due when the rest of the window has passed (less a little slack).
-            fraction = self.settings.speculative_fraction or 0.0
-            due_in_s = silence_ms * (1 - fraction) / 1000 - 0.05
+            # The verdict cannot come before the window has passed since the last speech sample
+            # and the append closing it has landed (a little after): no look before that.
+            # Without the speech's end, from the fraction the speculation started at.
+            if speech_end_at is not None:
+                due_in_s = speech_end_at + silence_ms / 1000 + 0.02 - time.monotonic()
+            else:
+                fraction = self.settings.speculative_fraction or 0.0
+                due_in_s = silence_ms * (1 - fraction) / 1000 - 0.05
             gate = SpeculationGate(
                 self.store, self.connection_id, speculative, silence_ms, due_in_s=due_in_s
             )
