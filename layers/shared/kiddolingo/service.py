@@ -701,13 +701,11 @@ class Tutor:
 
             silence_ms = int((cfg.turn_detection or {}).get("silence_duration_ms") or 1200)
             # The verdict cannot come before the window has passed since the last speech sample
-            # and the append closing it has landed (a little after): no look before that.
-            # Without the speech's end, from the fraction the speculation started at.
-            if speech_end_at is not None:
-                due_in_s = speech_end_at + silence_ms / 1000 + 0.02 - time.monotonic()
-            else:
-                fraction = self.settings.speculative_fraction or 0.0
-                due_in_s = silence_ms * (1 - fraction) / 1000 - 0.05
+            # and the append closing it has landed (a little after): no look before that. (The
+            # append that starts a speculation always knows the speech's end.)
+            now = time.monotonic()
+            end = speech_end_at if speech_end_at is not None else now
+            due_in_s = end + silence_ms / 1000 + 0.02 - now
             gate = SpeculationGate(
                 self.store, self.connection_id, speculative, silence_ms, due_in_s=due_in_s
             )

@@ -26,6 +26,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from .conversation import dump_history
 from .ddbjson import deserialize, serialize
 
 MAX_CONFLICT_RETRIES = 8
@@ -147,7 +148,7 @@ class SessionStore:
             "pk": f"session#{session_id}",
             "learner": learner_id,
             "cfg": config,
-            "hist": "[]",  # conversation.dump_history([])
+            "hist": dump_history([]),
             "timeline_ms": 0,
             "ver": 0,
             "created_at": int(time.time()),

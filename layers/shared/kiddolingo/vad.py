@@ -231,8 +231,9 @@ class VadConfig:
         return round(self.speculative_fraction * self.silence_duration_ms)
 
 
-#: The scalars of a stored :class:`VadState` (version, ints as int64, floats as IEEE doubles, so
-#: they round-trip exactly, bools as bytes) and the length of ``carry``; ``ring`` is the rest.
+#: A stored :class:`VadState`: the version, the scalars in field order (the sample rate as
+#: uint32, the other ints as int64, the floats as IEEE doubles so they round-trip exactly, bools
+#: as bytes), the length of ``carry``; then ``carry`` and ``ring`` (the rest).
 _PACKED = struct.Struct("<BIqdqd?qqqqqq?q?H")
 
 
@@ -368,7 +369,7 @@ class VadState:
 
 
 #: The fields :data:`_PACKED` stores between the version and the length of ``carry``, in order.
-_SCALARS = tuple(f.name for f in dataclass_fields(VadState))[:-2]
+_SCALARS = tuple(f.name for f in dataclass_fields(VadState) if f.name not in ("carry", "ring"))
 
 
 @dataclass(frozen=True)
