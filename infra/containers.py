@@ -78,6 +78,9 @@ def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    # Lambda's marker of a process that is one container: ``kiddolingo.coldstart`` freezes
+    # what the container loads once, as it does in Lambda (never in threads of one process).
+    os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", "kiddolingo-bench-container")
     from infra import template as tpl
     from infra.bench import tap_submit, tap_turns
     from infra.lambda_runtime import LambdaFunction

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from kiddolingo.coldstart import long_lived
 
-from kiddolingo import aws, tracing
-from kiddolingo.messenger import ConnectionGoneError
-from kiddolingo.service import Tutor
-from kiddolingo.settings import get_settings
+# What the container loads once: no collector passes meanwhile, frozen after in Lambda.
+with long_lived():
+    from aws_lambda_powertools import Logger
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-logger = Logger(service="kiddolingo-audio")
-# The shared package logs through module loggers: give them this Logger's JSON format, level
-# and correlation keys.
-copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
+    from kiddolingo import aws, tracing
+    from kiddolingo.messenger import ConnectionGoneError
+    from kiddolingo.service import Tutor
+    from kiddolingo.settings import get_settings
+
+    logger = Logger(service="kiddolingo-audio")
+    # The shared package logs through module loggers: give them this Logger's JSON format, level
+    # and correlation keys.
+    copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

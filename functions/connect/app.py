@@ -9,20 +9,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event import (
-    APIGatewayWebSocketEvent,
-)
+from kiddolingo.coldstart import long_lived
 
-from kiddolingo import aws, service, tracing
-from kiddolingo.auth import AuthError, authenticate, check_resume
-from kiddolingo.settings import get_settings
+# What the container loads once: no collector passes meanwhile, frozen after in Lambda.
+with long_lived():
+    from aws_lambda_powertools import Logger
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+    from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event import (
+        APIGatewayWebSocketEvent,
+    )
 
-logger = Logger(service="kiddolingo-connect")
-# The shared package logs through module loggers: give them this Logger's JSON format, level
-# and correlation keys.
-copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
+    from kiddolingo import aws, service, tracing
+    from kiddolingo.auth import AuthError, authenticate, check_resume
+    from kiddolingo.settings import get_settings
+
+    logger = Logger(service="kiddolingo-connect")
+    # The shared package logs through module loggers: give them this Logger's JSON format, level
+    # and correlation keys.
+    copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -17,6 +17,7 @@ import botocore.session
 from botocore.config import Config
 
 from .chunks import ChunkStore
+from .coldstart import long_lived
 from .messenger import ApiGatewayMessenger, endpoint_from_event
 from .settings import Settings, get_settings
 from .store import SessionStore
@@ -59,13 +60,15 @@ def _session() -> Any:
 
 @lru_cache(maxsize=4)
 def _client(service: str) -> Any:
-    with _lock:
+    # A client (its service model and endpoint rules: 10-30k objects) lives as long as the
+    # container.
+    with _lock, long_lived():
         return _session().create_client(service, config=_CONFIG)
 
 
 @lru_cache(maxsize=16)
 def management_client(endpoint: str) -> Any:
-    with _lock:
+    with _lock, long_lived():
         return _session().create_client(
             "apigatewaymanagementapi", endpoint_url=endpoint, config=_POST_CONFIG
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from ..coldstart import long_lived
 from .base import SPEECH_SAMPLE_RATE, ChatModel, Moderator, Providers, SpeechSynth, Transcriber
 from .errors import (
     ProviderAuthError,
@@ -61,9 +62,11 @@ def build_providers(settings: Settings | None = None) -> Providers:
     with _lock:
         providers = _cache.get(settings)
         if providers is None:
-            from .openai_compat import build_openai_providers
+            # The SDK (openai, httpx, pydantic: ~1 s of imports) stays for the container's life.
+            with long_lived():
+                from .openai_compat import build_openai_providers
 
-            providers = _cache[settings] = build_openai_providers(settings)
+                providers = _cache[settings] = build_openai_providers(settings)
         return providers
 
 
