@@ -1185,6 +1185,11 @@ print(json.dumps({"ms": (time.perf_counter() - started) * 1000.0}))
 """
 
 
+#: A probe's fresh interpreter is one Lambda container, and says so as Lambda does (see
+#: ``kiddolingo.coldstart``: what a container loads once is frozen there).
+_LAMBDA_PROCESS = {"AWS_LAMBDA_FUNCTION_NAME": "kiddolingo-bench-probe"}
+
+
 def measure_turn_cold_start(runs: int) -> dict[str, Any]:
     """What the first turn of a fresh container pays before its first request: importing the
     provider SDK and the turn's modules, building the clients (median of ``runs``)."""
@@ -1195,7 +1200,7 @@ def measure_turn_cold_start(runs: int) -> dict[str, Any]:
             capture_output=True,
             text=True,
             cwd=ROOT,
-            env=dict(os.environ),
+            env={**os.environ, **_LAMBDA_PROCESS},
             check=False,
         )
         if done.returncode != 0:
@@ -1209,7 +1214,7 @@ def measure_turn_cold_start(runs: int) -> dict[str, Any]:
 
 
 def _import_env(spec: Any) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**os.environ, **_LAMBDA_PROCESS}
     env.update({k: v for k, v in spec.environment.items() if isinstance(v, str)})
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     env["PYTHONDONTWRITEBYTECODE"] = "0"

@@ -29,23 +29,28 @@ def collector() -> Iterator[None]:
         gc.disable()
 
 
-def test_no_collections_while_loading_and_the_collector_back_on_after(
-    collector: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+@pytest.fixture
+def container(collector: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process is one Lambda container (as Lambda says: ``AWS_LAMBDA_FUNCTION_NAME``)."""
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "kiddolingo-audio")
+    gc.unfreeze()
     gc.enable()
+
+
+def test_a_container_loads_with_no_collections_and_freezes_what_it_loaded(
+    container: None,
+) -> None:
     with long_lived():
         assert not gc.isenabled()
+        kept = [{"n": i} for i in range(1000)]
     assert gc.isenabled()
+    assert gc.get_freeze_count() >= len(kept)
     with pytest.raises(RuntimeError), long_lived():
         raise RuntimeError("an import failed")
     assert gc.isenabled()
 
 
-def test_a_collector_turned_off_by_someone_else_stays_off(
-    collector: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+def test_a_collector_turned_off_by_someone_else_stays_off(container: None) -> None:
     gc.disable()
     with long_lived():
         pass
@@ -58,19 +63,19 @@ def test_a_collector_turned_off_by_someone_else_stays_off(
     assert gc.isenabled()
 
 
-def test_frozen_only_in_a_process_that_is_one_container(
+def test_threads_of_one_process_change_nothing(
     collector: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gc.unfreeze()
+    """The local stack, the tests, the in-process benchmark: nothing frozen, no pause."""
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    gc.unfreeze()
+    gc.enable()
     with long_lived():
+        assert gc.isenabled()
         kept = [{"n": i} for i in range(1000)]
-    assert gc.get_freeze_count() == 0  # threads of one process: the local stack, the tests
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "kiddolingo-audio")
-    with long_lived():
-        kept += [{"n": i} for i in range(1000)]
-    assert gc.get_freeze_count() >= 2000
+    assert gc.get_freeze_count() == 0
     assert gc.isenabled()
+    del kept
 
 
 _PROBE = r"""
