@@ -19,7 +19,8 @@ the three containers).
 loaded (:func:`gc.freeze`: moved to a permanent generation that later collections skip, so a
 full one costs a few ms, and the passes skipped while loading are never owed). Reference
 counting still frees everything as usual; only garbage *cycles* already present when a freeze
-happens are never reclaimed (the few an invocation in flight may hold, once per container).
+happens are never reclaimed (the few that invocations in flight hold at those moments, all of
+them early in a container's life).
 
 This is for a process that is one container: Lambda (and ``sam local``) set
 ``AWS_LAMBDA_FUNCTION_NAME``. The local stack, the tests and the in-process benchmark run
