@@ -10,11 +10,6 @@ recycled. Python's collector does not know that:
   models): 150-230 ms in the benchmark's container processes (``make bench --containers N``),
   in the middle of a turn or of an append, a stall the child hears.
 
-Measured here (medians of 20 fresh interpreters, alternating with the code before): the audio
-handler's imports 479 -> 435 ms, the first turn's SDK 1,559 -> 1,414 ms; and no full
-collection at all in a 6-turn ``--containers 3`` run (before: one of 214 or 228 ms in two of
-the three containers).
-
 :func:`long_lived` turns the collector off while such things load, then freezes what was
 loaded (:func:`gc.freeze`: moved to a permanent generation that later collections skip, so a
 full one costs a few ms, and the passes skipped while loading are never owed). Reference
@@ -28,6 +23,8 @@ every function in threads of one process: a freeze there would keep their (cycli
 from earlier stacks forever, and the collector merely turned off and on again would only
 postpone its passes (the first one after would walk everything loaded meanwhile). There,
 :func:`long_lived` does nothing.
+
+What it saves, measured: docs/bench.md, section "2026-12-02".
 """
 
 from __future__ import annotations
