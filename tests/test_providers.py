@@ -196,6 +196,53 @@ def test_chat_streams_text_deltas(fake_openai: FakeOpenAI, fake_openai_settings:
     assert request.completed
 
 
+def test_chat_messages_are_sent_as_the_sdk_would_send_them(
+    fake_openai: FakeOpenAI, fake_openai_settings: Settings
+) -> None:
+    """The chat provider passes its messages in ``extra_body``, past the SDK's parameter
+    transform: the request must be the one ``create(messages=...)`` makes of them."""
+    import openai
+
+    from kiddolingo.conversation import chat_messages
+
+    history = [
+        {"role": "user", "text": "Hola, me llamo Ana 👋"},
+        {"role": "assistant", "text": "¡Hola, Ana! (Hello, Ana!) ¿Cómo estás? (How are you?)"},
+        {"role": "user", "text": 'Bien, "gracias"\nY tú?'},
+        {"role": "assistant", "text": "¡Muy bien! (Very good!)"},
+    ]
+    messages = chat_messages(
+        history,
+        "¿Qué es esto?",
+        target_language="Spanish",
+        learner_age=7,
+        instructions="Talk about animals.",
+        max_history=40,
+    )
+    with_providers(
+        fake_openai_settings,
+        lambda p: collect(p.chat.stream(messages, temperature=0.7, max_tokens=150)),
+    )
+
+    async def through_the_sdk() -> None:
+        async with openai.AsyncOpenAI(api_key="k", base_url=fake_openai.base_url) as client:
+            stream = await client.chat.completions.create(
+                model="gpt-4o",
+                messages=messages,  # type: ignore[arg-type]
+                temperature=0.7,
+                max_tokens=150,
+                stream=True,
+            )
+            async for _ in stream:
+                pass
+
+    asyncio.run(through_the_sdk())
+    ours, sdks = fake_openai.requests("chat")
+    assert ours.json is not None and sdks.json is not None
+    assert ours.messages == messages
+    assert ours.json == sdks.json
+
+
 def test_chat_default_demo_reply(fake_openai: FakeOpenAI, fake_openai_settings: Settings) -> None:
     text = with_providers(
         fake_openai_settings,

@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import httpx2
@@ -211,10 +211,17 @@ class OpenAIChatModel:
         with _provider_errors("chat"):
             response = await self._client.get().chat.completions.create(
                 model=self._client.model,
-                messages=cast(Any, messages),
+                messages=[],
                 temperature=temperature,
                 max_tokens=max_tokens,
                 stream=True,
+                # The messages go as ``extra_body``, which the SDK sends as given. ``create``
+                # passes its parameters through a type-directed transform (aliased keys,
+                # formatted values) that walks every message through the union of message
+                # types: ~0.4 ms a message, 8-10 ms a request at 20 messages, on the turn's
+                # critical path. For role and content strings it changes nothing
+                # (test_chat_messages_are_sent_as_the_sdk_would_send_them checks that).
+                extra_body={"messages": messages},
             )
         try:
             with _provider_errors("chat"):
