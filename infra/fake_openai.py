@@ -195,6 +195,9 @@ class RecordedRequest:
     #: Chat: content tokens sent, and in the whole reply.
     tokens_sent: int = 0
     tokens_total: int | None = None
+    #: When the request's body had been read: the profile's latencies count from here, so that
+    #: the fake's own parsing and scheduling are not added to them.
+    read_at: float | None = None
     first_byte_at: float | None = None
     finished_at: float | None = None
     completed: bool = False
@@ -605,6 +608,19 @@ class FakeOpenAI:
         if seconds > 0:
             await asyncio.sleep(seconds)
 
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep until ``deadline`` (``time.monotonic()``). Pacing by deadlines keeps a stream
+        at its profile's rate: a sleep per token would add each wake-up's lateness to all the
+        tokens after it."""
+        await self._sleep(deadline - time.monotonic())
+
+    @staticmethod
+    def _read(record: RecordedRequest) -> float:
+        """The instant the profile counts from (the body has been read)."""
+        if record.read_at is None:
+            record.read_at = time.monotonic()
+        return record.read_at
+
     async def _hang(self, seconds: float) -> None:
         wake = self._wake
         if wake is None:
@@ -657,8 +673,10 @@ class FakeOpenAI:
             self._finish(record, completed=completed)
 
     async def _parse_json(self, request: web.Request, record: RecordedRequest) -> None:
+        raw = await request.read()
+        record.read_at = time.monotonic()
         try:
-            body = await request.json()
+            body = json.loads(raw) if raw else None
         except ValueError:
             body = None
         record.json = body if isinstance(body, dict) else {}
@@ -688,9 +706,9 @@ class FakeOpenAI:
         if denied is None and request.content_type == "multipart/form-data":
             match = _BOUNDARY.search(request.headers.get("Content-Type", ""))
             boundary = match.group(1) if match else ""
-            for name, filename, content_type, data in _multipart_parts(
-                await request.read(), boundary
-            ):
+            raw = await request.read()
+            record.read_at = time.monotonic()
+            for name, filename, content_type, data in _multipart_parts(raw, boundary):
                 if name == "file":
                     record.file, record.filename = data, filename
                     record.file_content_type = content_type
@@ -710,7 +728,7 @@ class FakeOpenAI:
                 record.pcm, record.sample_rate = wav_to_pcm16(record.file)
             except WavFormatError as exc:
                 return self._error(400, f"Invalid file format: {exc}")
-            await self._sleep(latency.transcription_ms / 1000)
+            await self._sleep_until(self._read(record) + latency.transcription_ms / 1000)
             text = self._next_transcript(record)
             record.response_text = text
             fmt = form.get("response_format", "json")
@@ -775,8 +793,10 @@ class FakeOpenAI:
             record.tokens_total = len(tokens)
             if body.get("stream"):
                 return await self._stream_chat(request, record, failure, latency, tokens, finish)
-            await self._sleep(
-                latency.chat_first_token_ms / 1000 + latency.token_interval_s() * len(tokens)
+            await self._sleep_until(
+                self._read(record)
+                + latency.chat_first_token_ms / 1000
+                + latency.token_interval_s() * len(tokens)
             )
             payload = self._completion(body, "".join(tokens), finish, len(tokens))
             data = json.dumps(payload).encode()
@@ -864,13 +884,16 @@ class FakeOpenAI:
             },
         )
         await response.prepare(request)
-        await self._sleep(latency.chat_first_token_ms / 1000)
+        first_token_at = self._read(record) + latency.chat_first_token_ms / 1000
+        await self._sleep_until(first_token_at)
         interval = latency.token_interval_s()
         for index, data in enumerate(events):
             if abort_at is not None and record.bytes_sent + len(data) > abort_at:
                 await self._break_stream(failure)
             if 1 < index <= len(tokens) + 1:
-                await self._sleep(interval)  # paced between content tokens
+                # content token ``index`` (the first is index 1) is due ``index - 1`` intervals
+                # after the first, and the finish event one interval after the last
+                await self._sleep_until(first_token_at + interval * (index - 1))
             await self._write(response, record, data)
             if 0 < index <= len(tokens):
                 record.tokens_sent += 1
@@ -918,7 +941,8 @@ class FakeOpenAI:
             )
             response.content_length = len(pcm)
             await response.prepare(request)
-            await self._sleep(latency.speech_first_byte_ms / 1000)
+            first_byte_at = self._read(record) + latency.speech_first_byte_ms / 1000
+            await self._sleep_until(first_byte_at)
             size = max(1, int(self.speech_chunk_bytes))
             interval = latency.speech_chunk_interval_s(size)
             for start in range(0, len(pcm), size):
@@ -929,7 +953,7 @@ class FakeOpenAI:
                         await self._write(response, record, chunk[:head])
                     await self._break_stream(failure)
                 if start:
-                    await self._sleep(interval)
+                    await self._sleep_until(first_byte_at + interval * (start // size))
                 await self._write(response, record, chunk)
             await response.write_eof()
             return response
@@ -951,7 +975,7 @@ class FakeOpenAI:
             texts = list(self._moderation_texts(body.get("input")))
             if not texts:
                 return self._error(400, "input is required")
-            await self._sleep(latency.moderation_ms / 1000)
+            await self._sleep_until(self._read(record) + latency.moderation_ms / 1000)
             with self._lock:
                 flags = dict(self._flags)
             payload = {

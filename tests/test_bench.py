@@ -294,6 +294,13 @@ def test_bench_quick_runs_and_reports_every_figure(
     assert all(t["figures"].get("TranscriptionMs") is not None for t in figures["per_turn"])
     assert set(figures["targets"]) and all("ok" in t for t in figures["targets"].values())
     assert figures["audio_objects_left"] == 0  # the children's audio is gone after the turns
+    # The fake's lateness over its profile, by endpoint: never early (it paces by deadlines
+    # from the moment a request was read), and named in the table.
+    for mode in ("streaming", "speculative"):
+        late = figures["modes"][mode]["provider_lateness_p50_ms"]
+        assert {"transcriptions", "chat", "speech", "moderations"} <= set(late), late
+        assert all(v >= 0 for v in late.values()), late
+    assert "the fake provider's lateness over its profile (p50), speculative:" in done.stdout
 
     # An append over the 3-call budget is named in the table, with what it cost.
     from infra.bench import table
