@@ -615,10 +615,9 @@ class FakeOpenAI:
         await self._sleep(deadline - time.monotonic())
 
     @staticmethod
-    def _read(record: RecordedRequest) -> float:
-        """The instant the profile counts from (the body has been read)."""
-        if record.read_at is None:
-            record.read_at = time.monotonic()
+    def _read_at(record: RecordedRequest) -> float:
+        """The instant the profile counts from: every handler reads the body before it waits."""
+        assert record.read_at is not None, f"{record.endpoint}: the body was never read"
         return record.read_at
 
     async def _hang(self, seconds: float) -> None:
@@ -728,7 +727,7 @@ class FakeOpenAI:
                 record.pcm, record.sample_rate = wav_to_pcm16(record.file)
             except WavFormatError as exc:
                 return self._error(400, f"Invalid file format: {exc}")
-            await self._sleep_until(self._read(record) + latency.transcription_ms / 1000)
+            await self._sleep_until(self._read_at(record) + latency.transcription_ms / 1000)
             text = self._next_transcript(record)
             record.response_text = text
             fmt = form.get("response_format", "json")
@@ -794,7 +793,7 @@ class FakeOpenAI:
             if body.get("stream"):
                 return await self._stream_chat(request, record, failure, latency, tokens, finish)
             await self._sleep_until(
-                self._read(record)
+                self._read_at(record)
                 + latency.chat_first_token_ms / 1000
                 + latency.token_interval_s() * len(tokens)
             )
@@ -884,7 +883,7 @@ class FakeOpenAI:
             },
         )
         await response.prepare(request)
-        first_token_at = self._read(record) + latency.chat_first_token_ms / 1000
+        first_token_at = self._read_at(record) + latency.chat_first_token_ms / 1000
         await self._sleep_until(first_token_at)
         interval = latency.token_interval_s()
         for index, data in enumerate(events):
@@ -941,7 +940,7 @@ class FakeOpenAI:
             )
             response.content_length = len(pcm)
             await response.prepare(request)
-            first_byte_at = self._read(record) + latency.speech_first_byte_ms / 1000
+            first_byte_at = self._read_at(record) + latency.speech_first_byte_ms / 1000
             await self._sleep_until(first_byte_at)
             size = max(1, int(self.speech_chunk_bytes))
             interval = latency.speech_chunk_interval_s(size)
@@ -953,7 +952,11 @@ class FakeOpenAI:
                         await self._write(response, record, chunk[:head])
                     await self._break_stream(failure)
                 if start:
-                    await self._sleep_until(first_byte_at + interval * (start // size))
+                    # A sleep per chunk, not deadlines: after the first byte only the rate
+                    # matters (faster than real time), and a fake that fell behind would catch
+                    # up in one burst, merging chunks that are meant to be network reads of
+                    # their own.
+                    await self._sleep(interval)
                 await self._write(response, record, chunk)
             await response.write_eof()
             return response
@@ -975,7 +978,7 @@ class FakeOpenAI:
             texts = list(self._moderation_texts(body.get("input")))
             if not texts:
                 return self._error(400, "input is required")
-            await self._sleep_until(self._read(record) + latency.moderation_ms / 1000)
+            await self._sleep_until(self._read_at(record) + latency.moderation_ms / 1000)
             with self._lock:
                 flags = dict(self._flags)
             payload = {
