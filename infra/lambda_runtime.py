@@ -381,9 +381,9 @@ class EnvironmentPatch:
 def reset_shared_caches() -> None:
     """Forget what the shared package cached from the previous environment.
 
-    ``kiddolingo`` caches its settings, boto3 session/clients and provider clients per process
-    (per Lambda container); a new local stack (another environment) needs fresh ones. Only
-    modules already imported are touched.
+    ``kiddolingo`` caches its settings, boto3 session/clients, provider clients and the audio it
+    wrote lately per process (per Lambda container); a new local stack (another environment)
+    needs fresh ones. Only modules already imported are touched.
     """
     settings = sys.modules.get("kiddolingo.settings")
     aws = sys.modules.get("kiddolingo.aws")
@@ -401,3 +401,7 @@ def reset_shared_caches() -> None:
     reset = getattr(providers, "reset_providers", None)
     if callable(reset):
         reset()
+    chunks = sys.modules.get("kiddolingo.chunks")
+    recent = getattr(chunks, "RECENT", None)
+    if recent is not None:
+        recent.clear()  # the audio a container kept in memory: another stack's

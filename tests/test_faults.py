@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 from infra.fake_openai import synth_pcm
+from kiddolingo import chunks
 from kiddolingo.conversation import apology, load_history
 from kiddolingo.session import SessionConfig
 from kiddolingo.speech_text import strip_for_speech
@@ -731,6 +732,9 @@ def test_missing_chunk_is_an_error_event_not_a_crash(stack, fake_openai) -> None
     keys = stack.audio_keys()
     assert keys
     stack.s3.delete_object(Bucket=BUCKET, Key=keys[0])
+    # The turn runs in a container that did not write the chunk (the writer's memory is the
+    # only other copy: RecentChunks).
+    chunks.RECENT.clear()
     events = child.send({"type": "input_audio_buffer.commit"})
     assert types(events) == ["input_audio_buffer.committed", "error"]
     assert errors(events) == ["audio_missing"]

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from infra import template as tpl
+from kiddolingo import chunks
 from tests.support.aws_stack import BUCKET
 from tests.test_faults import Client, configure, done, errors, tone, types
 
@@ -41,6 +42,11 @@ def s3_writes(stack: Any) -> list[str]:
 # --------------------------------------------------------------------------- audio
 
 
+def kept_in_memory(child: Client) -> list[str]:
+    """The keys of this child's audio the (one, in-process) container keeps in memory."""
+    return sorted(k for k in chunks.RECENT.stored() if k.startswith(f"audio/{child.sid}/"))
+
+
 def test_a_turns_audio_is_deleted_once_the_turn_is_done(stack, fake_openai) -> None:
     fake_openai.script_transcripts(WORDS)
     fake_openai.script_replies(REPLY)
@@ -50,9 +56,11 @@ def test_a_turns_audio_is_deleted_once_the_turn_is_done(stack, fake_openai) -> N
     held = stack.audio_keys()
     assert held and all(k.startswith(f"audio/{child.sid}/") for k in held)
     assert writes  # the audio really went through S3 ...
+    assert kept_in_memory(child) == held  # (and the container that wrote it keeps a copy)
     events = child.send({"type": "input_audio_buffer.commit"})
     assert done(events)["status"] == "completed"
     assert stack.audio_keys() == []  # ... and is gone once its turn is done
+    assert kept_in_memory(child) == []  # from the container's memory too
 
 
 def test_audio_is_deleted_however_the_utterance_ends(monkeypatch, stack, fake_openai) -> None:
@@ -83,6 +91,10 @@ def test_audio_is_deleted_however_the_utterance_ends(monkeypatch, stack, fake_op
             child.send({"type": "input_audio_buffer.commit"})
             assert stack.connection_item(child.conn) is None
         assert stack.audio_keys() == [], how
+        if how != "disconnect":
+            # The audio function forgets what it kept; $disconnect runs in containers of its
+            # own, so there the copy is bounded by RECENT_TTL_S (chunks.RecentChunks).
+            assert kept_in_memory(child) == [], how
 
 
 def test_silence_never_reaches_s3(stack, fake_openai) -> None:

@@ -165,7 +165,7 @@ def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> Non
         written += result.writes
         state = result.state
     assert started_at is not None
-    assert written and written[0][0].endswith(f"{started_at:09d}.pcm")
+    assert written and f"/{started_at:09d}-" in written[0][0]
     # the newest audio waits in the item; the rest went out in fewer objects than appends
     assert 0 < len(state.held) <= ingest.HOLD_BYTES and len(written) < 11 - started_at
     # the audio is contiguous: the prefix padding, then every voiced sample since

@@ -38,8 +38,9 @@ over the audio *in order*, so order is restored before it runs:
   item past DynamoDB's 400 KB together.
 
 The S3 write of a processed run happens *before* the conditional commit, under a key derived
-from the run's first sequence number: a retry overwrites it, and the turn only reads the keys
-the committed state lists. So a burst, a duplicate or swapped neighbours give exactly the VAD
+from the run's first sequence number and its bytes: a retry of the same run overwrites it, a
+run written again with other bytes gets another key, and the turn only reads the keys the
+committed state lists. So a burst, a duplicate or swapped neighbours give exactly the VAD
 decisions and the utterance audio of in-order delivery, with no chunk lost or doubled.
 
 Storage: only speech and its prefix padding (plus pauses inside an utterance) reaches S3; the
@@ -97,7 +98,7 @@ class Utterance:
         does not run in this invocation: ``create_response`` false)."""
         if not self.tail:
             return self, ()
-        key = chunk_key(session_id, self.id, self.tail_seq)
+        key = chunk_key(session_id, self.id, self.tail_seq, self.tail)
         done = replace(self, keys=(*self.keys, key), tail=b"", tail_seq=0)
         return done, ((key, self.tail),)
 
@@ -261,8 +262,9 @@ def ingest(
     def flush() -> None:
         nonlocal utt, pending_bytes, pending_seq
         if utt is not None and pending_bytes and pending_seq is not None:
-            key = chunk_key(session_id, utt.id, pending_seq)
-            writes.append((key, bytes(pending_bytes)))
+            data = bytes(pending_bytes)
+            key = chunk_key(session_id, utt.id, pending_seq, data)
+            writes.append((key, data))
             utt = replace(utt, keys=(*utt.keys, key), nbytes=utt.nbytes + len(pending_bytes))
         pending_bytes = bytearray()
         pending_seq = None
