@@ -84,3 +84,11 @@ def test_deleting_an_utterance_forgets_it_in_memory_too(stack) -> None:
     assert recent.stored() == [chunk_key("s", "u2", 1, b"two")]
     with pytest.raises(MissingChunkError):
         store.read([chunk_key("s", "u1", 1, b"one")])
+
+
+def test_a_kept_chunk_does_not_change_with_the_writers_buffer() -> None:
+    recent = RecentChunks()
+    buf = bytearray(b"\x01" * 8)
+    recent.add("k", buf)  # type: ignore[arg-type]
+    buf[:] = b"\x00" * 8
+    assert recent.get("k") == b"\x01" * 8

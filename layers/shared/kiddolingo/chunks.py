@@ -77,6 +77,7 @@ class RecentChunks:
     def add(self, key: str, pcm: bytes) -> None:
         if len(pcm) > self.max_bytes:
             return
+        pcm = bytes(pcm)  # a caller's buffer may change later (the same object if it is bytes)
         with self._lock:
             self._drop(key)
             now = self.clock()
