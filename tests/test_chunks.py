@@ -69,7 +69,7 @@ def test_what_a_container_wrote_is_read_from_memory_the_rest_from_s3(stack) -> N
         (mine if i % 2 == 0 else other).put(key, run)
     seen = gets(stack)
     assert mine.read(keys) == b"".join(runs)  # in order, wherever each part came from
-    assert seen == [keys[1], keys[3]]  # only what another container wrote
+    assert sorted(seen) == [keys[1], keys[3]]  # only what another container wrote (in parallel)
     seen.clear()
     assert mine.read([keys[0], keys[2]]) == runs[0] + runs[2] and seen == []
     assert mine.read([]) == b""

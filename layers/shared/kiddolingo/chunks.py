@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,7 +48,11 @@ def chunk_key(session_id: str, utterance_id: str, seq: int, pcm: bytes) -> str:
 
 class RecentChunks:
     """The audio this container wrote lately, by key: bounded in bytes and in age, oldest out
-    first. Safe across threads (the turn reads from a worker thread while appends write)."""
+    first. Safe across threads (the turn reads from a worker thread while appends write).
+
+    Hand-written rather than ``cachetools.TTLCache``: that would be a new layer dependency, is
+    not thread-safe on its own, and has no way to forget an utterance's keys by prefix.
+    """
 
     def __init__(
         self,
@@ -60,7 +63,8 @@ class RecentChunks:
         self.max_bytes = max_bytes
         self.ttl_s = ttl_s
         self.clock = clock
-        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        # Insertion order is age order: a key is dropped before it is stored again.
+        self._items: dict[str, tuple[float, bytes]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
