@@ -85,6 +85,105 @@ def test_server_vad_ends_the_turn_and_answers(stack, fake_openai) -> None:
     assert stack.audio_keys() == []
 
 
+def commits_a_turn(body: dict) -> bool:
+    """The append's write that ends an utterance and starts its turn (the turns-per-minute
+    window goes in that same write)."""
+    return (
+        body["Key"]["pk"]["S"].startswith("conn#")
+        and "aver" in body["UpdateExpression"]
+        and "turns" in (body.get("ExpressionAttributeNames") or {}).values()
+    )
+
+
+def tasks_left_on_the_loop() -> list[str]:
+    """The coroutines still running on the process loop (besides this look)."""
+    import asyncio
+
+    from kiddolingo import runtime
+
+    async def others() -> list[str]:
+        me = asyncio.current_task()
+        return [repr(t.get_coro()) for t in asyncio.all_tasks() if t is not me]
+
+    return runtime.run(others())
+
+
+def test_the_turn_transcribes_while_its_committing_write_is_on_its_way(stack, fake_openai) -> None:
+    """The append that ends the utterance starts the transcription before its write lands (a
+    DynamoDB round trip off the child's wait), but posts nothing until it has landed."""
+    from kiddolingo import aws
+
+    seen: dict[str, object] = {}
+
+    def hold_the_write(params: dict, **_: object) -> None:
+        if seen or not commits_a_turn(json.loads(params["body"])):
+            return
+        deadline = time.monotonic() + 10
+        while not fake_openai.requests("audio/transcriptions") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen["transcribing"] = bool(fake_openai.requests("audio/transcriptions"))
+        seen["posted"] = stack.recorder.types(CONN)
+
+    aws._client("dynamodb").meta.events.register_first(
+        "before-call.dynamodb.UpdateItem", hold_the_write
+    )
+    start_vad(stack)
+    for n, c in enumerate(utterance_chunks(), start=1):
+        send(stack, append(n, c))
+
+    assert seen["transcribing"] is True  # the request reached the provider before the write
+    posted_before = seen["posted"]
+    assert isinstance(posted_before, list)
+    assert "input_audio_buffer.speech_started" in posted_before
+    assert "input_audio_buffer.speech_stopped" not in posted_before  # nothing before it landed
+    types = stack.recorder.types(CONN)
+    i = types.index("input_audio_buffer.speech_stopped")
+    assert types[i : i + 4] == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+    ]
+    assert types.count("response.created") == 1 and types[-1] == "response.done"
+    assert stack.audio_keys() == []
+
+
+def test_a_lost_race_on_the_committing_write_still_gives_one_answer(stack, fake_openai) -> None:
+    """The write that would commit the turn loses a race after the turn has started: that turn
+    stops without a post, a claim or a chat request, and the append's retry commits the
+    utterance anew. The child gets exactly one answer, in order, and nothing is left behind."""
+    from tests.test_faults import inject_conflicts
+
+    start_vad(stack)
+    conflicts = inject_conflicts(commits_a_turn, times=1)
+    for n, c in enumerate(utterance_chunks(), start=1):
+        send(stack, append(n, c))
+
+    assert conflicts.raised == 1
+    assert tasks_left_on_the_loop() == []  # the called-off turn ended, it does not hang on
+    events = stack.recorder.events(CONN)
+    types = [e["type"] for e in events]
+    i = types.index("input_audio_buffer.speech_stopped")
+    assert types[i : i + 4] == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+    ]
+    assert types.count("input_audio_buffer.speech_stopped") == 1
+    assert types.count("conversation.item.input_audio_transcription.completed") == 1
+    assert types.count("response.created") == 1 and types[-1] == "response.done"
+    assert events[-1]["response"]["status"] == "completed"
+    assert [e for e in events if e["type"] == "error"] == []
+    assert len(fake_openai.requests("chat")) == 1
+    sid = stack.connection_item(CONN)["sid"]
+    assert [h["role"] for h in load_history(stack.session_item(sid)["hist"])] == [
+        "user",
+        "assistant",
+    ]
+    assert stack.audio_keys() == []
+
+
 @pytest.mark.parametrize("delivery", ["burst", "duplicate", "swap"])
 def test_out_of_order_delivery_gives_the_in_order_result(stack, fake_openai, delivery) -> None:
     frames = utterance_chunks()

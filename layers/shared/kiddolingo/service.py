@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     # path's cold start, which never runs a turn's loop.
     import asyncio
 
-    from .turn_io import MessengerPoster, SpeculationGate
+    from .turn_io import MessengerPoster, SpeculationGate, WriteVerdict
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class StartedTurn:
     gate: SpeculationGate | None
     session_id: str
     utterance: ingestlib.Utterance | None
+    #: Set for a turn started before the write that commits it (``WriteVerdict``).
+    verdict: WriteVerdict | None = None
 
 
 @dataclass
@@ -204,6 +206,8 @@ class Tutor:
         own: bytes | None = pcm  # None once our chunk is processed (we may go on closing gaps)
         limited: ProtocolError | None = None
         to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, bool]] = []
+        #: The turn started before the write committing its utterance (see below).
+        early: StartedTurn | None = None
         speculation: StartedTurn | None = None
         end_at: dict[str, float] = {}
         #: Events held back for the turn to post while it reads the audio (order kept).
@@ -316,6 +320,22 @@ class Tutor:
             # The loop goes on after this write when our chunk is still ahead (after a skip) or
             # chunks may wait at the new watermark (lenient): the write returns the item then.
             goes_on = lenient or (own is not None and not own_in_run)
+            precommit: StartedTurn | None = None
+            if len(turns) == 1 and admitted[0] and not goes_on and not to_run:
+                # The turn that this write commits starts reading and transcribing while the
+                # write is on its way (a DynamoDB round trip off the child's wait): it posts and
+                # claims nothing before the write has landed, and stops if the write loses.
+                # (Only the common case: one utterance, no turn of this invocation before it.)
+                from .turn_io import WriteVerdict
+
+                precommit = self.start_turn(
+                    conn,
+                    cfg,
+                    turns[0],
+                    speech_end_at=_speech_end_at(result, turns[0]),
+                    admitted=True,
+                    verdict=WriteVerdict(),
+                )
             try:
                 written = self._commit_audio(
                     state,
@@ -331,6 +351,7 @@ class Tutor:
                 )
             except ConflictError as exc:
                 self.cancel_turn(prestarted)
+                self.cancel_turn(precommit)
                 # The item comes with the lost race (re-read only if the store did not send it).
                 latest = exc.item or self.store.get_connection(self.connection_id)
                 if not latest:
@@ -342,9 +363,17 @@ class Tutor:
                     lenient = True
                 conn, retried, lost = latest, True, lost + 1
                 continue
+            except BaseException:
+                self.cancel_turn(prestarted)
+                self.cancel_turn(precommit)
+                raise
             if own_in_run:
                 own = None  # ours is in; what follows only closes gaps behind it
-            if turns or deferred:
+            if precommit is not None:
+                assert precommit.verdict is not None
+                precommit.verdict.landed(tuple(result.events))  # it posts them first
+                early = precommit
+            elif turns or deferred:
                 deferred += result.events  # posted by the turn, while it reads the audio
             else:
                 try:
@@ -355,9 +384,9 @@ class Tutor:
                     for u in [*result.committed, *(t[2] for t in to_run)]:
                         self.chunks.delete_prefix(utterance_prefix(conn["sid"], u.id))
                     raise
-            if cfg.create_response:
+            if cfg.create_response and precommit is None:
                 to_run += [(conn, cfg, u, ok) for u, ok in zip(turns, admitted, strict=True)]
-            elif result.committed:
+            elif result.committed and not cfg.create_response:
                 # No automatic reply: the committed audio waits for the client's response.create
                 # (in S3, all of it: the tail held in memory is written now).
                 waiting = []
@@ -393,6 +422,7 @@ class Tutor:
                 admitted=ok,
                 announce=announce,
             )
+        self.finish_turn(early)
         self.finish_turn(speculation)
         if limited is not None:  # after the turns: a 410 here must not orphan their audio
             self.post(error_from(limited))
@@ -684,6 +714,7 @@ class Tutor:
         speech_end_at: float | None = None,
         admitted: bool | None = None,
         announce: tuple[dict[str, Any], ...] = (),
+        verdict: WriteVerdict | None = None,
     ) -> StartedTurn | None:
         """Start a turn on the process loop; ``None``: refused (turns per minute).
 
@@ -692,7 +723,9 @@ class Tutor:
         nothing stored) if the child goes on speaking. ``admitted``: the turns-per-minute verdict
         when the caller already took it (the append that ends an utterance does, in its own
         write); ``announce``: events of the caller still to post first (``speech_stopped``,
-        ``committed``), posted while the audio is read."""
+        ``committed``), posted while the audio is read. ``verdict``: the turn starts before the
+        caller's write that commits its utterance, and waits for it before it posts anything
+        (the events to post first come with it)."""
         from . import runtime
 
         gate = None
@@ -730,9 +763,9 @@ class Tutor:
             self._delete_audio(conn["sid"], utt)
             return None
         future = runtime.submit(
-            self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic(), announce)
+            self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic(), announce, verdict)
         )
-        return StartedTurn(future, gate, conn["sid"], utt)
+        return StartedTurn(future, gate, conn["sid"], utt, verdict)
 
     def finish_turn(self, turn: StartedTurn | None) -> None:
         """Wait for a started turn; clean up after it (``run_turn``'s second half)."""
@@ -751,11 +784,14 @@ class Tutor:
 
     @staticmethod
     def cancel_turn(turn: StartedTurn | None) -> None:
-        """Call off a speculation whose append lost its write (its marker never landed)."""
+        """Call off a turn started before its append's write, which lost (a speculation's marker,
+        or the utterance's commit, never landed): it has posted and stored nothing."""
         if turn is None:
             return
         if turn.gate is not None:
             turn.gate.call_off()
+        if turn.verdict is not None:
+            turn.verdict.lost()
         turn.future.cancel()
 
     def _delete_audio(self, session_id: str, utt: ingestlib.Utterance | None) -> None:
@@ -819,8 +855,9 @@ class Tutor:
         gate: SpeculationGate | None = None,
         speech_end_at: float | None = None,
         announce: tuple[dict[str, Any], ...] = (),
+        verdict: WriteVerdict | None = None,
     ) -> None:
-        from .turn_io import GatedPoster, MessengerPoster
+        from .turn_io import GatedPoster, MessengerPoster, WriteLost
 
         poster: MessengerPoster = (
             GatedPoster(self.messenger, gate) if gate else MessengerPoster(self.messenger)
@@ -829,7 +866,9 @@ class Tutor:
         try:
             for event in announce:
                 await poster.post(event)  # queued: they go out while the audio is read
-            await self._turn_body(conn, cfg, utt, poster)
+            await self._turn_body(conn, cfg, utt, poster, verdict)
+        except WriteLost:
+            return  # the append's retry commits the utterance anew: nothing was posted
         finally:
             try:
                 if isinstance(poster, GatedPoster):
@@ -844,6 +883,7 @@ class Tutor:
         cfg: SessionConfig,
         utt: ingestlib.Utterance | None,
         poster: MessengerPoster,
+        verdict: WriteVerdict | None = None,
     ) -> None:
         import asyncio
 
@@ -886,13 +926,31 @@ class Tutor:
                     await claim
                 await asyncio.to_thread(self._drop_response, sid, response_id)
 
-        if utt is not None:
-            pcm = await asyncio.to_thread(self.chunks.read, list(utt.keys))
+        async def landed() -> None:
+            """Wait for the write committing this turn (if it started before): raises
+            ``WriteLost`` if it lost; else posts the append's events, first."""
+            if verdict is not None:
+                for event in await verdict.wait():
+                    await poster.post(event)
+
+        if utt is None:
+            await landed()
+        else:
+            try:
+                pcm = await asyncio.to_thread(self.chunks.read, list(utt.keys))
+            except Exception:
+                await landed()  # a failed read is only ours to report if the write landed
+                raise
             pcm += utt.tail  # the newest audio never went to S3: it came along in memory
             wav = pcm16_to_wav(pcm, cfg.input_rate)
             from .providers.errors import ProviderError
 
             transcription = asyncio.ensure_future(providers.transcriber.transcribe(wav))
+            try:
+                await landed()
+            except BaseException:
+                transcription.cancel()  # the write lost: stop paying for it
+                raise
             # The history is read while the child's words are transcribed, not beside the audio
             # read: only the audio is on the critical path, and the two would share the CPU.
             session_read()

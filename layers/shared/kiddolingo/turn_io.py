@@ -8,6 +8,7 @@ are their implementations over the Messenger and the SessionStore.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import time
 from collections.abc import Callable
@@ -91,6 +92,41 @@ class MessengerPoster:
                 self._error = exc
             finally:
                 queue.task_done()
+
+
+class WriteLost(Exception):
+    """The append's write that would commit this turn lost its race: the turn stops, silently."""
+
+
+class WriteVerdict:
+    """Whether the append's write that commits a turn landed, for a turn started before it.
+
+    The append that ends an utterance starts the turn's audio read and transcription while its
+    conditional write is on its way (that write takes as long as a DynamoDB round trip), and
+    tells the turn from its own thread how the write went. Until then the turn posts nothing and
+    claims nothing: on ``landed`` it posts the append's events first (``speech_stopped``,
+    ``committed``) and goes on; on ``lost`` it stops (``WriteLost``), and the append's retry
+    commits the utterance anew."""
+
+    def __init__(self) -> None:
+        # A thread-safe one-shot: set from the append's thread, awaited on the process loop.
+        self._outcome: concurrent.futures.Future[tuple[dict[str, Any], ...] | None] = (
+            concurrent.futures.Future()
+        )
+
+    def landed(self, announce: tuple[dict[str, Any], ...]) -> None:
+        self._outcome.set_result(announce)
+
+    def lost(self) -> None:
+        if not self._outcome.done():
+            self._outcome.set_result(None)
+
+    async def wait(self) -> tuple[dict[str, Any], ...]:
+        """The events to post first, once the write landed; raises ``WriteLost`` if it lost."""
+        announce = await asyncio.wrap_future(self._outcome)
+        if announce is None:
+            raise WriteLost
+        return announce
 
 
 #: How often a speculation asks whether it was released or discarded, once the verdict is due.
