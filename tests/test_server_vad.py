@@ -17,6 +17,13 @@ from tests.support.speech import chunks, speak
 
 CONN = "conn-vad="
 SILENCE = b"\x00\x00" * 2400  # 100 ms at 24 kHz
+#: How the end of an utterance opens its turn, in this order.
+TURN_OPENS = (
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.input_audio_transcription.completed",
+    "response.created",
+)
 
 
 def send(stack, body: dict, conn: str = CONN) -> None:
@@ -66,13 +73,7 @@ def test_server_vad_ends_the_turn_and_answers(stack, fake_openai) -> None:
         send(stack, append(n, c))
     types = stack.recorder.types(CONN)
     i = types.index("input_audio_buffer.speech_started")
-    assert types[i : i + 5] == [
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.input_audio_transcription.completed",
-        "response.created",
-    ]
+    assert types[i : i + 5] == ["input_audio_buffer.speech_started", *TURN_OPENS]
     assert types[-1] == "response.done"
     started = next(
         e for e in stack.recorder.events(CONN) if e["type"] == "input_audio_buffer.speech_started"
@@ -138,12 +139,7 @@ def test_the_turn_transcribes_while_its_committing_write_is_on_its_way(stack, fa
     assert "input_audio_buffer.speech_stopped" not in posted_before  # nothing before it landed
     types = stack.recorder.types(CONN)
     i = types.index("input_audio_buffer.speech_stopped")
-    assert types[i : i + 4] == [
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.input_audio_transcription.completed",
-        "response.created",
-    ]
+    assert types[i : i + 4] == list(TURN_OPENS)
     assert types.count("response.created") == 1 and types[-1] == "response.done"
     assert stack.audio_keys() == []
 
@@ -164,12 +160,7 @@ def test_a_lost_race_on_the_committing_write_still_gives_one_answer(stack, fake_
     events = stack.recorder.events(CONN)
     types = [e["type"] for e in events]
     i = types.index("input_audio_buffer.speech_stopped")
-    assert types[i : i + 4] == [
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.input_audio_transcription.completed",
-        "response.created",
-    ]
+    assert types[i : i + 4] == list(TURN_OPENS)
     assert types.count("input_audio_buffer.speech_stopped") == 1
     assert types.count("conversation.item.input_audio_transcription.completed") == 1
     assert types.count("response.created") == 1 and types[-1] == "response.done"
