@@ -96,17 +96,17 @@ def commits_a_turn(body: dict) -> bool:
     )
 
 
-def tasks_left_on_the_loop() -> list[str]:
-    """The coroutines still running on the process loop (besides this look)."""
+def turns_left_on_the_loop() -> list[str]:
+    """The turns still running on the process loop."""
     import asyncio
 
     from kiddolingo import runtime
 
-    async def others() -> list[str]:
-        me = asyncio.current_task()
-        return [repr(t.get_coro()) for t in asyncio.all_tasks() if t is not me]
+    async def turns() -> list[str]:
+        coros = [t.get_coro() for t in asyncio.all_tasks()]
+        return [repr(c) for c in coros if getattr(c, "__qualname__", "") == "Tutor._turn"]
 
-    return runtime.run(others())
+    return runtime.run(turns())
 
 
 def test_the_turn_transcribes_while_its_committing_write_is_on_its_way(stack, fake_openai) -> None:
@@ -156,7 +156,7 @@ def test_a_lost_race_on_the_committing_write_still_gives_one_answer(stack, fake_
         send(stack, append(n, c))
 
     assert conflicts.raised == 1
-    assert tasks_left_on_the_loop() == []  # the called-off turn ended, it does not hang on
+    assert turns_left_on_the_loop() == []  # the called-off turn ended, it does not hang on
     events = stack.recorder.events(CONN)
     types = [e["type"] for e in events]
     i = types.index("input_audio_buffer.speech_stopped")

@@ -349,9 +349,12 @@ class Tutor:
                     strict=not lenient,
                     return_item=goes_on,
                 )
-            except ConflictError as exc:
+            except BaseException as exc:
+                # Whatever went wrong, the turns started before this write are called off.
                 self.cancel_turn(prestarted)
                 self.cancel_turn(precommit)
+                if not isinstance(exc, ConflictError):
+                    raise
                 # The item comes with the lost race (re-read only if the store did not send it).
                 latest = exc.item or self.store.get_connection(self.connection_id)
                 if not latest:
@@ -363,10 +366,6 @@ class Tutor:
                     lenient = True
                 conn, retried, lost = latest, True, lost + 1
                 continue
-            except BaseException:
-                self.cancel_turn(prestarted)
-                self.cancel_turn(precommit)
-                raise
             if own_in_run:
                 own = None  # ours is in; what follows only closes gaps behind it
             if precommit is not None:
@@ -384,9 +383,10 @@ class Tutor:
                     for u in [*result.committed, *(t[2] for t in to_run)]:
                         self.chunks.delete_prefix(utterance_prefix(conn["sid"], u.id))
                     raise
-            if cfg.create_response and precommit is None:
-                to_run += [(conn, cfg, u, ok) for u, ok in zip(turns, admitted, strict=True)]
-            elif result.committed and not cfg.create_response:
+            if cfg.create_response:
+                if precommit is None:  # (a turn started before the write is running already)
+                    to_run += [(conn, cfg, u, ok) for u, ok in zip(turns, admitted, strict=True)]
+            elif result.committed:
                 # No automatic reply: the committed audio waits for the client's response.create
                 # (in S3, all of it: the tail held in memory is written now).
                 waiting = []
