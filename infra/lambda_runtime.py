@@ -381,9 +381,10 @@ class EnvironmentPatch:
 def reset_shared_caches() -> None:
     """Forget what the shared package cached from the previous environment.
 
-    ``kiddolingo`` caches its settings, boto3 session/clients, provider clients and the audio it
-    wrote lately per process (per Lambda container); a new local stack (another environment)
-    needs fresh ones. Only modules already imported are touched.
+    ``kiddolingo`` caches its settings, boto3 session/clients, provider clients, the audio it
+    wrote lately and the connection items its commits left, per process (per Lambda container);
+    a new local stack (another environment) needs fresh ones. Only modules already imported are
+    touched.
     """
     settings = sys.modules.get("kiddolingo.settings")
     aws = sys.modules.get("kiddolingo.aws")
@@ -405,3 +406,7 @@ def reset_shared_caches() -> None:
     recent = getattr(chunks, "RECENT", None)
     if recent is not None:
         recent.clear()  # the audio a container kept in memory: another stack's
+    store = sys.modules.get("kiddolingo.store")
+    known = getattr(store, "KNOWN", None)
+    if known is not None:
+        known.clear()  # the connection items a container's commits left: another stack's

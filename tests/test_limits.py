@@ -127,8 +127,11 @@ def test_the_turn_limit_is_per_connection_window(monkeypatch, stack, fake_openai
     stack.ddb.update_item(
         TableName=TABLE,
         Key={"pk": {"S": f"conn#{child.conn}"}},
-        UpdateExpression="SET turns = :t",
-        ExpressionAttributeValues={":t": {"L": [{"N": str(int(time.time() * 1000) - 61_000)}]}},
+        UpdateExpression="SET turns = :t ADD cver :one",  # as every writer of the item does
+        ExpressionAttributeValues={
+            ":t": {"L": [{"N": str(int(time.time() * 1000) - 61_000)}]},
+            ":one": {"N": "1"},
+        },
     )
     assert done(child.turn())["status"] == "completed"
 

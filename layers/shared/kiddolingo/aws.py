@@ -20,7 +20,7 @@ from .chunks import ChunkStore
 from .coldstart import long_lived
 from .messenger import ApiGatewayMessenger, endpoint_from_event
 from .settings import Settings, get_settings
-from .store import SessionStore
+from .store import KNOWN, SessionStore
 
 # Short timeouts and standard retries: a turn has a deadline, and a throttled DynamoDB call is
 # worth a quick retry (conditional-check conflicts are retried by the store itself). Two
@@ -77,7 +77,10 @@ def management_client(endpoint: str) -> Any:
 def session_store(settings: Settings | None = None) -> SessionStore:
     settings = settings or get_settings()
     return SessionStore(
-        settings.table_name, _client("dynamodb"), ttl_s=settings.session_ttl_hours * 3600
+        settings.table_name,
+        _client("dynamodb"),
+        ttl_s=settings.session_ttl_hours * 3600,
+        known=KNOWN,
     )
 
 

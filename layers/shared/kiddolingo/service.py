@@ -40,7 +40,7 @@ from .protocol import (
 )
 from .session import SessionConfig, apply_update, session_object
 from .settings import Settings
-from .store import REMOVE, ConflictError, NotFoundError, SessionStore
+from .store import REMOVE, ConflictError, NotFoundError, SessionStore, known_version_condition
 
 if TYPE_CHECKING:
     # Only a turn needs these (imported where it runs): asyncio alone is ~15-20 ms of the chunk
@@ -124,7 +124,19 @@ class Tutor:
 
     def handle_message(self, body: str | None) -> None:
         """One client event (the ``$default`` route). Never raises for bad input."""
-        conn = self.store.get_connection(self.connection_id)
+        try:
+            event: ClientEvent | None = parse_client_event(body)
+            bad: ProtocolError | None = None
+        except ProtocolError as exc:
+            event, bad = None, exc
+        # An append goes on from the item this container's previous append left, when that was
+        # a moment ago: its commit then checks that nothing else wrote the item since.
+        known = (
+            self.store.known_connection(self.connection_id)
+            if event is not None and event.type == "input_audio_buffer.append"
+            else None
+        )
+        conn = known or self.store.get_connection(self.connection_id)
         if conn is None:
             self.post(
                 error_event(
@@ -146,9 +158,13 @@ class Tutor:
                 )
             )
         try:
-            event = parse_client_event(body)
-            handler = getattr(self, "_on_" + event.type.replace(".", "_"))
-            handler(conn, event)
+            if bad is not None:
+                raise bad
+            assert event is not None
+            if known is not None:
+                self._on_input_audio_buffer_append(conn, event, known=True)
+            else:
+                getattr(self, "_on_" + event.type.replace(".", "_"))(conn, event)
         except ProtocolError as exc:
             self.post_error(exc)
         except MissingChunkError as exc:
@@ -197,8 +213,12 @@ class Tutor:
 
     # input_audio_buffer.append --------------------------------------------------------
 
-    def _on_input_audio_buffer_append(self, conn: dict[str, Any], event: ClientEvent) -> None:
-        """Order, run the VAD, store speech; see ``kiddolingo.ingest`` for the sequencing."""
+    def _on_input_audio_buffer_append(
+        self, conn: dict[str, Any], event: ClientEvent, known: bool = False
+    ) -> None:
+        """Order, run the VAD, store speech; see ``kiddolingo.ingest`` for the sequencing.
+        ``known``: ``conn`` is the item this container's last commit left, not one just read
+        (``store.KnownConnections``): the first write made from it checks it is still current."""
         pcm = decode_audio(event)
         if not pcm:
             return
@@ -216,6 +236,8 @@ class Tutor:
         #: Commit without waiting for chunks parked at the new watermark (see ``lenient``).
         lenient = False
         lost = 0  # races lost; passes that commit progress do not count
+        #: ``conn`` is a kept item: the commit made from it must find the item unchanged.
+        unverified = known
         while True:
             if lost >= MAX_APPEND_ATTEMPTS:
                 raise ConflictError("append: too many concurrent writers")
@@ -348,6 +370,7 @@ class Tutor:
                     extra_condition=window_cond,
                     strict=not lenient,
                     return_item=goes_on,
+                    known=conn if unverified else None,
                 )
             except BaseException as exc:
                 # Whatever went wrong, the turns started before this write are called off.
@@ -359,13 +382,15 @@ class Tutor:
                 latest = exc.item or self.store.get_connection(self.connection_id)
                 if not latest:
                     return  # the connection is gone
-                if int(latest.get("aver", 0)) == state.version:
+                if int(latest.get("aver", 0)) == state.version and not unverified:
                     # Only a chunk parked at our new watermark made us lose. When writes are
                     # slower than chunks arrive, waiting for those would never end: from now on
                     # we commit without them and then process what got parked there ourselves.
+                    # (From a kept item, any write since may have: the retry stays strict.)
                     lenient = True
-                conn, retried, lost = latest, True, lost + 1
+                conn, retried, lost, unverified = latest, True, lost + 1, False
                 continue
+            unverified = False
             if own_in_run:
                 own = None  # ours is in; what follows only closes gaps behind it
             if precommit is not None:
@@ -463,12 +488,15 @@ class Tutor:
         extra_condition: tuple[str, dict[str, Any]] | None = None,
         strict: bool = True,
         return_item: bool = False,
+        known: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """The conditional write of the audio state (see ``kiddolingo.ingest``). A lost race
         raises ``ConflictError`` carrying the item as it is now (no second read). ``strict``:
         also lose if a chunk was parked at the new watermark since our read (it is ours to
         process); otherwise the caller processes it after the write. ``return_item``: the item
-        as the write left it (else ``None``)."""
+        as the write left it (else ``None``). ``known``: the kept item this write was made
+        from, which must still be the item as stored. The item as the write left it is kept
+        for this container's next append."""
         st = result.state
         sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
         values: dict[str, Any] = {
@@ -518,17 +546,20 @@ class Tutor:
         if strict:
             names["#w"] = str(st.next_seq)
             condition += " AND attribute_not_exists(pend.#w)"
-        if extra_condition is not None:
-            condition += f" AND {extra_condition[0]}"
-            values.update(extra_condition[1])
+        for extra in (extra_condition, known_version_condition(known) if known else None):
+            if extra is not None:
+                condition += f" AND {extra[0]}"
+                values.update(extra[1])
+        keep = self.store.known is not None
         return self.store.update_connection(
             self.connection_id,
             expr,
             values,
             names,
             condition=condition,
-            return_values="ALL_NEW" if return_item else "NONE",
+            return_values="ALL_NEW" if return_item or keep else "NONE",
             item_on_conflict=True,
+            keep=keep,
         )
 
     # input_audio_buffer.commit / clear ------------------------------------------------
