@@ -1835,7 +1835,8 @@ def table(f: dict[str, Any]) -> str:
     size_kb = f["connection_item_kb_max"] or 0.0
     pause_kb = f["connection_item_kb_silence"] or 0.0
     extra.append(
-        f"connection item (read and written by every append): {pause_kb:.1f} KB in a pause "
+        f"connection item (written by every append, read by those whose container did not "
+        f"leave it a moment ago): {pause_kb:.1f} KB in a pause "
         f"({math.ceil(pause_kb / 4)} RCU per strongly consistent read, {math.ceil(pause_kb)} WCU "
         f"per update), up to {size_kb:.1f} KB at the end of a phrase ({math.ceil(size_kb / 4)} "
         f"RCU, {math.ceil(size_kb)} WCU)"
