@@ -11,7 +11,9 @@ over the audio *in order*, so order is restored before it runs:
   ``#<n>``, counting from 1 per connection, as ``web/`` does); an un-numbered append takes the
   next free number when it is processed (arrival order, the best a server can do);
 * the connection item holds a watermark ``seq`` (the next number to process) and a version
-  ``aver`` that only the processing writes bump;
+  ``aver`` that only the processing writes bump (and ``cver``, which every write bumps: an
+  append that starts from the item its container's previous commit left, instead of reading
+  it, commits on that too; ``store.KnownConnections``);
 * an invocation whose ``n`` is the watermark processes its chunk *and every parked chunk that
   follows it contiguously* (it closes the gap), then advances the watermark with a write
   conditional on the version it read **and** on no chunk being parked at the new watermark;
