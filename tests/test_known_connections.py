@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from kiddolingo import aws
-from kiddolingo.store import KnownConnections, SessionStore
+from kiddolingo.store import KNOWN, KnownConnections, SessionStore
 from tests.support.aws_stack import TABLE
 from tests.support.speech import chunks, speak
 from tests.test_server_vad import CONN, SILENCE, append, send, start_vad
@@ -88,3 +88,20 @@ def test_a_kept_item_that_another_container_changed_decides_nothing(stack) -> No
     assert stack.connection_item(CONN).get("cancel") == "resp_elsewhere"  # the child interrupted it
     # The kept item's commit lost and returned the item as it is: no read, one more write.
     assert calls["GetItem"] == 0 and calls["UpdateItem"] == 2, calls
+
+
+def test_a_kept_item_behind_the_appends_number_is_read_again_not_tried(stack) -> None:
+    """This container's last append of the connection was chunk 3; chunk 4 went to another
+    container. Chunk 5 then arrives here: its kept item is behind for sure, and a commit from it
+    could only lose (a failed write costs more than the read). It reads instead."""
+    start_vad(stack)
+    for n in range(1, 4):
+        send(stack, append(n, SILENCE))
+    behind = KNOWN.take(CONN)
+    assert behind is not None and behind["seq"] == 4
+    send(stack, append(4, SILENCE))  # as another container: it read the item, found nothing kept
+    KNOWN.keep(CONN, behind)  # what this container still holds
+    calls = _dynamodb_calls()
+    send(stack, append(5, SILENCE))
+    assert calls == Counter(GetItem=1, UpdateItem=1), calls
+    assert stack.connection_item(CONN)["seq"] == 6

@@ -131,11 +131,14 @@ class Tutor:
             event, bad = None, exc
         # An append goes on from the item this container's previous append left, when that was
         # a moment ago: its commit then checks that nothing else wrote the item since.
-        known = (
-            self.store.known_connection(self.connection_id)
-            if event is not None and event.type == "input_audio_buffer.append"
-            else None
-        )
+        known = None
+        if event is not None and event.type == "input_audio_buffer.append":
+            known = self.store.known_connection(self.connection_id)
+            if known is not None and event.sequence not in (None, known.get("seq")):
+                # Not the chunk right after the ones this container processed: another
+                # container processed some since, and a commit from this item would only lose
+                # (a failed write costs more than a read).
+                known = None
         conn = known or self.store.get_connection(self.connection_id)
         if conn is None:
             self.post(
