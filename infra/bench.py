@@ -49,11 +49,11 @@ the numbers the EMF metrics emit. Prints a table; ``BENCH_JSON=path`` writes the
 
 ``--containers N`` runs every invocation in one of N container processes instead
 (``infra.containers``: one invocation at a time each, as Lambda isolates them; moto in its own
-process).
+process), handed to the most recently used idle one (``--routing random``: to any idle one).
 
     python -m infra.bench [--turns N] [--transcription-ms MS] [--chat-first-token-ms MS]
                           [--tokens-per-s N] [--speech-first-byte-ms MS] [--mode M] [--quick]
-                          [--aws inprocess|process] [--containers N]
+                          [--aws inprocess|process] [--containers N] [--routing mru|random]
 """
 
 from __future__ import annotations
@@ -928,12 +928,14 @@ def run_conversation(
     first_turn: int = 0,
     aws_mode: str = "inprocess",
     containers: int = 0,
+    routing: str = "mru",
 ) -> dict[str, Any]:
     """One scripted conversation; ``mode`` ``streaming`` turns the speculative turn off
     (``SPECULATIVE_FRACTION=0``), ``speculative`` keeps the deployed setting. ``aws_mode``
     ``process``: moto in its own process (``infra.moto_process``); ``inprocess``: ``mock_aws``
     in this one. ``containers``: run every invocation in one of that many container processes
-    (``infra.containers``; needs ``aws_mode`` ``process``) instead of threads of this one."""
+    (``infra.containers``; needs ``aws_mode`` ``process``) instead of threads of this one,
+    an idle one chosen by ``routing`` (``mru`` or ``random``)."""
     if containers and aws_mode != "process":
         raise ValueError("containers share AWS through moto's own process: aws_mode='process'")
     import boto3
@@ -1033,6 +1035,7 @@ def run_conversation(
                         on_outcome=lambda at, status, figures: outcomes.append(
                             (at, status, figures)
                         ),
+                        routing=routing,
                     )
                 )
         else:
@@ -1461,6 +1464,7 @@ def figures(
         "quick": bool(args.quick),
         "aws": args.aws,
         "containers": args.containers,
+        "routing": args.routing if args.containers else None,
         "containers_busy_max": max(run["containers_busy_max"] for run in runs.values()),
         "provider": args.provider,
         "input_rate": RATE,
@@ -1630,7 +1634,7 @@ def table(f: dict[str, Any]) -> str:
     tgt = f["targets"]
     invocations = (
         f"invocations in {f['containers']} container processes "
-        f"(up to {f['containers_busy_max']} busy)"
+        f"(up to {f['containers_busy_max']} busy, {f['routing'] or 'mru'} routing)"
         if f["containers"]
         else "invocations in threads of this process"
     )
@@ -1912,6 +1916,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run every invocation in one of N container processes, one invocation at a time "
         "each, as Lambda does (implies --aws process); 0: in threads of this process",
     )
+    parser.add_argument(
+        "--routing",
+        choices=("mru", "random"),
+        default="mru",
+        help="with --containers: an invocation goes to the most recently used idle container "
+        "(as Lambda reuses warm ones) or to any idle one at random (Lambda does not say which)",
+    )
     parser.add_argument("--import-runs", type=int, default=None, help="fresh interpreters each")
     parser.add_argument(
         "--provider",
@@ -1972,6 +1983,7 @@ def main(argv: list[str] | None = None) -> int:
                 first_turn=n * args.turns,
                 aws_mode=args.aws,
                 containers=args.containers,
+                routing=args.routing,
             )
         # The baseline replays the first conversation's utterances and replies.
         first = runs[modes[0]]

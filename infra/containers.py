@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import os
 import queue
+import random
 import threading
 import time
 from collections import Counter
@@ -38,6 +39,8 @@ from typing import Any
 
 #: How long a container may take to start (imports, the warm-up requests).
 READY_TIMEOUT_S = 60.0
+#: How an idle container is chosen for an invocation (``ContainerPool``).
+ROUTINGS = ("mru", "random")
 #: How long an invocation waits for an idle container before the benchmark gives up.
 IDLE_TIMEOUT_S = 60.0
 
@@ -178,9 +181,38 @@ class _Pending:
     result: tuple[Any, str] | None = None
 
 
+class _Idle:
+    """The idle containers: ``mru`` hands out the most recently used first, ``random`` any of
+    them (Lambda documents neither: warm reuse is likely, the choice among warm ones is not)."""
+
+    def __init__(self, routing: str) -> None:
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing is one of {ROUTINGS}, not {routing!r}")
+        self.routing = routing
+        self._items: list[_Container] = []
+        self._cond = threading.Condition()
+
+    def put(self, container: _Container) -> None:
+        with self._cond:
+            self._items.append(container)
+            self._cond.notify()
+
+    def get(self, timeout: float) -> _Container:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items, timeout):
+                raise queue.Empty
+            i = (
+                len(self._items) - 1
+                if self.routing == "mru"
+                else random.randrange(len(self._items))
+            )
+            return self._items.pop(i)
+
+
 class ContainerPool:
-    """``size`` warm containers; an invocation waits for an idle one (the most recently used
-    first, as Lambda reuses warm environments). ``invoke`` blocks until it is done.
+    """``size`` warm containers; an invocation waits for an idle one (by ``routing``: the most
+    recently used first, as Lambda reuses warm environments, or any). ``invoke`` blocks until
+    it is done.
 
     ``on_post(invocation, at, type, fields)`` gets every post as it is made, ``on_outcome(at,
     status, figures)`` every turn's outcome."""
@@ -194,12 +226,13 @@ class ContainerPool:
         on_outcome: Callable[[float, str, dict[str, Any]], None],
         warm: bool = True,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        routing: str = "mru",
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.on_post, self.on_outcome = on_post, on_outcome
         self.idle_timeout_s = idle_timeout_s
         self.containers = [_Container(ctx, env, warm) for _ in range(size)]
-        self.idle: queue.LifoQueue[_Container] = queue.LifoQueue()
+        self.idle = _Idle(routing)
         self.busy_max = 0
         self._lock = threading.Lock()
         #: The invocations running now, by id: one per busy container.

@@ -341,3 +341,25 @@ def test_a_container_that_dies_fails_its_invocation_and_is_not_reused() -> None:
         assert not pool.containers[0].process.is_alive()
         with pytest.raises(RuntimeError, match="no benchmark container"):
             pool.invoke("$default", {}, Invocation("control"))
+
+
+def test_containers_are_handed_out_most_recently_used_first_or_at_random() -> None:
+    import queue
+
+    from infra.containers import _Idle
+
+    mru = _Idle("mru")
+    for c in ("a", "b", "c"):
+        mru.put(c)  # type: ignore[arg-type]
+    assert [mru.get(0.1) for _ in range(3)] == ["c", "b", "a"]
+    with pytest.raises(queue.Empty):
+        mru.get(0.01)
+    seen = set()
+    for _ in range(200):
+        anyone = _Idle("random")
+        for c in ("a", "b", "c"):
+            anyone.put(c)  # type: ignore[arg-type]
+        seen.add(anyone.get(0.1))
+    assert seen == {"a", "b", "c"}
+    with pytest.raises(ValueError):
+        _Idle("round-robin")
