@@ -60,6 +60,8 @@ class Settings:
     chat_temperature: float = 0.7
     chat_max_tokens: int = 150
     target_language: str = "Spanish"
+    #: The deployment's lesson plan, for sessions whose teacher set none.
+    lesson_plan: str | None = None
     session_ttl_hours: int = 24
     log_transcripts: bool = False
     provider_timeout_s: float = 10.0
@@ -103,6 +105,7 @@ class Settings:
             chat_temperature=_float(env, "CHAT_TEMPERATURE", base.chat_temperature),
             chat_max_tokens=_int(env, "CHAT_MAX_TOKENS", base.chat_max_tokens),
             target_language=env.get("TARGET_LANGUAGE") or base.target_language,
+            lesson_plan=(env.get("LESSON_PLAN") or "").strip() or None,
             session_ttl_hours=_int(env, "SESSION_TTL_HOURS", base.session_ttl_hours),
             log_transcripts=_bool(env.get("LOG_TRANSCRIPTS"), base.log_transcripts),
             provider_timeout_s=_float(env, "PROVIDER_TIMEOUT_S", base.provider_timeout_s),
