@@ -3,9 +3,10 @@
 
 ``make token`` (and ``make token LEARNER=ana``, ``make token ROLE=teacher``) runs this. A
 teacher's token acts for the learner it names and may also set that learner's lesson plan
-(``session.instructions``); a learner's token (the default) may not. The token is signed (HS256) with
-``AUTH_SECRET`` from the environment, else from the ``.env`` file at the repository root, else
-with :data:`LOCAL_DEV_AUTH_SECRET`, the secret the local stack uses by default.
+(``session.instructions``); a learner's token (the default) may not. The token is signed
+(HS256) with ``AUTH_SECRET`` from the environment, else from the ``.env`` file at the
+repository root, else with :data:`LOCAL_DEV_AUTH_SECRET`, the secret the local stack uses by
+default.
 
 Use it with the local stack (``?token=<jwt>``, ``Authorization: Bearer <jwt>`` or the
 ``bearer.<jwt>`` subprotocol). A deployed stack reads its secret from SSM/Secrets Manager
@@ -63,9 +64,7 @@ def dev_token(
     with warnings.catch_warnings():
         # The public dev secret is shorter than 32 bytes; PyJWT says so, and we know.
         warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-        return issue_token(
-            secret or dev_auth_secret(), learner_id, ttl_s=ttl_s, now=now, role=role
-        )
+        return issue_token(secret or dev_auth_secret(), learner_id, ttl_s=ttl_s, now=now, role=role)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,12 +42,12 @@ from kiddolingo.settings import Settings
 __all__ = [
     "ALGORITHM",
     "BEARER_SUBPROTOCOL_PREFIX",
+    "ROLES",
     "SECRETS_MANAGER_PREFIX",
     "AuthError",
     "AuthResult",
     "AuthSecretProvider",
     "Claims",
-    "ROLES",
     "authenticate",
     "check_resume",
     "get_auth_secret",

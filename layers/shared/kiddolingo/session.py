@@ -41,6 +41,7 @@ TEACHER = "teacher"
 #: Every other role is a learner's: the child's own connection.
 LEARNER = "learner"
 
+
 @dataclass(frozen=True)
 class SessionConfig:
     input_rate: int = 24000
