@@ -52,6 +52,10 @@ from .openai_compat import DEFAULT_SPEECH_CHUNK_BYTES, StageClient, map_provider
 __all__ = ["READ_ALOUD_INSTRUCTIONS", "RealtimeSpeechSession", "RealtimeSpeechSynth"]
 
 log = logging.getLogger(__name__)
+# websockets logs every frame at DEBUG, and the frames carry the tutor's words (and through
+# them the child's): never in the logs, whatever level a deployment sets (LOG_TRANSCRIPTS is
+# the one switch for conversation text).
+logging.getLogger("websockets").setLevel(logging.INFO)
 
 #: What the voice model is told for every sentence. The sentence itself is the response's only
 #: input, so nothing of the conversation reaches the model twice.
