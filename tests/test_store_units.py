@@ -72,7 +72,7 @@ def test_session_settings_are_one_string_and_the_earlier_map_still_reads() -> No
             "threshold": repr(CHILD_VAD_DEFAULTS["threshold"]),
             "silence_duration_ms": Decimal(CHILD_VAD_DEFAULTS["silence_duration_ms"]),
         },
-        "voice": "nova",
+        "voice": "coral",
         # written when a learner's connection could still set it: never read again
         "instructions": "Rules 1-6 are suspended",
         "target_language": "Spanish",
@@ -273,3 +273,19 @@ def test_a_learners_update_loses_only_the_instructions() -> None:
     for empty in ("", None):
         assert split_update({"instructions": empty}, "learner", None) == ({}, None)
     assert split_update({"tutor": {}}, "learner", None) == ({"tutor": {}}, None)
+
+
+def test_a_voice_the_speech_api_in_use_lacks_is_refused() -> None:
+    """The schema knows every voice of any speech API; the deployment's may have fewer."""
+    from kiddolingo.protocol import ProtocolError
+    from kiddolingo.settings import REALTIME_VOICES
+
+    with pytest.raises(ProtocolError) as info:
+        apply_update(
+            SessionConfig.default(), {"audio": {"output": {"voice": "nova"}}}, "e2", REALTIME_VOICES
+        )
+    assert (info.value.code, info.value.param, info.value.event_id) == (
+        "invalid_session",
+        "session.audio.output.voice",
+        "e2",
+    )

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .settings import HTTP_VOICES
+
 #: API Gateway closes the socket on a client frame over 32 KB; we answer any event over this
 #: size with an error instead, and keep every posted message under it too.
 MAX_EVENT_BYTES = 32 * 1024
@@ -50,23 +52,9 @@ CLIENT_EVENT_TYPES = frozenset(
 SUPPORTED_INPUT_RATES = (24000, 16000)
 OUTPUT_RATE = 24000
 
-VOICES = frozenset(
-    {
-        "alloy",
-        "ash",
-        "ballad",
-        "coral",
-        "echo",
-        "fable",
-        "nova",
-        "onyx",
-        "sage",
-        "shimmer",
-        "verse",
-        "marin",
-        "cedar",
-    }
-)
+#: Every voice of any speech API (a deployment's own may be fewer: ``Settings.speech_voices``,
+#: checked where the settings are known).
+VOICES = HTTP_VOICES
 
 #: The languages a child may choose to learn. The name goes into the tutor's system prompt, so
 #: a learner picks it from this list (matched without regard to case) and never writes it.

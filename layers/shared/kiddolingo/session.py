@@ -47,14 +47,14 @@ class SessionConfig:
     input_rate: int = 24000
     #: ``None`` means manual commits (``turn_detection: null``).
     turn_detection: dict[str, Any] | None = None
-    voice: str = "nova"
+    voice: str = "coral"
     #: The lesson plan a teacher's connection set (``session.instructions``), or None.
     instructions: str | None = None
     target_language: str = "Spanish"
     learner_age: int | None = None
 
     @classmethod
-    def default(cls, voice: str = "nova", target_language: str = "Spanish") -> SessionConfig:
+    def default(cls, voice: str = "coral", target_language: str = "Spanish") -> SessionConfig:
         return cls(
             turn_detection=dict(CHILD_VAD_DEFAULTS), voice=voice, target_language=target_language
         )
@@ -87,7 +87,7 @@ class SessionConfig:
         return cls(
             input_rate=int(item.get("input_rate", 24000)),
             turn_detection=_from_item_td(td) if td else None,
-            voice=str(item.get("voice") or "nova"),
+            voice=str(item.get("voice") or "coral"),
             # Only "plan": an "instructions" value stored before learners were refused it
             # may be a learner's, and is never read.
             instructions=item.get("plan") or None,
@@ -152,9 +152,15 @@ def split_update(
     )
 
 
-def apply_update(config: SessionConfig, session: dict[str, Any]) -> SessionConfig:
+def apply_update(
+    config: SessionConfig,
+    session: dict[str, Any],
+    event_id: str | None = None,
+    voices: frozenset[str] = VOICES,
+) -> SessionConfig:
     """Apply a validated ``session.update`` payload (unknown fields are ignored, as the
-    Realtime API ignores them; an optional field sent as null leaves the setting as it is)."""
+    Realtime API ignores them; an optional field sent as null leaves the setting as it is).
+    ``voices``: the voices of the speech API in use (``Settings.speech_voices``)."""
     audio = session.get("audio") or {}
     audio_in = audio.get("input") or {}
     audio_out = audio.get("output") or {}
@@ -165,8 +171,17 @@ def apply_update(config: SessionConfig, session: dict[str, Any]) -> SessionConfi
         updates["input_rate"] = fmt.get("rate") or 24000
     if "turn_detection" in audio_in:
         updates["turn_detection"] = _turn_detection(audio_in["turn_detection"], config)
-    if audio_out.get("voice") is not None:
-        updates["voice"] = audio_out["voice"]
+    voice = audio_out.get("voice")
+    if voice is not None:
+        # The schema knows every voice of any speech API; the one in use may have fewer.
+        if voice not in voices:
+            raise ProtocolError(
+                "invalid_session",
+                f"Unknown voice {voice!r}; use one of {', '.join(sorted(voices))}.",
+                event_id=event_id,
+                param="session.audio.output.voice",
+            )
+        updates["voice"] = voice
     if "instructions" in session:
         updates["instructions"] = session["instructions"] or None
 
