@@ -106,9 +106,12 @@ export function tutorView(client, item) {
   }
   const all = ra.words();
   const replaying = client.replayer && client.replayer.itemId === item.itemId;
+  // The last word whose audio has started at `pos` (and has arrived: a sentence's text may
+  // come before its audio).
+  const received = ra.audioMs;
   const spokenAt = (pos) => {
     let at = -1;
-    for (const w of all) if (w.startMs <= pos + LOOKAHEAD_MS) at = w.index;
+    for (const w of all) if (w.startMs <= pos + LOOKAHEAD_MS && w.startMs < received) at = w.index;
     return at;
   };
   if (item.cutMs !== null) {
@@ -154,6 +157,8 @@ function renderTutorText(bubble, view) {
   const last = view.words[view.words.length - 1] || "";
   bubble.classList.toggle("cut-between", view.cut && !last.endsWith("…"));
   bubble.querySelector(".replay-controls").hidden = view.busy || !view.audio || !view.words.length;
+  // A response that said nothing (a cancelled one) leaves no empty bubble.
+  bubble.hidden = !view.words.length && !view.busy && !view.cut;
 }
 
 let liveClient = null;
