@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (JavaScript in strings)
 """The page's read-along timing (``web/read-along.js``), pure, run by Node.
 
 * What the page keeps of a cut reply is what the server's history keeps: the JavaScript rule
@@ -76,7 +77,21 @@ FEED_WHOLE = """
 
 def test_a_cut_reply_keeps_what_the_servers_history_keeps() -> None:
     rng = random.Random(24)
-    words = "hola amigo ¿cómo estás? muy bien 😊 (Hello!) perro gato, casa. ¡Genial! 🐶".split()
+    words = [
+        "hola",
+        "amigo",
+        "¿cómo",
+        "estás?",
+        "muy",
+        "bien",
+        "😊",
+        "(Hello!)",
+        "perro",
+        "gato,",
+        "casa.",
+        "¡Genial!",
+        "🐶",
+    ]
     cases = []
     for reply in [r for replies in _DEMO_REPLIES.values() for r in replies]:
         sentences = [(s, len(strip_for_speech(s)) * BYTES_PER_CHAR) for s in sentences_of(reply)]
