@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from infra.fake_openai import _DEMO_REPLIES, MS_PER_CHAR
+from infra.fake_openai import MS_PER_CHAR
+from infra.fake_openai.server import _DEMO_REPLIES
 from kiddolingo.audio import bytes_to_ms
 from kiddolingo.conversation import Segment, join_segments, truncate_segments
 from kiddolingo.speech_text import SentenceSplitter, strip_for_speech

@@ -131,11 +131,12 @@ def _speech_sentences(fake: Any, pcm: np.ndarray) -> list[str]:
     """The texts the fake spoke for this reply, in the order the page played them: at each
     point of the played audio, the speech request whose audio is exactly what comes next."""
     inputs = [r.input for r in fake.requests("speech") if isinstance(r.input, str)]
+    inputs += [r.spoken for r in fake.realtime_responses() if r.spoken]
     out: list[str] = []
     at = 0
     while at < len(pcm):
         for text in inputs:
-            audio = np.frombuffer(synth_pcm(text), "<i2")
+            audio = np.frombuffer(synth_pcm(text), "<i2")[: len(pcm) - at]
             if len(audio) and np.array_equal(audio, pcm[at : at + len(audio)]):
                 out.append(text)
                 at += len(audio)
