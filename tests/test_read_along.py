@@ -24,7 +24,7 @@ from infra.fake_openai import MS_PER_CHAR
 from infra.fake_openai.server import _DEMO_REPLIES
 from kiddolingo.audio import bytes_to_ms
 from kiddolingo.conversation import Segment, join_segments, truncate_segments
-from kiddolingo.speech_text import SentenceSplitter, strip_for_speech
+from kiddolingo.speech_text import SentenceSplitter, emojis_of, strip_for_speech
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = (ROOT / "web" / "read-along.js").as_uri()
@@ -100,9 +100,12 @@ def test_a_cut_reply_keeps_what_the_servers_history_keeps() -> None:
         cases.append({"sentences": sentences, "ends": list(range(0, total + 100, 7))})
     for _ in range(150):
         reply = " ".join(rng.choice(words) for _ in range(rng.randint(1, 30)))
-        # Sentences as the server cuts them; any even length of audio, odd milliseconds and
-        # exact halves (which round to even) included.
-        sentences = [(s, 2 * rng.randint(0, 60000)) for s in sentences_of(reply)]
+        # Sentences as the server cuts them and speaks them (one with nothing to speak, an
+        # emoji alone, has no audio and goes with the sentence before it); any even length of
+        # audio, odd milliseconds and exact halves (which round to even) included.
+        sentences = [
+            (s, 2 * rng.randint(0, 60000)) for s in sentences_of(reply) if strip_for_speech(s)
+        ]
         total = sum(n for _, n in sentences) // 48
         ends = [rng.randint(0, total + 50) for _ in range(40)] + [0, total, total + 1]
         cases.append({"sentences": sentences, "ends": ends})
@@ -124,18 +127,36 @@ TIMING = """
     const look = () => seen.push(r.words().map((w) => [w.text, w.startMs]));
     c.sentences.forEach(([text, bytes], i) => {
       const lead = i ? " " : "";
+      if (c.realtime) {
+        // The Realtime voice: the spoken words interleaved with the audio, then the
+        // sentence's emojis (never spoken) after its audio.
+        const words = c.spoken[i].split(" ");
+        let sent = 0;
+        words.forEach((word, k) => {
+          r.addText((k || i ? " " : "") + word); look();
+          const upTo = k === words.length - 1 ? bytes : Math.floor(bytes * (k + 1) / words.length / 2) * 2;
+          while (sent < upTo) { const n = Math.min(4800, upTo - sent); r.addAudio(n); sent += n; look(); }
+        });
+        if (c.emojis[i]) { r.addText(" " + c.emojis[i]); look(); }
+        return;
+      }
       if (!c.interleaved) {
         r.addText(lead + text); look(); r.addAudio(bytes); look();
         return;
       }
-      // Word by word, each word's text then its share of the audio, in pieces.
+      // Word by word, each spoken word's text then its share of the audio, in pieces (an
+      // emoji has no audio of its own).
       const words = text.split(" ");
       let sent = 0;
+      const send = (upTo) => {
+        while (sent < upTo) { const n = Math.min(4800, upTo - sent); r.addAudio(n); sent += n; look(); }
+      };
       words.forEach((word, k) => {
         r.addText((k || i ? " " : "") + word); look();
-        const upTo = k === words.length - 1 ? bytes : Math.floor(bytes * (k + 1) / words.length / 2) * 2;
-        while (sent < upTo) { const n = Math.min(4800, upTo - sent); r.addAudio(n); sent += n; look(); }
+        if (!/[\\p{L}\\p{N}]/u.test(word)) return;
+        send(k === words.length - 1 ? bytes : Math.floor(bytes * (k + 1) / words.length / 2) * 2);
       });
+      send(bytes);
     });
     r.finish();
     out.push({ final: r.words().map((w) => [w.text, w.startMs]), seen,
@@ -163,6 +184,34 @@ def true_starts(sentences: list[str]) -> list[tuple[str, float]]:
     return out
 
 
+def test_the_realtime_voice_s_emojis_stay_with_their_sentence() -> None:
+    """The Realtime voice's transcript: spoken words interleaved with the audio, the sentence's
+    emojis after it; the server's segment is the transcript plus the emojis."""
+    cases, segments = [], []
+    for reply in [r for replies in _DEMO_REPLIES.values() for r in replies]:
+        sentences = sentences_of(reply)
+        spoken = [strip_for_speech(s) for s in sentences]
+        emojis = [" ".join(emojis_of(s)) for s in sentences]
+        pairs = [
+            ((sp + " " + em).strip(), len(sp) * BYTES_PER_CHAR)
+            for sp, em in zip(spoken, emojis, strict=True)
+        ]
+        total = sum(n for _, n in pairs) // 48
+        cases.append(
+            {
+                "sentences": [(t, n) for t, n in pairs],
+                "spoken": spoken,
+                "emojis": emojis,
+                "realtime": True,
+                "ends": list(range(0, total + 100, 11)),
+            }
+        )
+        segments.append(pairs)
+    results = run_js(TIMING, cases)
+    for case, pairs, result in zip(cases, segments, results, strict=True):
+        assert result["kept"] == [server_kept(pairs, end) for end in case["ends"]]
+
+
 @pytest.mark.parametrize("interleaved", [False, True], ids=["sentence-deltas", "word-deltas"])
 def test_words_start_when_the_fake_voice_says_them(interleaved: bool) -> None:
     replies = [r for replies in _DEMO_REPLIES.values() for r in replies]
@@ -188,6 +237,9 @@ def test_words_start_when_the_fake_voice_says_them(interleaved: bool) -> None:
         for step in result["seen"]:
             for (word, ms), (_, want) in zip(step, truth, strict=False):
                 assert ms >= want - 1e-6, (reply, word, ms, want)
-        # Word by word or not, the same sentences, so the same cut as the server's.
-        pairs = [(t, n) for t, n in case["sentences"]]
-        assert result["kept"] == [server_kept(pairs, end) for end in case["ends"]]
+        if not interleaved:
+            # The server's format: the same sentences, so the same cut. (Word by word, an emoji
+            # that opens a sentence goes with the sentence before: no voice sends that, the
+            # Realtime voice's emojis come after their sentence, tested above.)
+            pairs = [(t, n) for t, n in case["sentences"]]
+            assert result["kept"] == [server_kept(pairs, end) for end in case["ends"]]

@@ -19,7 +19,8 @@
 // Sentences: the server sends a sentence's text as one delta, then its audio. A provider that
 // streams the words of a sentence interleaved with its audio sends many deltas per sentence, so
 // a delta opens a new sentence only when the sentence before it has audio and its text ends
-// like a sentence (., !, ?, … and friends, then closing brackets, quotes or emojis).
+// like a sentence (., !, ?, … and friends, then closing brackets, quotes or emojis), and the
+// delta has something to speak (the emojis sent after a sentence's audio stay with it).
 
 export const OUTPUT_RATE = 24000;
 const BYTES_PER_MS = (OUTPUT_RATE * 2) / 1000;
@@ -44,9 +45,9 @@ export function splitWords(text) {
   return trimmed ? trimmed.split(/\s+/u) : [];
 }
 
-/** How many characters of `word` are spoken (emojis and their joiners are not). */
+/** How many characters of `word` are spoken (emojis, their joiners and spaces are not). */
 export function spokenLength(word) {
-  return [...word.replace(PICTOGRAPH, "")].length;
+  return [...word.replace(PICTOGRAPH, "").replace(/\s/gu, "")].length;
 }
 
 /** Whether `text` ends like a finished sentence. */
@@ -71,7 +72,10 @@ export class ReadAlong {
   addText(delta) {
     if (!delta) return;
     let last = this.sentences[this.sentences.length - 1];
-    if (!last || (last.bytes > 0 && endsSentence(last.text))) {
+    // Text with nothing to speak (the emojis the server sends after a sentence's audio)
+    // belongs to the sentence before it.
+    const opens = !last || (last.bytes > 0 && endsSentence(last.text) && spokenLength(delta) > 0);
+    if (opens) {
       if (last) last.closed = true;
       last = { text: "", bytes: 0, closed: false };
       this.sentences.push(last);
@@ -129,7 +133,7 @@ export class ReadAlong {
       const at = (chars) => offset + (total > 0 ? (chars / total) * duration : 0);
       let chars = 0;
       words.forEach((word, wi) => {
-        const startMs = at(chars);
+        const startMs = at(Math.min(chars, total));
         if (lengths[wi] > 0) chars += lengths[wi] + 1;
         out.push({
           text: word,
