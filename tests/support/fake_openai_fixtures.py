@@ -8,7 +8,11 @@ Add to a conftest: ``pytest_plugins = ["tests.support.fake_openai_fixtures"]``.
   ``OPENAI_API_KEY``; per-stage overrides removed), with the settings and provider caches
   cleared so code under test picks it up; yields the server.
 - ``fake_openai_settings`` (function): a :class:`Settings` for it with a short timeout, for
-  code that takes settings explicitly.
+  code that takes settings explicitly, on the older models (whisper-1, gpt-4o, ``tts-1-hd`` on
+  ``/audio/speech``).
+- ``fake_openai_successor_settings`` (function): the same on the successor models
+  (gpt-transcribe, gpt-6-luna at reasoning effort ``none``, gpt-realtime-2.1-mini speech over
+  the fake's Realtime socket).
 """
 
 from __future__ import annotations
@@ -80,6 +84,27 @@ def fake_openai_settings(fake_openai: FakeOpenAI) -> Settings:
         chat=stage("gpt-4o"),
         speech=stage("tts-1-hd"),
         moderation=stage("omni-moderation-latest"),
+        speech_api="http",
+        speech_voice="nova",
+        chat_reasoning_effort="",
         provider_timeout_s=5.0,
         provider_max_retries=2,
     )
+
+
+@pytest.fixture
+def fake_openai_successor_settings(fake_openai: FakeOpenAI) -> Settings:
+    def stage(model: str) -> StageSettings:
+        return StageSettings(model, fake_openai.base_url, FAKE_API_KEY, None)
+
+    return Settings(
+        transcription=stage("gpt-transcribe"),
+        chat=stage("gpt-6-luna"),
+        speech=stage("gpt-realtime-2.1-mini"),
+        moderation=stage("omni-moderation-latest"),
+        speech_api="realtime",
+        speech_voice="coral",
+        chat_reasoning_effort="none",
+        provider_timeout_s=5.0,
+        provider_max_retries=2,
+    ).check()
