@@ -121,7 +121,8 @@ def test_a_fake_in_a_process_of_its_own_is_driven_like_one_in_this_process() -> 
         fake.reword(contracted)
 
         async def speak() -> bytes:
-            async with client(fake) as c, c.realtime.connect(model="gpt-realtime-2.1-mini") as conn:  # type: ignore[arg-type]
+            c = client(fake)  # type: ignore[arg-type]
+            async with c, c.realtime.connect(model=REALTIME_MODEL) as conn:
                 await conn.recv()
                 await conn.response.create(response=sentence_response("I do not know."))
                 return audio_of(await until_done(conn))
