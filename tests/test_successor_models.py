@@ -116,8 +116,7 @@ def test_a_turns_usage_becomes_metrics_and_dollars() -> None:
     assert figures["SpeechAudioTokens"] == 100
     assert figures["SpeechStrayed"] == 1
     expected = (
-        2.0 * 0.0045 / 60
-        + (900 * 0.10 + 100 * 0.01 + 40 * 0.50 + 120 * 0.60 + 100 * 20.0) / 1e6
+        2.0 * 0.0045 / 60 + (900 * 0.10 + 100 * 0.01 + 40 * 0.50 + 120 * 0.60 + 100 * 20.0) / 1e6
     )
     assert figures["ProviderCostUSD"] == pytest.approx(expected, abs=1e-6)
 

@@ -132,7 +132,9 @@ def turn_figures(outcome: Any, *, speculative: str | None = None) -> dict[str, f
     if speculative is not None:
         figures["SpeculativeHits"] = 1.0 if speculative == "hit" else 0.0
         figures["SpeculativeMisses"] = 1.0 if speculative == "miss" else 0.0
-    figures["SpeechStrayed"] = float(getattr(outcome, "strayed", 0) or 0)
+    strayed = _number(getattr(outcome, "strayed", None))
+    if strayed:  # rare: a record only when it happened
+        figures["SpeechStrayed"] = strayed
     figures.update(usage_figures(outcome))
     return figures
 
