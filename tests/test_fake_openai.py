@@ -450,7 +450,8 @@ def test_a_hang_is_released_by_reset(fake_openai: FakeOpenAI) -> None:
     thread = threading.Thread(target=call)
     started = time.monotonic()
     thread.start()
-    time.sleep(0.2)
+    while not fake_openai.requests("speech") and time.monotonic() - started < 5:
+        time.sleep(0.01)  # a loaded machine may take a while to send it
     assert not fake_openai.wait_idle(0.05)
     fake_openai.reset()
     thread.join(5)
