@@ -162,7 +162,7 @@ def test_closing_the_session_closes_the_socket_and_every_response(
 def test_a_failed_response_is_a_provider_error(
     fake_openai: FakeOpenAI, fake_realtime_settings: Settings, kind: str, error: type
 ) -> None:
-    fake_openai.fail("realtime", kind=kind, after_bytes=0)
+    fake_openai.fail("realtime", kind=kind, after_bytes=0, times=None)
 
     async def body(p: Any) -> None:
         session = p.speech.open(voice="coral")
@@ -174,12 +174,32 @@ def test_a_failed_response_is_a_provider_error(
     with pytest.raises(error) as info:
         run(fake_realtime_settings, body)
     assert info.value.stage == "speech"
+    # Retried as the SDK retries HTTP requests (PROVIDER_MAX_RETRIES=2): three in all.
+    assert len(fake_openai.realtime_responses()) == 3
+
+
+@pytest.mark.parametrize("kind", ["error", "abort"])
+def test_a_response_that_fails_before_its_audio_is_retried(
+    fake_openai: FakeOpenAI, fake_realtime_settings: Settings, kind: str
+) -> None:
+    """Once, before any audio: the child hears the sentence once, whole."""
+    fake_openai.fail("realtime", kind=kind, after_bytes=0)
+
+    async def body(p: Any) -> tuple[bytes, str]:
+        session = p.speech.open(voice="coral")
+        try:
+            return await read(session.stream(SENTENCE))
+        finally:
+            await session.aclose()
+
+    assert run(fake_realtime_settings, body) == (synth_pcm(SENTENCE), SENTENCE)
+    assert [r.completed for r in fake_openai.realtime_responses()] == [False, True]
 
 
 def test_a_refused_key_is_an_auth_error(
     fake_openai: FakeOpenAI, fake_realtime_settings: Settings
 ) -> None:
-    fake_openai.fail("realtime", status=401)
+    fake_openai.fail("realtime", status=401, times=None)
 
     async def body(p: Any) -> None:
         session = p.speech.open(voice="coral")
@@ -190,6 +210,7 @@ def test_a_refused_key_is_an_auth_error(
 
     with pytest.raises(ProviderAuthError):
         run(fake_realtime_settings, body)
+    assert len(fake_openai.requests("realtime")) == 1  # a refused key is not retried
 
 
 # ------------------------------------------------------------------ through the real handlers

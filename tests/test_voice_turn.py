@@ -15,7 +15,7 @@ from tests.support.speech import chunks, speak
 CONN = "conn-A="
 REPLY = "¡Hola, Ana! 😊 (Hello, Ana!) ¿Te gustan los gatos? 🐱 (Do you like cats?)"
 #: What the voice model says of it (and so what the child sees and the history keeps).
-SPOKEN = "¡Hola, Ana! (Hello, Ana!) ¿Te gustan los gatos? (Do you like cats?)"
+SPOKEN = "¡Hola, Ana! (Hello, Ana!) 😊 ¿Te gustan los gatos? (Do you like cats?) 🐱"
 
 
 def send(stack, conn: str, body: dict) -> None:
@@ -111,7 +111,7 @@ def test_a_spoken_turn_end_to_end(stack, fake_openai) -> None:
     # one response id and item id throughout; done says completed with the full transcript
     done = events[-1]["response"]
     assert done["status"] == "completed"
-    # what the child heard (and saw): the voice model's words, emojis never spoken
+    # what the child heard and saw: the voice model's words, each sentence's emojis after it
     assert done["output"][0]["content"][0]["transcript"] == SPOKEN
     assert events[-2]["transcript"] == SPOKEN
     assert {e.get("response_id") for e in events[5:-3]} == {done["id"]}
@@ -146,7 +146,7 @@ def test_resume_carries_the_history_into_the_next_turn(stack, fake_openai) -> No
     second = fake_openai.requests("chat/completions")[-1].messages
     assert [m["content"] for m in second[1:]] == [
         "Hola",
-        "¡Hola! (Hello!)",
+        "¡Hola! (Hello!) 😊",
         "Me gustan los perros",
     ]
     # the resumed connection was greeted with the same session
