@@ -97,6 +97,8 @@ def _error_of(event: Any) -> ProviderError:
     message = str(getattr(error, "message", "") or "Realtime error")
     if "rate_limit" in kind or "rate_limit" in code:
         return ProviderRateLimitError("speech", message=message)
+    if code in ("invalid_api_key", "unauthorized") or kind == "authentication_error":
+        return ProviderAuthError("speech", message=message)
     if kind == "invalid_request_error":
         return ProviderError("speech", "bad_request", message=f"{code}: {message}".strip(": "))
     return ProviderServerError("speech", message=f"{code}: {message}".strip(": "))
