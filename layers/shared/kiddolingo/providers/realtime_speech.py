@@ -271,6 +271,8 @@ class RealtimeSpeechSession:
                 task.add_done_callback(self._pending.discard)
             return
         if etype == "error":
+            if getattr(event.error, "code", None) == "response_cancel_not_active":
+                return  # we cancelled a response that had just finished: nothing to stop
             error = _error_of(event)
             key = str(getattr(event.error, "event_id", "") or "").removeprefix("create-")
             targets = [self._queues[key]] if key in self._queues else list(self._queues.values())
