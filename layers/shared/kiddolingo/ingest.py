@@ -383,29 +383,22 @@ def commit_manual(state: AudioState) -> tuple[AudioState, Utterance | None]:
     """``input_audio_buffer.commit``: the buffered audio becomes the user's turn.
 
     Returns the new state and the utterance: the audio still held in the item is its
-    in-memory ``tail`` (the turn runs in this invocation).
+    in-memory ``tail`` (the turn runs in this invocation). In server-VAD mode the VAD leaves
+    the utterance too (``vad.end_utterance``).
     """
     utt = state.utterance
     if utt is None or not (utt.keys or state.held):
         return state, None
     done = utt.until(state.audio_ms, state.held, state.held_seq)
-    new_state = replace(state, utterance=None, last_item_id=done.item_id, held=b"", held_seq=0)
+    vad_state = vadlib.end_utterance(state.vad) if state.vad is not None else None
+    new_state = replace(
+        state, utterance=None, vad=vad_state, last_item_id=done.item_id, held=b"", held_seq=0
+    )
     return new_state, done
 
 
 def clear(state: AudioState) -> tuple[AudioState, Utterance | None]:
     """``input_audio_buffer.clear``: drop the uncommitted audio (the caller deletes it)."""
-    vad_state = state.vad
-    if vad_state is not None:
-        # Forget the utterance in progress; a speech candidate starts over from the next chunk.
-        vad_state = replace(
-            vad_state,
-            in_utterance=False,
-            candidate_start=-1,
-            candidate_speech_frames=0,
-            candidate_gap_frames=0,
-            speech_start_ms=-1,
-            silence_ms=0,
-            speculate_fired=False,
-        )
+    # Forget the utterance in progress; a speech candidate starts over from the next chunk.
+    vad_state = vadlib.end_utterance(state.vad) if state.vad is not None else None
     return replace(state, utterance=None, vad=vad_state, held=b"", held_seq=0), state.utterance
