@@ -147,6 +147,15 @@ class AudioState:
     #: posts ``speech_started`` then makes no S3 write (≤ 3 AWS calls per append).
     held: bytes = b""
     held_seq: int = 0
+    #: The newest gateway stamp (``requestTimeEpoch``, ms) of an event applied to the stream,
+    #: and when the client was last told about unordered events (``kiddolingo.sequencing``).
+    last_stamp: int = 0
+    last_told: int = 0
+    #: The stamp at which chunks started to wait for the gap at the watermark (0: no gap).
+    gap_since: int = 0
+    #: The numbered event at the watermark that is taking effect, and since when (ms).
+    hold: int = 0
+    hold_since: int = 0
 
     @classmethod
     def from_connection(cls, item: dict[str, Any]) -> AudioState:
@@ -168,6 +177,11 @@ class AudioState:
             rate_count=int(item.get("rln", 0)),
             held=held,
             held_seq=int(item.get("hseq", 0)),
+            last_stamp=int(item.get("lt", 0)),
+            last_told=int(item.get("lto", 0)),
+            gap_since=int(item.get("gap", 0)),
+            hold=int(item.get("hold", 0)),
+            hold_since=int(item.get("holdt", 0)),
         )
 
     def vad_item(self) -> tuple[bytes | None, int]:
