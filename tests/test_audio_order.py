@@ -272,3 +272,43 @@ def test_a_numbered_commit_behind_a_gap_that_never_fills_goes_on_without_it(
     assert fake_openai.requests("audio/transcriptions")[0].pcm == parts[0] + parts[2]
     assert stack.connection_item(child.conn)["seq"] == 6
 
+
+# ---------------------------------------------------------------------------- item 5
+
+
+def test_a_stream_of_short_appends_is_refused_and_told_once(stack, fake_openai) -> None:
+    """20 ms appends (50 a second) made the local stack fall behind by seconds, silently."""
+    from kiddolingo import aws
+
+    child = Child(stack)
+    manual(child)
+    calls: list[str] = []
+
+    def count(**_: object) -> None:
+        calls.append("dynamodb")
+
+    client = aws._client("dynamodb")
+    short = tone_chunks(10, ms=20)
+    child.append(short[0])  # one short append (the end of a recording) is taken
+    client.meta.events.register("before-call.dynamodb", count)
+    try:
+        told = [errors(child.append(c)) for c in short[1:]]
+    finally:
+        client.meta.events.unregister("before-call.dynamodb", count)
+    assert told[0] == ["input_audio_chunk_too_short"]
+    assert all(t == [] for t in told[1:])  # once, not fifty times a second
+    assert calls == []  # refused before any AWS call: cheap, so nothing falls behind
+    (error,) = [
+        e["error"] for e in stack.recorder.events(child.conn) if e["type"] == "error"
+    ]
+    assert "100 ms" in error["message"] and "1280 bytes" in error["message"]
+
+
+def test_a_short_last_append_is_taken(stack, fake_openai) -> None:
+    child = Child(stack)
+    manual(child)
+    parts = tone_chunks(3) + tone_chunks(1, ms=20)
+    for c in parts:
+        assert errors(child.append(c)) == []
+    child.send({"type": "input_audio_buffer.commit"})
+    assert fake_openai.requests("audio/transcriptions")[0].pcm == b"".join(parts)

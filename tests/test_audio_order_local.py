@@ -1,6 +1,6 @@
-"""Issue 21, items 1 and 2, through the local stack (``make run``'s gateway, moto, the fake
+"""Issue 21, items 1, 2 and 5, through the local stack (``make run``'s gateway, moto, the fake
 provider) from WebSocket clients driving it as users do: bursts of appends numbered and not,
-and the official SDK's realtime client used as its docs show."""
+the official SDK's realtime client used as its docs show, and 20 ms chunks."""
 
 from __future__ import annotations
 
@@ -227,3 +227,51 @@ def test_the_official_sdk_as_its_docs_show_completes_20_manual_turns(live: Any) 
         assert "input_audio_buffer.speech_started" not in types, (t, types)
         assert heard.get(100 + t) == sent, t
 
+
+# ---------------------------------------------------------------------------- item 5
+
+
+def test_twenty_ms_chunks_are_told_at_once_and_the_stack_keeps_up(live: Any) -> None:
+    """A telephony-style client sends 20 ms chunks, 50 a second, in real time for 3 s. It is
+    told within its first chunks, and the stack does not fall behind (it used to lag by
+    seconds and time out, silently)."""
+    seen_before = len(live.gateway.invocations)
+
+    async def telephony() -> tuple[float | None, list[dict[str, Any]]]:
+        ws = await _connect(live)
+        told_at: float | None = None
+        events: list[dict[str, Any]] = []
+        try:
+            await ws.send(json.dumps(MANUAL))
+
+            async def read() -> None:
+                nonlocal told_at
+                async for message in ws:
+                    event = json.loads(message)
+                    events.append(event)
+                    if event.get("type") == "error" and told_at is None:
+                        told_at = time.monotonic() - start
+
+            start = time.monotonic()
+            reader = asyncio.create_task(read())
+            for i in range(150):
+                await ws.send(append(chunk(200, i % 40, ms=20)))
+                await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
+            await asyncio.sleep(1.0)
+            reader.cancel()
+        finally:
+            await ws.close()
+        return told_at, events
+
+    told_at, events = run(telephony())
+    codes = errors_of(events)
+    assert codes and set(codes) == {"input_audio_chunk_too_short"}, codes
+    assert told_at is not None and told_at < 0.5
+    assert len(codes) <= 5  # told about once a second, not fifty times
+    done = [
+        inv
+        for inv in list(live.gateway.invocations)[seen_before:]
+        if inv.route_key == "$default" and inv.finished_at is not None
+    ]
+    slowest = max(inv.finished_at - inv.started_at for inv in done)
+    assert slowest < 1.0, slowest

@@ -1,9 +1,9 @@
-"""The pure ordering decisions (``kiddolingo.sequencing``) and the VAD leaving an utterance
-the client ended, without I/O."""
+"""The pure ordering decisions (``kiddolingo.sequencing``), the short-append rule and the VAD
+leaving an utterance the client ended, without I/O."""
 
 from __future__ import annotations
 
-from kiddolingo import sequencing, vad
+from kiddolingo import ingest, sequencing, vad
 from kiddolingo.sequencing import Placement, Turn
 
 
@@ -36,6 +36,19 @@ def test_the_error_names_the_remedy() -> None:
     exc = sequencing.unordered_error("Something happened.", "ev1")
     assert exc.code == "unordered_events" and exc.event_id == "ev1"
     assert exc.message.startswith("Something happened. Number your events")
+
+
+def test_short_appends_a_lone_one_is_taken_a_stream_is_refused_and_told_once() -> None:
+    short = ingest.SHORT_APPENDS.__class__(window_s=1.0)
+    small, ok = ingest.MIN_APPEND_BYTES - 2, ingest.MIN_APPEND_BYTES
+    assert short.judge("c", ok, 0.0) == (False, False)
+    assert short.judge("c", small, 0.0) == (False, False)  # the end of a recording
+    assert short.judge("c", small, 0.02) == (True, True)
+    assert short.judge("c", small, 0.04) == (True, False)
+    assert short.judge("c", small, 0.6) == (True, False)
+    assert short.judge("c", small, 1.1) == (True, True)  # told again a second later
+    assert short.judge("other", small, 1.06) == (False, False)
+    assert short.judge("c", small, 5.0) == (False, False)  # a pause: one is taken again
 
 
 def test_end_utterance_leaves_the_utterance_and_keeps_the_ring() -> None:

@@ -75,6 +75,43 @@ HOLD_BYTES = 16 * 1024
 #: Bounded so a runaway client cannot grow the connection item toward DynamoDB's 400 KB.
 MAX_PARKED_CHUNKS = 40
 
+#: The shortest append the service takes in a steady stream: 40 ms at 16 kHz (about 27 ms at
+#: 24 kHz). Every append is an invocation and a write of the connection item, whatever its
+#: length: 20 ms chunks cost five times what 100 ms chunks cost, and the local stack falls
+#: behind them. One short append now and then (the end of a recording) is taken.
+MIN_APPEND_BYTES = 1280
+
+
+class ShortAppends:
+    """Which connections stream appends shorter than ``MIN_APPEND_BYTES`` (in a container's
+    memory, so that refusing one costs no AWS call: the point is to stay cheap)."""
+
+    def __init__(self, window_s: float = 1.0, max_connections: int = 4096) -> None:
+        self.window_s = window_s
+        self.max_connections = max_connections
+        #: connection id → (when its last short append came, when it was last told).
+        self._seen: dict[str, tuple[float, float]] = {}
+
+    def judge(self, connection_id: str, nbytes: int, now: float) -> tuple[bool, bool]:
+        """(refuse it, tell the client now) for an append of ``nbytes``. A short append is
+        refused when another came from the connection less than ``window_s`` before; the
+        client is told at most once per ``window_s``."""
+        if nbytes >= MIN_APPEND_BYTES:
+            return False, False
+        last, told = self._seen.get(connection_id, (float("-inf"), float("-inf")))
+        refuse = now - last < self.window_s
+        tell = refuse and now - told >= self.window_s
+        if len(self._seen) >= self.max_connections and connection_id not in self._seen:
+            self._seen.clear()  # a crude bound: forgetting only lets one more short append in
+        self._seen[connection_id] = (now, now if tell else told)
+        return refuse, tell
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+
+SHORT_APPENDS = ShortAppends()
+
 
 @dataclass(frozen=True)
 class Utterance:

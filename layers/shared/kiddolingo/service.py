@@ -139,6 +139,9 @@ class Tutor:
             bad: ProtocolError | None = None
         except ProtocolError as exc:
             event, bad = None, exc
+        if event is not None and event.type == "input_audio_buffer.append":
+            if self._refused_short(event):
+                return
         # An append goes on from the item this container's previous append left, when that was
         # a moment ago: its commit then checks that nothing else wrote the item since.
         known = None
@@ -207,6 +210,29 @@ class Tutor:
                     "busy", "Too many events at once; please try again.", error_type="server_error"
                 )
             )
+
+    def _refused_short(self, event: ClientEvent) -> bool:
+        """A stream of appends too short to carry is refused before any AWS call, and the
+        client told (at most once a second): each append costs an invocation and a write
+        whatever its length, and 50 a second sink the local stack and cost five times as much."""
+        try:
+            nbytes = len(decode_audio(event))
+        except ProtocolError:
+            return False  # told as bad input by the append itself
+        refuse, tell = ingestlib.SHORT_APPENDS.judge(self.connection_id, nbytes, time.monotonic())
+        if tell:
+            ms = nbytes * 1000 // (2 * 16000)
+            self.post(
+                error_event(
+                    "input_audio_chunk_too_short",
+                    f"Appends of {nbytes} bytes (about {ms} ms at 16 kHz, less at 24 kHz) are "
+                    f"too short: send at least {ingestlib.MIN_APPEND_BYTES} bytes (40 ms at "
+                    "16 kHz) per append, 100 ms recommended. Short appends are dropped.",
+                    event_id=event.event_id,
+                    param="audio",
+                )
+            )
+        return refuse
 
     # the stream's order ---------------------------------------------------------------
 
