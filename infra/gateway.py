@@ -16,9 +16,10 @@ What it does, as API Gateway does it:
   (``routeKey``, ``eventType``, ``extendedRequestId``, ``requestTime``, ``messageDirection``,
   ``stage``, ``connectedAt``, ``requestTimeEpoch``, ``identity``, ``requestId``, ``domainName``,
   ``connectionId``, ``apiId``, plus ``messageId`` on MESSAGE and ``disconnectStatusCode`` /
-  ``disconnectReason`` on DISCONNECT); ``headers``/``multiValueHeaders`` (and the query string
-  parameters when there is a query) on CONNECT; the four fixed headers API Gateway sends on
-  DISCONNECT; ``body`` on MESSAGE; ``isBase64Encoded``.
+  ``disconnectReason`` on DISCONNECT; ``requestTimeEpoch`` is when the message was read off
+  the socket, as API Gateway stamps it at receipt); ``headers``/``multiValueHeaders`` (and the
+  query string parameters when there is a query) on CONNECT; the four fixed headers API
+  Gateway sends on DISCONNECT; ``body`` on MESSAGE; ``isBase64Encoded``.
 * Limits: a frame over 32 KB or a message over 128 KB closes with 1009, a binary frame with
   1003; idle timeout 10 min and maximum connection 2 h close with 1001 (all constructor
   parameters, small in tests). A failing integration sends the client API Gateway's

@@ -101,8 +101,7 @@ def tone_chunks(n: int, ms: int = 100) -> list[bytes]:
     """``n`` chunks of ``ms`` at 24 kHz, each a different tone: any reordering shows."""
     t = np.arange(24 * ms) / 24000
     return [
-        (np.sin(2 * np.pi * (180.0 + 23 * i) * t) * 8000).astype("<i2").tobytes()
-        for i in range(n)
+        (np.sin(2 * np.pi * (180.0 + 23 * i) * t) * 8000).astype("<i2").tobytes() for i in range(n)
     ]
 
 
@@ -298,9 +297,7 @@ def test_a_stream_of_short_appends_is_refused_and_told_once(stack, fake_openai) 
     assert told[0] == ["input_audio_chunk_too_short"]
     assert all(t == [] for t in told[1:])  # once, not fifty times a second
     assert calls == []  # refused before any AWS call: cheap, so nothing falls behind
-    (error,) = [
-        e["error"] for e in stack.recorder.events(child.conn) if e["type"] == "error"
-    ]
+    (error,) = [e["error"] for e in stack.recorder.events(child.conn) if e["type"] == "error"]
     assert "100 ms" in error["message"] and "1280 bytes" in error["message"]
 
 

@@ -139,9 +139,12 @@ class Tutor:
             bad: ProtocolError | None = None
         except ProtocolError as exc:
             event, bad = None, exc
-        if event is not None and event.type == "input_audio_buffer.append":
-            if self._refused_short(event):
-                return
+        if (
+            event is not None
+            and event.type == "input_audio_buffer.append"
+            and self._refused_short(event)
+        ):
+            return
         # An append goes on from the item this container's previous append left, when that was
         # a moment ago: its commit then checks that nothing else wrote the item since.
         known = None
@@ -350,10 +353,18 @@ class Tutor:
                 "session_not_found", "The session has expired.", event_id=event.event_id
             ) from None
         cfg = holder["cfg"]
-        # The item as the write left it: the appends processed before it (``_overtaken``).
-        conn = self.store.update_connection(
-            self.connection_id, "SET cfg = :c", {":c": cfg.to_item()}, return_values="ALL_NEW"
-        ) or conn
+        # The audio version moves too: an append processing under the previous settings
+        # meanwhile loses its write and goes again under these. The item as the write left it
+        # shows the appends processed before it (``_overtaken``).
+        conn = (
+            self.store.update_connection(
+                self.connection_id,
+                "SET cfg = :c, aver = aver + :one",
+                {":c": cfg.to_item(), ":one": 1},
+                return_values="ALL_NEW",
+            )
+            or conn
+        )
         self._pass_turn()
         self.post(
             server_event(
@@ -427,7 +438,7 @@ class Tutor:
                         "rate_limited",
                         f"Too much audio: at most {self.settings.max_appends_per_second} appends "
                         "per second. Send about one append every 100 ms.",
-                        event_id=event.event_id,
+                        event_id=event.event_id if event is not None else None,
                         error_type="rate_limit_error",
                     )
                     if hinted is None:
@@ -442,8 +453,7 @@ class Tutor:
                     seq > state.next_seq
                     and not sequencing.held(state.hold, state.hold_since, state.next_seq, stamp)
                     and (
-                        _parking_full(state, own)
-                        or sequencing.gap_expired(state.gap_since, stamp)
+                        _parking_full(state, own) or sequencing.gap_expired(state.gap_since, stamp)
                     )
                 ):
                     # The missing event is not coming (its invocation failed): skip the gap
