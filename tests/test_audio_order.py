@@ -236,12 +236,12 @@ def test_an_unnumbered_session_update_overtaken_by_audio_is_told(stack, fake_ope
 
 
 def test_a_gap_that_never_fills_is_skipped_on_time(stack, fake_openai) -> None:
-    """A chunk is lost right after the child stops talking: the 1.6 s of silence after it
+    """A chunk is lost right after the child stops talking: the 3.1 s of silence after it
     (fewer chunks than the parking holds) used to wait for it forever: no turn, no answer."""
     child = Child(stack)
     server_vad(child)
     speech = chunks(speak("I like cats and dogs."))
-    stream = [SILENCE] * 5 + speech + [SILENCE] * 20
+    stream = [SILENCE] * 5 + speech + [SILENCE] * 32
     lost = 5 + len(speech) + 1
     t0 = int(time.time() * 1000)
     fake_openai.script_transcripts("I like cats and dogs.")
@@ -266,7 +266,7 @@ def test_a_numbered_commit_behind_a_gap_that_never_fills_goes_on_without_it(
     child.append(parts[2], event_id="e#4")  # e#3 is lost
     started = time.monotonic()
     events = child.send({"type": "input_audio_buffer.commit", "event_id": "e#5"})
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5
     assert "input_audio_buffer.committed" in [e["type"] for e in events]
     assert fake_openai.requests("audio/transcriptions")[0].pcm == parts[0] + parts[2]
     assert stack.connection_item(child.conn)["seq"] == 6

@@ -24,7 +24,9 @@ MANUAL = {"type": "session.update", "session": {"audio": {"input": {"turn_detect
 @pytest.fixture(scope="module")
 def live() -> Iterator[Any]:
     # 20 turns in a row and 50 clients: more than the default turns-per-minute limit allows.
-    with local_stack(env={"MAX_TURNS_PER_MINUTE": "1000"}) as stack:
+    # Workers enough for 50 clients' events at once (Lambda runs them concurrently too): with
+    # the default 64, 50 waiting commits starve the appends they wait for.
+    with local_stack(env={"MAX_TURNS_PER_MINUTE": "1000"}, max_workers=512) as stack:
         yield stack
 
 

@@ -29,8 +29,9 @@ import enum
 
 from .protocol import ProtocolError
 
-#: How long the events behind a gap in the numbered stream wait for it (gateway ms).
-GAP_TIMEOUT_MS = 1500
+#: How long the events behind a gap in the numbered stream wait for it (gateway ms): longer
+#: than a Lambda cold start, so a slow invocation is not taken for a lost one.
+GAP_TIMEOUT_MS = 3000
 #: An un-numbered commit or clear applies once the audio processing has been quiet this long
 #: (appends that arrived just before it are then in), unless an event after it was applied.
 QUIET_MS = 150

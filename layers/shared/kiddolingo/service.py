@@ -244,9 +244,10 @@ class Tutor:
         """Wait until the connection's stream reaches a numbered event (the events before it
         took effect), and hold it there: the connection item as it is then, or ``None`` for a
         duplicate delivery (or a connection gone). Once the stream has not moved for
-        ``SETTLE_WAIT_S`` (and no event before is taking effect), the events still missing
-        before it are skipped: what is parked before it is processed without them."""
-        deadline = time.monotonic() + SETTLE_WAIT_S
+        ``sequencing.GAP_TIMEOUT_MS`` (and no event before is taking effect), the events still
+        missing before it are skipped: what is parked before it is processed without them."""
+        wait_s = sequencing.GAP_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + wait_s
         seen: tuple[int, int] | None = None
         hurry = False
         for _ in range(10_000):  # bounded by the deadline; this only stops a runaway
@@ -275,7 +276,7 @@ class Tutor:
             progress = (state.next_seq, state.version)
             now_ms = int(time.time() * 1000)
             if not hurry and progress != seen:
-                seen, deadline = progress, time.monotonic() + SETTLE_WAIT_S  # it moves: wait on
+                seen, deadline = progress, time.monotonic() + wait_s  # it moves: wait on
             elif sequencing.held(state.hold, state.hold_since, state.next_seq, now_ms):
                 deadline = max(deadline, time.monotonic() + 0.1)  # the event before is running
             if time.monotonic() >= deadline:
