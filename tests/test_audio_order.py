@@ -1,6 +1,6 @@
 """Issue 21, items 1-5, through the real audio handler under moto: the order of a connection's
 events (numbered and not), a gap that never fills, a commit in server-VAD mode, and chunks too
-small to carry. The same through the local gateway is in ``test_audio_order_local.py``."""
+small to carry. The same through the local gateway is in ``test_stream_order_local.py``."""
 
 from __future__ import annotations
 
