@@ -16,9 +16,10 @@ What it does, as API Gateway does it:
   (``routeKey``, ``eventType``, ``extendedRequestId``, ``requestTime``, ``messageDirection``,
   ``stage``, ``connectedAt``, ``requestTimeEpoch``, ``identity``, ``requestId``, ``domainName``,
   ``connectionId``, ``apiId``, plus ``messageId`` on MESSAGE and ``disconnectStatusCode`` /
-  ``disconnectReason`` on DISCONNECT); ``headers``/``multiValueHeaders`` (and the query string
-  parameters when there is a query) on CONNECT; the four fixed headers API Gateway sends on
-  DISCONNECT; ``body`` on MESSAGE; ``isBase64Encoded``.
+  ``disconnectReason`` on DISCONNECT; ``requestTimeEpoch`` is when the message was read off
+  the socket, as API Gateway stamps it at receipt); ``headers``/``multiValueHeaders`` (and the
+  query string parameters when there is a query) on CONNECT; the four fixed headers API
+  Gateway sends on DISCONNECT; ``body`` on MESSAGE; ``isBase64Encoded``.
 * Limits: a frame over 32 KB or a message over 128 KB closes with 1009, a binary frame with
   1003; idle timeout 10 min and maximum connection 2 h close with 1001 (all constructor
   parameters, small in tests). A failing integration sends the client API Gateway's
@@ -168,10 +169,36 @@ class _FrameLimitedReader(reader_py.WebSocketReader):
         super()._handle_frame(fin, opcode, payload, compressed)
 
 
+class _StampingQueue(reader_py.WebSocketDataQueue):
+    """aiohttp's message queue, noting when each data message was read off the socket.
+
+    API Gateway stamps a message's ``requestTimeEpoch`` when it receives it, and a
+    connection's frames reach it in order over one TCP stream: the stamps are in sending order,
+    and frames read together share a millisecond. Stamped here, as the frame is parsed, not
+    when the serve loop gets round to the message (which would spread a burst over the loop's
+    own delays)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stamps: deque[int] = deque()
+
+    def feed_data(self, data: Any, size: int) -> None:
+        if data[0] in (WSMsgType.TEXT, WSMsgType.BINARY):
+            self.stamps.append(int(time.time() * 1000))
+        super().feed_data(data, size)
+
+
 class _GatewayWebSocketResponse(web.WebSocketResponse):
     def __init__(self, *, max_frame_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._max_frame_bytes = max_frame_bytes
+        self._stamping: _StampingQueue | None = None
+
+    def receipt_stamp(self) -> int:
+        """When the data message just received was read off the socket (epoch ms)."""
+        if self._stamping is not None and self._stamping.stamps:
+            return self._stamping.stamps.popleft()
+        return int(time.time() * 1000)
 
     def _post_start(self, request: Any, protocol: str | None, writer: Any) -> None:
         # Same as aiohttp's, with the frame-limited (pure Python) reader.
@@ -180,7 +207,7 @@ class _GatewayWebSocketResponse(web.WebSocketResponse):
         self._reset_heartbeat()
         loop = self._loop
         assert loop is not None
-        self._reader = reader_py.WebSocketDataQueue(request._protocol, 2**16, loop=loop)
+        self._reader = self._stamping = _StampingQueue(request._protocol, 2**16, loop=loop)
         self._parser = _FrameLimitedReader(
             self._reader,
             self._max_msg_size,
@@ -656,8 +683,11 @@ class LocalGateway:
                 return
             if msg.type is WSMsgType.TEXT:
                 conn.touch()
-                self._on_message(conn, msg.data)
+                stamp = ws.receipt_stamp() if isinstance(ws, _GatewayWebSocketResponse) else None
+                self._on_message(conn, msg.data, stamp)
             elif msg.type is WSMsgType.BINARY:
+                if isinstance(ws, _GatewayWebSocketResponse):
+                    ws.receipt_stamp()
                 await self._close(conn, WSCloseCode.UNSUPPORTED_DATA, "Binary frames unsupported")
                 return
             elif msg.type is WSMsgType.CLOSE:
@@ -693,14 +723,14 @@ class LocalGateway:
         except Exception as exc:  # the peer may be gone already
             log.debug("close of %s: %s", conn.connection_id, exc)
 
-    def _on_message(self, conn: Connection, body: str) -> None:
+    def _on_message(self, conn: Connection, body: str, received_ms: int | None = None) -> None:
         route_key = select_route(self._selection_path, body, self.routes)
         message_id = aws_id()
         if route_key is None:
             # No route and no $default: API Gateway answers "Forbidden".
             self._spawn(self._send_error(conn, "Forbidden", aws_id()))
             return
-        event = self._message_event(conn, route_key, body, message_id)
+        event = self._message_event(conn, route_key, body, message_id, received_ms)
         self._spawn(self._run_message(conn, route_key, event))
 
     async def _run_message(self, conn: Connection, route_key: str, event: dict[str, Any]) -> None:
@@ -817,8 +847,9 @@ class LocalGateway:
         domain_name: str,
         message_id: str | None = None,
         disconnect: tuple[int, str] | None = None,
+        received_ms: int | None = None,
     ) -> dict[str, Any]:
-        now = time.time()
+        now = time.time() if received_ms is None else received_ms / 1000
         request_id = aws_id()
         ctx: dict[str, Any] = {"routeKey": route_key}
         if message_id is not None:
@@ -838,7 +869,7 @@ class LocalGateway:
             {
                 "stage": self.stage,
                 "connectedAt": connected_at_ms,
-                "requestTimeEpoch": int(now * 1000),
+                "requestTimeEpoch": int(now * 1000) if received_ms is None else received_ms,
                 "identity": identity,
                 "requestId": request_id,
                 "domainName": domain_name,
@@ -902,7 +933,12 @@ class LocalGateway:
         return event
 
     def _message_event(
-        self, conn: Connection, route_key: str, body: str, message_id: str
+        self,
+        conn: Connection,
+        route_key: str,
+        body: str,
+        message_id: str,
+        received_ms: int | None = None,
     ) -> dict[str, Any]:
         return {
             "requestContext": self._request_context(
@@ -914,6 +950,7 @@ class LocalGateway:
                 user_agent=conn.user_agent,
                 domain_name=conn.domain_name,
                 message_id=message_id,
+                received_ms=received_ms,
             ),
             "body": body,
             "isBase64Encoded": False,

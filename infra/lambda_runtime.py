@@ -429,3 +429,7 @@ def reset_shared_caches() -> None:
     known = getattr(store, "KNOWN", None)
     if known is not None:
         known.clear()  # the connection items a container's commits left: another stack's
+    ingest = sys.modules.get("kiddolingo.ingest")
+    short = getattr(ingest, "SHORT_APPENDS", None)
+    if short is not None:
+        short.clear()  # the connections that streamed short appends: another stack's

@@ -48,7 +48,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         correlate=lambda session_id: logger.append_keys(session_id=session_id),
     )
     try:
-        tutor.handle_message(event.get("body"))
+        # The gateway's receipt stamp orders the connection's un-numbered events.
+        tutor.handle_message(event.get("body"), ctx.get("requestTimeEpoch"))
     except ConnectionGoneError:
         # 410: this connection is gone; clean up *this* connection, nobody else's.
         logger.info("connection gone", extra={"connection_id": connection_id})

@@ -75,6 +75,43 @@ HOLD_BYTES = 16 * 1024
 #: Bounded so a runaway client cannot grow the connection item toward DynamoDB's 400 KB.
 MAX_PARKED_CHUNKS = 40
 
+#: The shortest append the service takes in a steady stream: 40 ms at 16 kHz (about 27 ms at
+#: 24 kHz). Every append is an invocation and a write of the connection item, whatever its
+#: length: 20 ms chunks cost five times what 100 ms chunks cost, and the local stack falls
+#: behind them. One short append now and then (the end of a recording) is taken.
+MIN_APPEND_BYTES = 1280
+
+
+class ShortAppends:
+    """Which connections stream appends shorter than ``MIN_APPEND_BYTES`` (in a container's
+    memory, so that refusing one costs no AWS call: the point is to stay cheap)."""
+
+    def __init__(self, window_s: float = 1.0, max_connections: int = 4096) -> None:
+        self.window_s = window_s
+        self.max_connections = max_connections
+        #: connection id → (when its last short append came, when it was last told).
+        self._seen: dict[str, tuple[float, float]] = {}
+
+    def judge(self, connection_id: str, nbytes: int, now: float) -> tuple[bool, bool]:
+        """(refuse it, tell the client now) for an append of ``nbytes``. A short append is
+        refused when another came from the connection less than ``window_s`` before; the
+        client is told at most once per ``window_s``."""
+        if nbytes >= MIN_APPEND_BYTES:
+            return False, False
+        last, told = self._seen.get(connection_id, (float("-inf"), float("-inf")))
+        refuse = now - last < self.window_s
+        tell = refuse and now - told >= self.window_s
+        if len(self._seen) >= self.max_connections and connection_id not in self._seen:
+            self._seen.clear()  # a crude bound: forgetting only lets one more short append in
+        self._seen[connection_id] = (now, now if tell else told)
+        return refuse, tell
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+
+SHORT_APPENDS = ShortAppends()
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -147,6 +184,15 @@ class AudioState:
     #: posts ``speech_started`` then makes no S3 write (≤ 3 AWS calls per append).
     held: bytes = b""
     held_seq: int = 0
+    #: The newest gateway stamp (``requestTimeEpoch``, ms) of an event applied to the stream,
+    #: and when the client was last told about unordered events (``kiddolingo.sequencing``).
+    last_stamp: int = 0
+    last_told: int = 0
+    #: The stamp at which chunks started to wait for the gap at the watermark (0: no gap).
+    gap_since: int = 0
+    #: The numbered event at the watermark that is taking effect, and since when (ms).
+    hold: int = 0
+    hold_since: int = 0
 
     @classmethod
     def from_connection(cls, item: dict[str, Any]) -> AudioState:
@@ -168,6 +214,11 @@ class AudioState:
             rate_count=int(item.get("rln", 0)),
             held=held,
             held_seq=int(item.get("hseq", 0)),
+            last_stamp=int(item.get("lt", 0)),
+            last_told=int(item.get("lto", 0)),
+            gap_since=int(item.get("gap", 0)),
+            hold=int(item.get("hold", 0)),
+            hold_since=int(item.get("holdt", 0)),
         )
 
     def vad_item(self) -> tuple[bytes | None, int]:
@@ -383,29 +434,22 @@ def commit_manual(state: AudioState) -> tuple[AudioState, Utterance | None]:
     """``input_audio_buffer.commit``: the buffered audio becomes the user's turn.
 
     Returns the new state and the utterance: the audio still held in the item is its
-    in-memory ``tail`` (the turn runs in this invocation).
+    in-memory ``tail`` (the turn runs in this invocation). In server-VAD mode the VAD leaves
+    the utterance too (``vad.end_utterance``).
     """
     utt = state.utterance
     if utt is None or not (utt.keys or state.held):
         return state, None
     done = utt.until(state.audio_ms, state.held, state.held_seq)
-    new_state = replace(state, utterance=None, last_item_id=done.item_id, held=b"", held_seq=0)
+    vad_state = vadlib.end_utterance(state.vad) if state.vad is not None else None
+    new_state = replace(
+        state, utterance=None, vad=vad_state, last_item_id=done.item_id, held=b"", held_seq=0
+    )
     return new_state, done
 
 
 def clear(state: AudioState) -> tuple[AudioState, Utterance | None]:
     """``input_audio_buffer.clear``: drop the uncommitted audio (the caller deletes it)."""
-    vad_state = state.vad
-    if vad_state is not None:
-        # Forget the utterance in progress; a speech candidate starts over from the next chunk.
-        vad_state = replace(
-            vad_state,
-            in_utterance=False,
-            candidate_start=-1,
-            candidate_speech_frames=0,
-            candidate_gap_frames=0,
-            speech_start_ms=-1,
-            silence_ms=0,
-            speculate_fired=False,
-        )
+    # Forget the utterance in progress; a speech candidate starts over from the next chunk.
+    vad_state = vadlib.end_utterance(state.vad) if state.vad is not None else None
     return replace(state, utterance=None, vad=vad_state, held=b"", held_seq=0), state.utterance

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import ingest as ingestlib
+from . import sequencing
 from .chunks import ChunkStore, MissingChunkError, utterance_prefix
 from .conversation import (
     Segment,
@@ -112,6 +113,12 @@ class Tutor:
         #: Figures of the last turn this invocation ran (metrics, the benchmark).
         self.last_turn: Any = None
         self._speech_end_at: float | None = None
+        #: When the gateway received this event (``requestTimeEpoch``, ms): its place among the
+        #: connection's un-numbered events (``kiddolingo.sequencing``).
+        self._stamp = 0
+        #: The number of the event that holds the connection's stream (a numbered event other
+        #: than an append, while it takes effect); ``None`` once passed on.
+        self._holding: int | None = None
 
     # ------------------------------------------------------------------ posting
 
@@ -123,13 +130,22 @@ class Tutor:
 
     # ------------------------------------------------------------------ messages
 
-    def handle_message(self, body: str | None) -> None:
-        """One client event (the ``$default`` route). Never raises for bad input."""
+    def handle_message(self, body: str | None, received_ms: int | None = None) -> None:
+        """One client event (the ``$default`` route). Never raises for bad input.
+
+        ``received_ms``: when the gateway received it (``requestTimeEpoch``); now if unknown."""
+        self._stamp = int(received_ms) if received_ms else int(time.time() * 1000)
         try:
             event: ClientEvent | None = parse_client_event(body)
             bad: ProtocolError | None = None
         except ProtocolError as exc:
             event, bad = None, exc
+        if (
+            event is not None
+            and event.type == "input_audio_buffer.append"
+            and self._refused_short(event)
+        ):
+            return
         # An append goes on from the item this container's previous append left, when that was
         # a moment ago: its commit then checks that nothing else wrote the item since.
         known = None
@@ -165,10 +181,21 @@ class Tutor:
             if bad is not None:
                 raise bad
             assert event is not None
-            if known is not None:
-                self._on_input_audio_buffer_append(conn, event, known=True)
-            else:
-                getattr(self, "_on_" + event.type.replace(".", "_"))(conn, event)
+            number = event.sequence if event.type != "input_audio_buffer.append" else None
+            if number is not None:
+                # Its place in the client's sequence: it waits for the events before it, and
+                # the ones after it wait for it (``_pass_turn``).
+                taken = self._take_turn(conn, number)
+                if taken is None:
+                    return  # a duplicate delivery: it took effect already
+                conn = taken
+            try:
+                if known is not None:
+                    self._on_input_audio_buffer_append(conn, event, known=True)
+                else:
+                    getattr(self, "_on_" + event.type.replace(".", "_"))(conn, event)
+            finally:
+                self._pass_turn()
         except ProtocolError as exc:
             self.post_error(exc)
         except MissingChunkError as exc:
@@ -203,6 +230,126 @@ class Tutor:
                 )
             )
 
+    def _refused_short(self, event: ClientEvent) -> bool:
+        """A stream of appends too short to carry is refused before any AWS call, and the
+        client told (at most once a second): each append costs an invocation and a write
+        whatever its length, and 50 a second sink the local stack and cost five times as much."""
+        try:
+            nbytes = len(decode_audio(event))
+        except ProtocolError:
+            return False  # told as bad input by the append itself
+        refuse, tell = ingestlib.SHORT_APPENDS.judge(self.connection_id, nbytes, time.monotonic())
+        if tell:
+            ms = nbytes * 1000 // (2 * 16000)
+            self.post(
+                error_event(
+                    "input_audio_chunk_too_short",
+                    f"Appends of {nbytes} bytes (about {ms} ms at 16 kHz, less at 24 kHz) are "
+                    f"too short: send at least {ingestlib.MIN_APPEND_BYTES} bytes (40 ms at "
+                    "16 kHz) per append, 100 ms recommended. Short appends are dropped.",
+                    event_id=event.event_id,
+                    param="audio",
+                )
+            )
+        return refuse
+
+    # the stream's order ---------------------------------------------------------------
+
+    def _take_turn(self, conn: dict[str, Any], number: int) -> dict[str, Any] | None:
+        """Wait until the connection's stream reaches a numbered event (the events before it
+        took effect), and hold it there: the connection item as it is then, or ``None`` for a
+        duplicate delivery (or a connection gone). Once the stream has not moved for
+        ``sequencing.GAP_TIMEOUT_MS`` (and no event before is taking effect), the events still
+        missing before it are skipped: what is parked before it is processed without them."""
+        wait_s = sequencing.GAP_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + wait_s
+        seen: tuple[int, int] | None = None
+        hurry = False
+        for _ in range(10_000):  # bounded by the deadline; this only stops a runaway
+            state = ingestlib.AudioState.from_connection(conn)
+            turn = sequencing.numbered_turn(state.next_seq, number)
+            if turn is sequencing.Turn.DUPLICATE:
+                return None
+            if turn is sequencing.Turn.NOW:
+                # Marked as taking effect: the events behind it wait, however long it takes.
+                try:
+                    conn = (
+                        self.store.update_connection(
+                            self.connection_id,
+                            "SET #h = :mine, holdt = :t",
+                            {":mine": number, ":t": int(time.time() * 1000)},
+                            names={"#h": "hold"},
+                            condition="seq = :mine",
+                            return_values="ALL_NEW",
+                        )
+                        or conn
+                    )
+                except ConflictError:
+                    return None  # the stream went on without it meanwhile
+                self._holding = number
+                return conn
+            progress = (state.next_seq, state.version)
+            now_ms = int(time.time() * 1000)
+            if not hurry and progress != seen:
+                seen, deadline = progress, time.monotonic() + wait_s  # it moves: wait on
+            elif sequencing.held(state.hold, state.hold_since, state.next_seq, now_ms):
+                deadline = max(deadline, time.monotonic() + 0.1)  # the event before is running
+            if time.monotonic() >= deadline:
+                hurry = True
+                if any(p < number for p in state.pending):
+                    self._process_audio(conn, None, None, before=number, hurry=True)
+                    latest = self.store.get_connection(self.connection_id)
+                    if latest is None:
+                        return None
+                    state = ingestlib.AudioState.from_connection(latest)
+                if state.next_seq < number and not any(p < number for p in state.pending):
+                    log.warning("skipping %d lost event(s)", number - state.next_seq)
+                    with contextlib.suppress(ConflictError):
+                        self.store.update_connection(
+                            self.connection_id,
+                            "SET seq = :mine, aver = :n",
+                            {":mine": number, ":n": state.version + 1, ":v": state.version},
+                            condition="aver = :v",
+                        )
+            else:
+                time.sleep(0.02)
+            latest = self.store.get_connection(self.connection_id)
+            if latest is None:
+                return None
+            conn = latest
+        raise ConflictError("too many concurrent writers")
+
+    def _pass_turn(self) -> None:
+        """Let the stream go on past the numbered event that holds it (once it took effect),
+        and process the chunks that waited for it."""
+        number, self._holding = self._holding, None
+        if number is None:
+            return
+        try:
+            item = self.store.update_connection(
+                self.connection_id,
+                "SET seq = :next, aver = aver + :one REMOVE #h, holdt",
+                {":next": number + 1, ":mine": number, ":one": 1},
+                names={"#h": "hold"},
+                condition="seq = :mine",
+                return_values="ALL_NEW",
+            )
+        except ConflictError:
+            return  # the stream went on without it (or the connection is gone)
+        if item and item.get("pend"):
+            self._process_audio(item, None, None)
+
+    def _overtaken(self, state: ingestlib.AudioState, what: str, event: ClientEvent) -> None:
+        """Tell the client that events sent after this un-numbered one took effect first."""
+        if event.sequence is None and state.last_stamp > self._stamp:
+            self.post(
+                error_from(
+                    sequencing.unordered_error(
+                        f"Audio sent after this {what} was processed before it.", event.event_id
+                    )
+                )
+            )
+
     # session.update ------------------------------------------------------------------
 
     def _on_session_update(self, conn: dict[str, Any], event: ClientEvent) -> None:
@@ -227,7 +374,19 @@ class Tutor:
                 "session_not_found", "The session has expired.", event_id=event.event_id
             ) from None
         cfg = holder["cfg"]
-        self.store.set_connection_config(self.connection_id, cfg.to_item())
+        # The audio version moves too: an append processing under the previous settings
+        # meanwhile loses its write and goes again under these. The item as the write left it
+        # shows the appends processed before it (``_overtaken``).
+        conn = (
+            self.store.update_connection(
+                self.connection_id,
+                "SET cfg = :c, aver = aver + :one",
+                {":c": cfg.to_item(), ":one": 1},
+                return_values="ALL_NEW",
+            )
+            or conn
+        )
+        self._pass_turn()
         if refused is not None:
             self.post_error(refused)
         self.post(
@@ -235,6 +394,8 @@ class Tutor:
                 "session.updated", session=session_object(sid, cfg, self.settings.chat.model)
             )
         )
+        # Appends stamped after it that were processed under the previous settings.
+        self._overtaken(ingestlib.AudioState.from_connection(conn), "session.update", event)
 
     # input_audio_buffer.append --------------------------------------------------------
 
@@ -247,9 +408,30 @@ class Tutor:
         pcm = decode_audio(event)
         if not pcm:
             return
-        hinted = event.sequence
+        self._process_audio(conn, event, pcm, known=known)
+
+    def _process_audio(
+        self,
+        conn: dict[str, Any],
+        event: ClientEvent | None,
+        pcm: bytes | None,
+        *,
+        known: bool = False,
+        before: int | None = None,
+        hurry: bool = False,
+    ) -> None:
+        """Process an append's chunk (``pcm``) and every parked chunk that follows it.
+
+        With no chunk of its own (``pcm`` None) it only processes what is parked at the
+        watermark: after a numbered event that held the stream, the chunks that waited for it.
+        ``before``: process no chunk numbered ``before`` or later (they come after the event
+        that holds the stream). ``hurry``: skip any gap now, the event at ``before`` waited
+        for it long enough."""
+        hinted = event.sequence if event is not None else None
+        stamp = self._stamp
         own: bytes | None = pcm  # None once our chunk is processed (we may go on closing gaps)
         limited: ProtocolError | None = None
+        told: ProtocolError | None = None
         to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, bool]] = []
         #: The turn started before the write committing its utterance (see below).
         early: StartedTurn | None = None
@@ -279,7 +461,7 @@ class Tutor:
                         "rate_limited",
                         f"Too much audio: at most {self.settings.max_appends_per_second} appends "
                         "per second. Send about one append every 100 ms.",
-                        event_id=event.event_id,
+                        event_id=event.event_id if event is not None else None,
                         error_type="rate_limit_error",
                     )
                     if hinted is None:
@@ -290,12 +472,18 @@ class Tutor:
                 seq = hinted if hinted is not None else state.next_seq
                 if seq < state.next_seq or seq in state.pending:
                     break  # a duplicate delivery: already processed or parked
-                if seq > state.next_seq and _parking_full(state, own):
-                    # The missing chunk is not coming (its invocation failed): skip the gap
+                if (
+                    seq > state.next_seq
+                    and not sequencing.held(state.hold, state.hold_since, state.next_seq, stamp)
+                    and (
+                        _parking_full(state, own) or sequencing.gap_expired(state.gap_since, stamp)
+                    )
+                ):
+                    # The missing event is not coming (its invocation failed): skip the gap
                     # rather than stall the session, and go on from the oldest parked chunk
                     # (or ours, if it is older); ours joins the run when the run reaches it.
-                    first = min(min(state.pending), seq)
-                    log.warning("skipping %d lost audio chunk(s)", first - state.next_seq)
+                    first = min([*state.pending, seq])
+                    log.warning("skipping %d lost event(s)", first - state.next_seq)
                     state = replace(state, next_seq=first)
                 elif seq > state.next_seq:
                     parked, latest = self._park(seq, own, now_s, count)
@@ -309,16 +497,28 @@ class Tutor:
                 else:
                     run.append((seq, own))
                     own_in_run = True
+            elif state.pending and state.next_seq not in state.pending:
+                # Nothing of our own: a gap at the watermark is skipped once it waited too long.
+                behind = [p for p in state.pending if before is None or p < before]
+                if (
+                    behind
+                    and (hurry or sequencing.gap_expired(state.gap_since, stamp))
+                    and not sequencing.held(state.hold, state.hold_since, state.next_seq, stamp)
+                ):
+                    log.warning("skipping %d lost event(s)", min(behind) - state.next_seq)
+                    state = replace(state, next_seq=min(behind))
             ahead = state.pending
             if own is not None and not own_in_run:
                 ahead = {**ahead, seq: own}  # after a skip: ours joins the run if it reaches it
             nxt = state.next_seq + len(run)
-            while nxt in ahead:
+            while nxt in ahead and (before is None or nxt < before):
                 run.append((nxt, ahead[nxt]))
                 own_in_run = own_in_run or nxt == seq
                 nxt += 1
             if not run:
                 break
+            if own_in_run and own is not None:
+                state, told = _placed(state, stamp, hinted is None, event)
             vad_cfg = (
                 ingestlib.vad_config(
                     cfg.turn_detection, cfg.input_rate, self.settings.speculative_fraction
@@ -474,8 +674,10 @@ class Tutor:
             )
         self.finish_turn(early)
         self.finish_turn(speculation)
-        if limited is not None:  # after the turns: a 410 here must not orphan their audio
-            self.post(error_from(limited))
+        # After the turns: a 410 here must not orphan their audio.
+        for error in (told, limited):
+            if error is not None:
+                self.post(error_from(error))
 
     def _park(
         self, seq: int, pcm: bytes, now_s: int, count: int
@@ -489,10 +691,18 @@ class Tutor:
             # "still room": concurrent parkers cannot grow the item past its bound together
             # (counted in chunks the size of ours, the only bound a condition can check).
             room = max(1, min(ingestlib.MAX_PARKED_CHUNKS, MAX_PARKED_BYTES // max(1, len(pcm))))
+            # ``gap``: since when chunks wait for the one missing at the watermark.
             self.store.update_connection(
                 self.connection_id,
-                "SET pend.#s = :a, rlw = :w, rln = :c",
-                {":a": pcm, ":w": now_s, ":c": count, ":mine": seq, ":room": room},
+                "SET pend.#s = :a, rlw = :w, rln = :c, gap = if_not_exists(gap, :g)",
+                {
+                    ":a": pcm,
+                    ":w": now_s,
+                    ":c": count,
+                    ":mine": seq,
+                    ":room": room,
+                    ":g": self._stamp,
+                },
                 names={"#s": str(seq)},
                 condition="seq < :mine AND size(pend) < :room",
                 item_on_conflict=True,
@@ -556,6 +766,18 @@ class Tutor:
         if cancel:
             sets.append("cancel = :cx")
             values[":cx"] = cancel
+        if st.last_stamp:
+            sets.append("lt = :lt")
+            values[":lt"] = st.last_stamp
+        if st.last_told:
+            sets.append("lto = :lto")
+            values[":lto"] = st.last_told
+        if not st.pending:
+            if before.gap_since:
+                removes.append("gap")
+        elif st.next_seq != before.next_seq:
+            sets.append("gap = :gap")  # a gap at the new watermark: waited for from now
+            values[":gap"] = self._stamp
         for i, (name, value) in enumerate((extra_sets or {}).items()):
             names[f"#x{i}"] = name
             values[f":x{i}"] = value
@@ -589,29 +811,53 @@ class Tutor:
 
     # input_audio_buffer.commit / clear ------------------------------------------------
 
-    def _settled_audio(self, conn: dict[str, Any]) -> tuple[dict[str, Any], ingestlib.AudioState]:
-        """Wait (briefly) for appends still in flight: a gap means one is on its way."""
+    def _settled_audio(
+        self, conn: dict[str, Any], event: ClientEvent
+    ) -> tuple[dict[str, Any], ingestlib.AudioState]:
+        """Wait (briefly) for appends still in flight. A numbered event holds the stream, so
+        every append before it is in. For an un-numbered one, a gap means one is on its way;
+        and the appends sent just before it may still be running: it waits until the audio
+        processing has been quiet for ``QUIET_MS``, or an event sent after it was processed."""
         deadline = time.monotonic() + SETTLE_WAIT_S
         state = ingestlib.AudioState.from_connection(conn)
-        while state.pending and time.monotonic() < deadline:
-            time.sleep(0.05)
-            conn = self.store.get_connection(self.connection_id) or conn
-            state = ingestlib.AudioState.from_connection(conn)
+        if event.sequence is not None:
+            return conn, state
+        quiet_s = sequencing.QUIET_MS / 1000
+        changed = time.monotonic()
+        while time.monotonic() < deadline:
+            # With no audio yet, the commit waits for it all the settle time: a commit of
+            # nothing is an error, and its appends are likely still on their way.
+            quiet = time.monotonic() - changed >= quiet_s and state.utterance is not None
+            if not state.pending and (state.last_stamp > self._stamp or quiet):
+                break
+            time.sleep(0.03)
+            latest = self.store.get_connection(self.connection_id) or conn
+            newer = ingestlib.AudioState.from_connection(latest)
+            if newer.version != state.version:
+                changed = time.monotonic()
+            conn, state = latest, newer
         return conn, state
 
     def _on_input_audio_buffer_commit(self, conn: dict[str, Any], event: ClientEvent) -> None:
-        for _ in range(MAX_APPEND_ATTEMPTS):
-            conn, state = self._settled_audio(conn)
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            if attempt == 0:
+                conn, state = self._settled_audio(conn, event)
+            else:
+                state = ingestlib.AudioState.from_connection(conn)
             new_state, utt = ingestlib.commit_manual(state)
             if utt is None:
+                hint = "" if event.sequence is not None else " " + sequencing.REMEDY
                 raise ProtocolError(
                     "input_audio_buffer_commit_empty",
-                    "There is no audio to commit: append audio first.",
+                    "There is no audio to commit: append audio first." + hint,
                     event_id=event.event_id,
                 )
+            new_state = replace(new_state, last_stamp=max(state.last_stamp, self._stamp))
             if not self._replace_audio_state(state, new_state):
                 conn = self.store.get_connection(self.connection_id) or conn
                 continue
+            self._pass_turn()  # the appends after the commit start the next utterance
+            self._overtaken(state, "commit", event)
             try:
                 self.post(
                     server_event(
@@ -630,12 +876,18 @@ class Tutor:
         raise ConflictError("commit")
 
     def _on_input_audio_buffer_clear(self, conn: dict[str, Any], event: ClientEvent) -> None:
-        for _ in range(MAX_APPEND_ATTEMPTS):
-            state = ingestlib.AudioState.from_connection(conn)
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            if attempt == 0:
+                conn, state = self._settled_audio(conn, event)
+            else:
+                state = ingestlib.AudioState.from_connection(conn)
             new_state, dropped = ingestlib.clear(state)
+            new_state = replace(new_state, last_stamp=max(state.last_stamp, self._stamp))
             if not self._replace_audio_state(state, new_state):
                 conn = self.store.get_connection(self.connection_id) or conn
                 continue
+            self._pass_turn()
+            self._overtaken(state, "clear", event)
             if dropped is not None:
                 self.chunks.delete_prefix(utterance_prefix(conn["sid"], dropped.id))
             self.post(server_event("input_audio_buffer.cleared"))
@@ -667,6 +919,7 @@ class Tutor:
         waiting = [
             u for u in (ingestlib.Utterance.from_item(x) for x in conn.get("ready") or []) if u
         ]
+        self._pass_turn()  # the reply runs for seconds: the audio after it goes on meanwhile
         if not waiting:
             self.run_turn(conn, cfg, None)
             return
@@ -702,6 +955,9 @@ class Tutor:
         sid = conn["sid"]
         item_id = event.payload["item_id"]
         end_ms = float(event.payload["audio_end_ms"])
+        # It comes with a barge-in, while the child speaks: the audio after it must not wait
+        # for the reply it truncates to settle.
+        self._pass_turn()
         deadline = time.monotonic() + SETTLE_WAIT_S
         while True:
             session = self.store.get_session(sid)
@@ -1325,6 +1581,27 @@ def admit_turns(window: list[int], now_ms: int, limit: int, n: int) -> tuple[lis
             recent.append(now_ms)
         verdicts.append(ok)
     return verdicts, recent
+
+
+def _placed(
+    state: ingestlib.AudioState, stamp: int, unnumbered: bool, event: ClientEvent | None
+) -> tuple[ingestlib.AudioState, ProtocolError | None]:
+    """An append's chunk joins the stream: the newest stamp applied moves on to its own. An
+    un-numbered chunk stamped at or before that stamp may be applied out of order: the error
+    that tells the client (at most once a second), or ``None``."""
+    told = None
+    last_told = state.last_told
+    if unnumbered:
+        placement = sequencing.place(state.last_stamp, stamp)
+        if placement is not sequencing.Placement.IN_ORDER and sequencing.should_tell(
+            state.last_told, stamp
+        ):
+            told = sequencing.unordered_error(
+                sequencing.append_placement_message(placement),
+                event.event_id if event is not None else None,
+            )
+            last_told = stamp
+    return replace(state, last_stamp=max(state.last_stamp, stamp), last_told=last_told), told
 
 
 def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:

@@ -552,6 +552,25 @@ def rebase(config: VadConfig, state: VadState) -> VadState:
     )
 
 
+def end_utterance(state: VadState) -> VadState:
+    """The client ended the utterance itself (``input_audio_buffer.commit`` or ``clear``): the
+    VAD waits for new speech. Left inside the utterance, it would take the silence after the
+    commit for the rest of it and end it again later: a phantom utterance, and a turn on
+    silence. The ring stays: it is the prefix padding of whatever speech comes next."""
+    return replace(
+        state,
+        in_utterance=False,
+        candidate_start=-1,
+        candidate_speech_frames=0,
+        candidate_gap_frames=0,
+        speech_start_ms=-1,
+        silence_ms=0,
+        speculate_fired=False,
+        idle_ms=0,
+        idle_fired=False,
+    )
+
+
 def reset_idle(state: VadState) -> VadState:
     """Restart the idle timer (e.g. when the tutor's reply has finished playing)."""
     return replace(state, idle_ms=0, idle_fired=False)
