@@ -15,8 +15,8 @@
 //   language;
 // * captures the microphone (echo cancellation, noise suppression, auto gain) through an
 //   AudioWorklet that converts it to PCM16 at 16 kHz, and sends input_audio_buffer.append about
-//   every 100 ms (each frame ~4.4 KB, far under API Gateway's 32 KB), numbered "audio#<n>" from 1
-//   per WebSocket connection;
+//   every 100 ms (each frame ~4.4 KB, far under API Gateway's 32 KB); every event it sends is
+//   numbered "evt#<n>" from 1 per WebSocket connection, so the server keeps their order;
 // * plays response.output_audio.delta gaplessly (see player.js), tracking per item how many ms
 //   were actually played;
 // * barge-in: on input_audio_buffer.speech_started it stops playback at once and sends
@@ -109,7 +109,9 @@ export class KiddoLingoClient extends EventTarget {
     this.totalReconnectAttempts = 0;
     this.intentionalClose = false;
     this.reconnectTimer = null;
-    this.appendSeq = 0; // per WebSocket connection, from 1
+    // Every event is numbered (event_id "evt#<n>", n = 1, 2, … per WebSocket connection): the
+    // server then applies them in the order they were sent, whatever order they arrive in.
+    this.eventSeq = 0;
     this.appendsSent = 0;
     this.chunksDropped = 0;
     this.eventsReceived = 0;
@@ -196,7 +198,7 @@ export class KiddoLingoClient extends EventTarget {
       return;
     }
     this.ws = ws;
-    this.appendSeq = 0;
+    this.eventSeq = 0;
     this._setConnection(this.everOpened ? "reconnecting" : "connecting");
     ws.onopen = () => {
       if (this.ws !== ws) return;
@@ -275,7 +277,8 @@ export class KiddoLingoClient extends EventTarget {
   /** Send one client event (dropped when not connected). Returns true if sent. */
   send(event) {
     if (!this.ws || this.ws.readyState !== 1) return false;
-    this.ws.send(JSON.stringify(event));
+    this.eventSeq += 1;
+    this.ws.send(JSON.stringify({ ...event, event_id: `evt#${this.eventSeq}` }));
     return true;
   }
 
@@ -404,8 +407,7 @@ export class KiddoLingoClient extends EventTarget {
       return;
     }
     const audio = bytesToBase64(new Uint8Array(data.pcm));
-    this.appendSeq += 1;
-    if (this.send({ type: "input_audio_buffer.append", event_id: `audio#${this.appendSeq}`, audio })) {
+    if (this.send({ type: "input_audio_buffer.append", audio })) {
       this.appendsSent += 1;
     }
   }
