@@ -228,7 +228,7 @@ class Tutor:
         hinted = event.sequence
         own: bytes | None = pcm  # None once our chunk is processed (we may go on closing gaps)
         limited: ProtocolError | None = None
-        to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, bool]] = []
+        to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance]] = []
         #: The turn started before the write committing its utterance (see below).
         early: StartedTurn | None = None
         speculation: StartedTurn | None = None
@@ -338,15 +338,11 @@ class Tutor:
             turns = (
                 [u for u in result.committed if u.id not in released] if cfg.create_response else []
             )
-            # Turns per minute, decided in this same write (no extra call on the turn's path).
-            admitted, window, window_cond = self._turn_window(conn, len(turns))
-            if window is not None:
-                extra_sets = {**extra_sets, "turns": window}
             # The loop goes on after this write when our chunk is still ahead (after a skip) or
             # chunks may wait at the new watermark (lenient): the write returns the item then.
             goes_on = lenient or (own is not None and not own_in_run)
             precommit: StartedTurn | None = None
-            if len(turns) == 1 and admitted[0] and not goes_on and not to_run:
+            if len(turns) == 1 and not goes_on and not to_run:
                 # The turn that this write commits starts reading and transcribing while the
                 # write is on its way (a DynamoDB round trip off the child's wait): it posts and
                 # claims nothing before the write has landed, and stops if the write loses.
@@ -358,7 +354,6 @@ class Tutor:
                     cfg,
                     turns[0],
                     speech_end_at=_speech_end_at(result, turns[0]),
-                    admitted=True,
                     verdict=WriteVerdict(),
                 )
             try:
@@ -370,7 +365,6 @@ class Tutor:
                     cancel=conn.get("resp") if barge_in else None,
                     extra_sets=extra_sets,
                     extra_removes=extra_removes,
-                    extra_condition=window_cond,
                     strict=not lenient,
                     return_item=goes_on,
                     known=conn if unverified else None,
@@ -413,7 +407,7 @@ class Tutor:
                     raise
             if cfg.create_response:
                 if precommit is None:  # (a turn started before the write is running already)
-                    to_run += [(conn, cfg, u, ok) for u, ok in zip(turns, admitted, strict=True)]
+                    to_run += [(conn, cfg, u) for u in turns]
             elif result.committed:
                 # No automatic reply: the committed audio waits for the client's response.create
                 # (in S3, all of it: the tail held in memory is written now).
@@ -440,16 +434,9 @@ class Tutor:
             conn = written or {}
             if not conn:
                 return
-        for conn_, cfg_, utt, ok in to_run:
+        for conn_, cfg_, utt in to_run:
             announce, deferred = tuple(deferred), []
-            self.run_turn(
-                conn_,
-                cfg_,
-                utt,
-                speech_end_at=end_at.get(utt.id),
-                admitted=ok,
-                announce=announce,
-            )
+            self.run_turn(conn_, cfg_, utt, speech_end_at=end_at.get(utt.id), announce=announce)
         self.finish_turn(early)
         self.finish_turn(speculation)
         if limited is not None:  # after the turns: a 410 here must not orphan their audio
@@ -488,7 +475,6 @@ class Tutor:
         cancel: str | None = None,
         extra_sets: dict[str, Any] | None = None,
         extra_removes: list[str] | None = None,
-        extra_condition: tuple[str, dict[str, Any]] | None = None,
         strict: bool = True,
         return_item: bool = False,
         known: dict[str, Any] | None = None,
@@ -549,10 +535,10 @@ class Tutor:
         if strict:
             names["#w"] = str(st.next_seq)
             condition += " AND attribute_not_exists(pend.#w)"
-        for extra in (extra_condition, known_version_condition(known) if known else None):
-            if extra is not None:
-                condition += f" AND {extra[0]}"
-                values.update(extra[1])
+        if known:
+            kept, kept_values = known_version_condition(known)
+            condition += f" AND {kept}"
+            values.update(kept_values)
         keep = self.store.known is not None
         return self.store.update_connection(
             self.connection_id,
@@ -746,20 +732,18 @@ class Tutor:
         *,
         speculative: str | None = None,
         speech_end_at: float | None = None,
-        admitted: bool | None = None,
         announce: tuple[dict[str, Any], ...] = (),
         verdict: WriteVerdict | None = None,
-    ) -> StartedTurn | None:
-        """Start a turn on the process loop; ``None``: refused (turns per minute).
+    ) -> StartedTurn:
+        """Start a turn on the process loop (it asks for its place under the turns-per-minute
+        limit itself, before it reaches a provider: ``_admit_turn``).
 
         ``speculative``: the id of a speculation started in the pause; nothing is posted until
         the append that ends the utterance releases it, and all of it is dropped (streams closed,
-        nothing stored) if the child goes on speaking. ``admitted``: the turns-per-minute verdict
-        when the caller already took it (the append that ends an utterance does, in its own
-        write); ``announce``: events of the caller still to post first (``speech_stopped``,
-        ``committed``), posted while the audio is read. ``verdict``: the turn starts before the
-        caller's write that commits its utterance, and waits for it before it posts anything
-        (the events to post first come with it)."""
+        nothing stored) if the child goes on speaking. ``announce``: events of the caller still
+        to post first (``speech_stopped``, ``committed``), posted while the audio is read.
+        ``verdict``: the turn starts before the caller's write that commits its utterance, and
+        waits for it before it posts anything (the events to post first come with it)."""
         from . import runtime
 
         gate = None
@@ -776,26 +760,6 @@ class Tutor:
             gate = SpeculationGate(
                 self.store, self.connection_id, speculative, silence_ms, due_in_s=due_in_s
             )
-        try:
-            if admitted is None and speculative is None:
-                admitted = self._admit_turn()
-            if admitted is False:
-                for event in announce:
-                    self.post(event)
-                self.post(
-                    error_event(
-                        "rate_limited",
-                        f"Too many turns: at most {self.settings.max_turns_per_minute} a minute. "
-                        "Let's take a little break!",
-                        error_type="rate_limit_error",
-                    )
-                )
-                self._delete_audio(conn["sid"], utt)  # no turn; its audio goes all the same
-                return None
-        except ConnectionGoneError:
-            self.disconnect()
-            self._delete_audio(conn["sid"], utt)
-            return None
         future = runtime.submit(
             self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic(), announce, verdict)
         )
@@ -836,50 +800,41 @@ class Tutor:
         except Exception:  # the lifecycle rule is the backstop
             log.exception("could not delete the utterance audio")
 
-    def _admit_turn(self) -> bool:
-        """Turns per minute: a sliding window of turn start times (ms) on the connection item.
+    def _admit_turn(self, session_id: str) -> bool:
+        """Turns per minute: count this turn in the session's budget, before it reaches a
+        provider. False: over the limit (nothing was counted).
 
-        False when ``max_turns_per_minute`` turns started in the last 60 s. Speculative runs are
-        not counted (a discarded one is not a turn; the VAD starts at most one per pause)."""
+        Counted per session (every connection of it shares one count) and atomically
+        (``SessionStore.count_turn``); every turn that reaches a provider counts: a speculation
+        too, when it starts, and a speculation the child talks over is not given back (its
+        transcription was paid for). A released speculation is its utterance's turn: the
+        utterance is not counted again."""
         limit = self.settings.max_turns_per_minute
-        if limit <= 0:
-            return True
-        for _ in range(MAX_APPEND_ATTEMPTS):
-            # Only the window is read: the connection item's audio state is ~17 KB.
-            conn = self.store.connection_fields(self.connection_id, "turns")
-            if conn is None:
-                return True  # gone: the turn stops at its first post
-            (admitted,), window, window_cond = self._turn_window(conn, 1)
-            if window is None or window_cond is None:
-                return admitted
-            try:
-                self.store.update_connection(
-                    self.connection_id,
-                    "SET turns = :tw_new",
-                    {":tw_new": window, **window_cond[1]},
-                    condition=window_cond[0],
-                )
-            except ConflictError:
-                continue
-            return admitted
-        return False
+        return limit <= 0 or self.store.count_turn(session_id, limit)
 
-    def _turn_window(
-        self, conn: dict[str, Any], n: int
-    ) -> tuple[list[bool], list[int] | None, tuple[str, dict[str, Any]] | None]:
-        """The turns-per-minute verdict on ``n`` turns starting now (see ``admit_turns``): the
-        verdicts, the new window to write (``None``: nothing changes) and the write's condition
-        (the window it read is still the window)."""
-        limit = self.settings.max_turns_per_minute
-        if n == 0 or limit <= 0:
-            return [True] * n, None, None
-        old = [int(t) for t in conn.get("turns") or []]
-        admitted, window = admit_turns(old, int(time.time() * 1000), limit, n)
-        if window == old:
-            return admitted, None, None
-        if old:
-            return admitted, window, ("turns = :tw_old", {":tw_old": old})
-        return admitted, window, ("attribute_not_exists(turns)", {})
+    async def _refuse_turn(self, poster: MessengerPoster, gate: SpeculationGate | None) -> None:
+        """The turn is over the turns-per-minute limit: tell the child, reach no provider.
+
+        A speculation withdraws its marker instead, silently: the utterance then gets its own
+        turn when the pause ends, which asks the limit again (and tells the child if it still
+        refuses). Only a speculation released meanwhile tells the child itself."""
+        import asyncio
+
+        if gate is not None:
+            withdrawn = await asyncio.to_thread(
+                self.store.withdraw_speculation, self.connection_id, gate.spec_id
+            )
+            if withdrawn:
+                gate.call_off()
+                return
+        await poster.post(
+            error_event(
+                "rate_limited",
+                f"Too many turns: at most {self.settings.max_turns_per_minute} a minute. "
+                "Let's take a little break!",
+                error_type="rate_limit_error",
+            )
+        )
 
     async def _turn(
         self,
@@ -962,13 +917,30 @@ class Tutor:
 
         async def landed() -> None:
             """Wait for the write committing this turn (if it started before): raises
-            ``WriteLost`` if it lost; else posts the append's events, first."""
+            ``WriteLost`` if it lost; else posts the append's events, first (once)."""
+            nonlocal verdict
             if verdict is not None:
                 for event in await verdict.wait():
                     await poster.post(event)
+                verdict = None
+
+        # Turns per minute: asked while the audio is read; no provider is reached before.
+        admission = asyncio.ensure_future(asyncio.to_thread(self._admit_turn, sid))
+        admission.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        async def admitted() -> bool:
+            if await admission:
+                return True
+            await landed()  # the refusal follows the append's events
+            await self._refuse_turn(
+                poster, poster.gate if isinstance(poster, GatedPoster) else None
+            )
+            return False
 
         if utt is None:
             await landed()
+            if not await admitted():
+                return
         else:
             try:
                 pcm = await asyncio.to_thread(self.chunks.read, list(utt.keys))
@@ -977,6 +949,8 @@ class Tutor:
                 raise
             pcm += utt.tail  # the newest audio never went to S3: it came along in memory
             wav = pcm16_to_wav(pcm, cfg.input_rate)
+            if not await admitted():
+                return
             from .providers.errors import ProviderError
 
             transcription = asyncio.ensure_future(providers.transcriber.transcribe(wav))
@@ -1265,19 +1239,6 @@ def _speculation_changes(
 def _speech_end_at(result: ingestlib.IngestResult, utt: ingestlib.Utterance) -> float:
     """Where the child's last speech sample of ``utt`` lies in wall time (the metrics)."""
     return time.monotonic() - (result.state.audio_ms - (utt.end_ms or 0)) / 1000
-
-
-def admit_turns(window: list[int], now_ms: int, limit: int, n: int) -> tuple[list[bool], list[int]]:
-    """A sliding window of turn start times (ms): which of ``n`` turns starting at ``now_ms``
-    fit ``limit`` turns a minute, and the window after them."""
-    recent = [t for t in window if now_ms - t < 60_000]
-    verdicts = []
-    for _ in range(n):
-        ok = len(recent) < limit
-        if ok:
-            recent.append(now_ms)
-        verdicts.append(ok)
-    return verdicts, recent
 
 
 def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:
