@@ -40,7 +40,15 @@ from .protocol import (
 )
 from .session import SessionConfig, apply_update, session_object
 from .settings import Settings
-from .store import REMOVE, ConflictError, NotFoundError, SessionStore, known_version_condition
+from .store import (
+    REMOVE,
+    ConflictError,
+    NotFoundError,
+    SessionStore,
+    known_version_condition,
+    lease_until,
+    slot_taken,
+)
 
 if TYPE_CHECKING:
     # Only a turn needs these (imported where it runs): asyncio alone is ~15-20 ms of the chunk
@@ -315,15 +323,15 @@ class Tutor:
             )
             for key, data in result.writes:
                 self.chunks.put(key, data)
-            barge_in = (
-                result.speech_started
-                and cfg.interrupt_response
-                and conn.get("resp")
-                and conn.get("cancel") != conn.get("resp")
-            )
             extra_sets, extra_removes, released, spec_start = _speculation_changes(
-                conn.get("spec") or {}, result, cfg.create_response
+                conn.get("spec") or {}, result, cfg.create_response, self.settings.lease_s
             )
+            # A speculation released by this write holds the response slot from this write on;
+            # speech that started again after it (in this same run) interrupts it at once.
+            live = extra_sets.get("resp") or (
+                conn.get("resp") if conn.get("cancel") != conn.get("resp") else None
+            )
+            barge_in = result.speech_started and cfg.interrupt_response and live
             prestarted: StartedTurn | None = None
             if spec_start is not None and result.speculate is not None:
                 # The speculation starts reading and transcribing while this write is on its
@@ -362,7 +370,7 @@ class Tutor:
                     result,
                     now_s,
                     count,
-                    cancel=conn.get("resp") if barge_in else None,
+                    cancel=live if barge_in else None,
                     extra_sets=extra_sets,
                     extra_removes=extra_removes,
                     strict=not lenient,
@@ -621,21 +629,38 @@ class Tutor:
     # responses ------------------------------------------------------------------------
 
     def _on_response_create(self, conn: dict[str, Any], event: ClientEvent) -> None:
-        if conn.get("resp") and conn.get("cancel") != conn.get("resp"):
+        if slot_taken(conn):
             raise ProtocolError(
                 "conversation_already_has_active_response",
                 "The tutor is already answering; cancel it first or wait for response.done.",
                 event_id=event.event_id,
             )
         cfg = SessionConfig.from_item(conn.get("cfg"))
-        waiting = [
-            u for u in (ingestlib.Utterance.from_item(x) for x in conn.get("ready") or []) if u
-        ]
-        if not waiting:
-            self.run_turn(conn, cfg, None)
-            return
-        # The audio committed without a reply (create_response false) is the child's turn now.
-        self.store.update_connection(self.connection_id, "REMOVE ready", None)
+        stale = conn.get("resp")
+        if stale and conn.get("cancel") != stale:
+            # The turn that held the slot died without ending its response (its lease ran out:
+            # a Lambda timeout, say): end it for the client, which may still show it speaking.
+            from .turn_io import failed_response_events
+
+            held = {"object": "realtime.response", "id": stale, "status": "in_progress"}
+            self.post(failed_response_events({**held, "output": []}, stale, cfg.voice)[-1])
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            ready = conn.get("ready") or []
+            waiting = [u for u in (ingestlib.Utterance.from_item(x) for x in ready) if u]
+            if not waiting:
+                self.run_turn(conn, cfg, None)
+                return
+            # The audio committed without a reply (create_response false) is the child's turn
+            # now: taken only as read, so an utterance committed meanwhile is not dropped (it
+            # is read again and taken along).
+            if self.store.take_ready(self.connection_id, ready):
+                break
+            latest = self.store.get_connection(self.connection_id)
+            if latest is None:
+                return  # the connection is gone ($disconnect deletes the waiting audio)
+            conn = latest
+        else:
+            raise ConflictError("response.create: the waiting audio kept changing")
         turn = replace(
             waiting[-1],
             start_ms=waiting[0].start_ms,
@@ -827,6 +852,12 @@ class Tutor:
             if withdrawn:
                 gate.call_off()
                 return
+            # Released meanwhile: the write that released it took the response slot for it.
+            await asyncio.to_thread(
+                self.store.release_response,
+                self.connection_id,
+                speculation_response_id(gate.spec_id),
+            )
         await poster.post(
             error_event(
                 "rate_limited",
@@ -846,23 +877,48 @@ class Tutor:
         announce: tuple[dict[str, Any], ...] = (),
         verdict: WriteVerdict | None = None,
     ) -> None:
+        import asyncio
+
         from .turn_io import GatedPoster, MessengerPoster, WriteLost
 
         poster: MessengerPoster = (
             GatedPoster(self.messenger, gate) if gate else MessengerPoster(self.messenger)
         )
         self._speech_end_at = speech_end_at
+        # A speculation's response id follows from its id: the append that releases it claims
+        # the response slot for it in that same write.
+        response_id = speculation_response_id(gate.spec_id) if gate else new_id("resp")
+        ids = (response_id, new_id("item"))
+        failed = False
         try:
             for event in announce:
                 await poster.post(event)  # queued: they go out while the audio is read
-            await self._turn_body(conn, cfg, utt, poster, verdict)
+            # Bounded by the slot's lease: a turn that hangs past it ends here, and its slot
+            # is free then anyway.
+            await asyncio.wait_for(
+                self._turn_body(conn, cfg, utt, poster, verdict, ids), self.settings.lease_s - 1
+            )
+            if isinstance(poster, GatedPoster):
+                await poster.settle()
+            await poster.flush()
         except WriteLost:
             return  # the append's retry commits the utterance anew: nothing was posted
+        except (ConnectionGoneError, MissingChunkError):
+            raise  # expected: the caller cleans up the connection, or tells the child
+        except Exception:
+            failed = True
+            log.exception("turn %s failed unexpectedly", response_id)
+            await self._fail_turn(poster, conn["sid"], cfg, response_id, verdict)
         finally:
             try:
                 if isinstance(poster, GatedPoster):
                     await poster.settle()
                 await poster.flush()
+            except ConnectionGoneError:
+                raise
+            except Exception:
+                if not failed:  # (else: told to the child in _fail_turn already)
+                    raise
             finally:
                 await poster.aclose()
 
@@ -872,7 +928,8 @@ class Tutor:
         cfg: SessionConfig,
         utt: ingestlib.Utterance | None,
         poster: MessengerPoster,
-        verdict: WriteVerdict | None = None,
+        verdict: WriteVerdict | None,
+        ids: tuple[str, str],
     ) -> None:
         import asyncio
 
@@ -895,7 +952,7 @@ class Tutor:
                 session_task = asyncio.ensure_future(asyncio.to_thread(self.store.get_session, sid))
             return session_task
 
-        response_id, item_id = new_id("resp"), new_id("item")
+        response_id, item_id = ids
         claim: asyncio.Future[None] | None = None
 
         def begin() -> None:
@@ -910,19 +967,24 @@ class Tutor:
                 claim.add_done_callback(lambda f: f.cancelled() or f.exception())
 
         async def unclaim() -> None:
-            if claim is not None:
+            if isinstance(poster, GatedPoster):
+                # A speculation's slot is taken by the write that releases it, if it comes.
+                if not await poster.settle():
+                    return
+            elif claim is None:
+                return
+            else:
                 with contextlib.suppress(Exception):
                     await claim
-                await asyncio.to_thread(self._drop_response, sid, response_id)
+            await asyncio.to_thread(self._drop_response, sid, response_id)
 
         async def landed() -> None:
             """Wait for the write committing this turn (if it started before): raises
             ``WriteLost`` if it lost; else posts the append's events, first (once)."""
-            nonlocal verdict
-            if verdict is not None:
+            if verdict is not None and not verdict.announced:
                 for event in await verdict.wait():
                     await poster.post(event)
-                verdict = None
+                verdict.announced = True
 
         # Turns per minute: asked while the audio is read; no provider is reached before.
         admission = asyncio.ensure_future(asyncio.to_thread(self._admit_turn, sid))
@@ -1009,7 +1071,10 @@ class Tutor:
         else:
             # A speculation claims the connection's response slot only once released.
             assert isinstance(poster, GatedPoster)
-            poster.on_release = lambda: self._begin_response(sid, response_id, item_id)
+            # (The append that released it took the connection's slot in that same write.)
+            poster.on_release = lambda: self._begin_response(
+                sid, response_id, item_id, slot_taken=True
+            )
 
         async def on_segment(seg: Segment) -> None:
             await asyncio.to_thread(
@@ -1074,6 +1139,44 @@ class Tutor:
             # What was heard is in the history; now clean up the connection (run_turn).
             raise ConnectionGoneError(self.connection_id)
 
+    async def _fail_turn(
+        self,
+        poster: MessengerPoster,
+        sid: str,
+        cfg: SessionConfig,
+        response_id: str,
+        verdict: WriteVerdict | None,
+    ) -> None:
+        """End a turn that failed in a way it does not expect (a post that failed other than
+        with a 410, a DynamoDB or S3 error, a hang past the lease): the child still gets
+        ``response.done`` ``failed``, and the response slot is freed at once."""
+        import asyncio
+
+        from .turn_io import WriteLost, failed_response_events
+
+        if verdict is not None and not verdict.announced:
+            try:
+                announce = await verdict.wait()
+            except WriteLost:
+                return  # the append's write lost: its retry commits the utterance anew
+        else:
+            announce = ()
+        events = [*announce, *failed_response_events(poster.open_response, response_id, cfg.voice)]
+        try:
+            for event in events:
+                await poster.post(event)
+            await poster.flush()
+        except ConnectionGoneError:
+            raise
+        except Exception:
+            # The poster itself failed (a post refused other than with a 410): one more try,
+            # directly, for what ends the turn.
+            with contextlib.suppress(Exception):
+                for event in events:
+                    await asyncio.to_thread(self.messenger.post, event)
+        with contextlib.suppress(Exception):  # else the lease frees the slot
+            await asyncio.to_thread(self._drop_response, sid, response_id)
+
     async def _apologize_for(
         self, exc: Any, cfg: SessionConfig, providers: Any, poster: MessengerPoster
     ) -> None:
@@ -1129,11 +1232,16 @@ class Tutor:
 
         return build_providers(self.settings)
 
-    def _begin_response(self, sid: str, response_id: str, item_id: str) -> None:
-        try:
-            self.store.update_connection(self.connection_id, "SET resp = :r", {":r": response_id})
-        except ConflictError:  # only the connection's existence is a condition: it is gone
-            raise ConnectionGoneError(self.connection_id) from None
+    def _begin_response(
+        self, sid: str, response_id: str, item_id: str, slot_taken: bool = False
+    ) -> None:
+        """Claim the connection's response slot, under a lease (``slot_taken``: already claimed
+        by the write that released a speculation), and record the response in the session."""
+        if not slot_taken:
+            try:
+                self.store.claim_response(self.connection_id, response_id, self.settings.lease_s)
+            except NotFoundError:
+                raise ConnectionGoneError(self.connection_id) from None
         # One write: the new response replaces whatever the session held (no read needed).
         self.store.set_session_fields(
             sid,
@@ -1149,10 +1257,7 @@ class Tutor:
                     {"resp": REMOVE} if (item.get("resp") or {}).get("id") == response_id else None
                 ),
             )
-        with contextlib.suppress(ConflictError):
-            self.store.update_connection(
-                self.connection_id, "REMOVE resp", {":r": response_id}, condition="resp = :r"
-            )
+        self.store.release_response(self.connection_id, response_id)
 
     def _end_response(
         self, sid: str, response_id: str, utt: ingestlib.Utterance | None, outcome: Any
@@ -1185,13 +1290,7 @@ class Tutor:
         except NotFoundError:
             return
         # A newer response may have taken over the connection, or it is gone: fine either way.
-        with contextlib.suppress(ConflictError):
-            self.store.update_connection(
-                self.connection_id,
-                "REMOVE resp, cancel",
-                {":r": response_id},
-                condition="resp = :r",
-            )
+        self.store.release_response(self.connection_id, response_id)
 
     # ------------------------------------------------------------------ disconnect
 
@@ -1212,10 +1311,12 @@ class Tutor:
 
 
 def _speculation_changes(
-    spec: dict[str, Any], result: ingestlib.IngestResult, create_response: bool
+    spec: dict[str, Any], result: ingestlib.IngestResult, create_response: bool, lease_s: float
 ) -> tuple[dict[str, Any], list[str], set[str], str | None]:
     """What an ingest result does to the speculative turn: (attributes to set, to remove, the
-    utterances whose speculation is released, the id of a speculation to start)."""
+    utterances whose speculation is released, the id of a speculation to start). A release
+    takes the connection's response slot for the speculation's response in the same write:
+    from then on a barge-in finds it there and cancels it, even before its first post."""
     sets: dict[str, Any] = {}
     removes: list[str] = []
     released: set[str] = set()
@@ -1226,6 +1327,8 @@ def _speculation_changes(
         if spec.get("utt") == utt.id:
             # The speculative turn for this pause is ready: let it speak.
             sets["spec_rel"] = spec["id"]
+            sets["resp"] = speculation_response_id(spec["id"])
+            sets["rexp"] = lease_until(lease_s)
             released.add(utt.id)
     start = None
     # The VAD only signals "speculate" when speculation is configured (a fraction > 0).
@@ -1234,6 +1337,11 @@ def _speculation_changes(
         sets["spec"] = {"id": start, "utt": result.speculate.id}
         removes = [r for r in removes if r != "spec"] + ["spec_rel"]
     return sets, removes, released, start
+
+
+def speculation_response_id(spec_id: str) -> str:
+    """The id of the response a speculation gives, once released (``spec_<hex>``)."""
+    return "resp_" + spec_id.removeprefix("spec_")
 
 
 def _speech_end_at(result: ingestlib.IngestResult, utt: ingestlib.Utterance) -> float:
