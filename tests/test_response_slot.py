@@ -222,3 +222,89 @@ def test_a_barge_in_right_after_a_release_cancels_the_speculation(
     events = stack.recorder.events(CONN)
     finished = [e["response"] for e in events if e["type"] == "response.done"]
     assert finished and finished[0]["status"] == "cancelled", [r["status"] for r in finished]
+
+
+# --------------------------------------------------------------------------- storage races
+
+
+def test_audio_written_before_a_commit_that_finds_the_connection_gone_is_deleted(
+    stack, fake_openai
+) -> None:
+    """The child's connection closes while an append writes its audio to S3: $disconnect
+    deleted the audio the item listed, before this object existed, and the append's commit
+    then finds no connection. The append deletes what it wrote."""
+    from kiddolingo import aws
+    from tests.test_faults import tone
+
+    child = Client(stack, conn="conn-vanish=")
+    gone = threading.Event()
+
+    def disconnect_during_the_write(**_: Any) -> None:
+        if not gone.is_set():
+            gone.set()
+            child.disconnect()
+
+    client = aws._client("s3")
+    client.meta.events.register_first("before-call.s3.PutObject", disconnect_during_the_write)
+    try:
+        child.stream(tone(1500))
+    finally:
+        client.meta.events.unregister("before-call.s3.PutObject", disconnect_during_the_write)
+    assert gone.is_set() and stack.connection_item(child.conn) is None
+    assert stack.audio_keys() == []
+
+
+def test_an_utterance_committed_while_response_create_takes_the_waiting_ones_is_kept(
+    stack, fake_openai
+) -> None:
+    """``response.create`` takes the utterances waiting for it; one more is committed between
+    its read and its write. Its words reach the turn with the others (they were dropped, and
+    their audio left behind, when the list was removed whatever it held)."""
+    from kiddolingo import aws
+    from kiddolingo.ingest import Utterance
+    from tests.support.aws_stack import BUCKET
+    from tests.test_faults import tone
+
+    fake_openai.script_transcripts("Hola, me llamo Ana")
+    fake_openai.script_replies(REPLY_1)
+    child = Client(stack, conn="conn-ready=")
+    audio = [tone(300, freq=200.0), tone(300, freq=300.0)]
+    waiting = []
+    for i, pcm in enumerate(audio):
+        uid = f"u{i:010d}"
+        key = f"audio/{child.sid}/{uid}/000000001-x.pcm"
+        stack.s3.put_object(Bucket=BUCKET, Key=key, Body=pcm)
+        utt = Utterance(uid, f"item_{uid}", i * 1000, (key,), len(pcm), end_ms=i * 1000 + 300)
+        waiting.append(utt.to_item())
+
+    def set_ready(items: list[dict[str, Any]]) -> None:
+        from kiddolingo.store import to_attr
+
+        stack.ddb.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": f"conn#{child.conn}"}},
+            UpdateExpression="SET ready = :r ADD cver :one",
+            ExpressionAttributeValues={":r": to_attr(items), ":one": {"N": "1"}},
+        )
+
+    set_ready(waiting[:1])
+    raced = threading.Event()
+
+    def commit_one_more_meanwhile(params: dict[str, Any], **_: Any) -> None:
+        body = json.loads(params["body"])
+        if not raced.is_set() and body["UpdateExpression"].startswith("REMOVE ready"):
+            raced.set()
+            set_ready(waiting)
+
+    client = aws._client("dynamodb")
+    client.meta.events.register_first("before-call.dynamodb.UpdateItem", commit_one_more_meanwhile)
+    try:
+        events = child.send({"type": "response.create"})
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", commit_one_more_meanwhile)
+    assert raced.is_set()
+    assert_completed_turn(events, REPLY_1)
+    (request,) = fake_openai.requests("audio/transcriptions")
+    assert request.pcm == b"".join(audio)  # both utterances, in order
+    assert "ready" not in stack.connection_item(child.conn)
+    assert stack.audio_keys() == []

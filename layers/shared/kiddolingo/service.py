@@ -386,7 +386,10 @@ class Tutor:
                 # The item comes with the lost race (re-read only if the store did not send it).
                 latest = exc.item or self.store.get_connection(self.connection_id)
                 if not latest:
-                    return  # the connection is gone
+                    # The connection is gone: nobody else knows the audio this pass wrote
+                    # ($disconnect deleted what the item listed before it).
+                    self._delete_written(result.writes)
+                    return
                 if int(latest.get("aver", 0)) == state.version and not unverified:
                     # Only a chunk parked at our new watermark made us lose. When writes are
                     # slower than chunks arrive, waiting for those would never end: from now on
@@ -816,6 +819,14 @@ class Tutor:
         if turn.verdict is not None:
             turn.verdict.lost()
         turn.future.cancel()
+
+    def _delete_written(self, writes: tuple[tuple[str, bytes], ...]) -> None:
+        """Delete the utterances that ``writes`` (S3 keys, audio) went to: their audio."""
+        for prefix in {key.rsplit("/", 1)[0] + "/" for key, _ in writes}:  # (chunk_key's)
+            try:
+                self.chunks.delete_prefix(prefix)
+            except Exception:  # the lifecycle rule is the backstop
+                log.exception("could not delete the utterance audio")
 
     def _delete_audio(self, session_id: str, utt: ingestlib.Utterance | None) -> None:
         if utt is None:
