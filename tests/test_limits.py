@@ -238,6 +238,55 @@ def test_forced_commit_at_the_longest_utterance(monkeypatch, stack, fake_openai)
     assert child.history()[0] == ("user", "Yo tengo un perro grande")
 
 
+def test_manual_mode_commits_at_the_longest_utterance(monkeypatch, stack, fake_openai) -> None:
+    """A client in manual mode that never commits (a microphone left on): at the longest
+    utterance the server commits for it, the child gets an answer to what was said and an
+    error says why; nothing grows without bound."""
+    configure(monkeypatch, MAX_UTTERANCE_MS="1000")
+    fake_openai.script_transcripts("Uno", "Dos", "Tres")
+    child = Client(stack)  # manual mode (turn_detection null)
+    pcm = tone(2500)
+    events = child.stream(pcm)
+    assert types(events).count("input_audio_buffer.committed") == 2
+    assert errors(events) == ["utterance_too_long"] * 2
+    assert "input_audio_buffer.speech_stopped" not in types(events)
+    assert types(events).count("response.done") == 2
+    heard = [r.pcm for r in fake_openai.requests("audio/transcriptions")]
+    assert [len(p) for p in heard] == [48_000, 48_000]  # 1000 ms each, in order
+    # the client's own commit takes the rest
+    events = child.send({"type": "input_audio_buffer.commit"})
+    assert done(events)["status"] == "completed"
+    heard = [r.pcm for r in fake_openai.requests("audio/transcriptions")]
+    assert b"".join(heard) == pcm
+    assert stack.audio_keys() == []
+
+
+def test_the_audio_waiting_for_response_create_is_bounded(monkeypatch, stack, fake_openai) -> None:
+    """create_response false: committed utterances wait for response.create, which answers
+    them in one turn. Past the longest utterance's worth the oldest are dropped (audio and
+    all), with an error; the newest are answered."""
+    configure(monkeypatch, MAX_UTTERANCE_MS="1000")
+    fake_openai.script_transcripts("Tres")
+    child = Client(
+        stack,
+        vad={"type": "server_vad", "silence_duration_ms": 500, "create_response": False},
+    )
+    codes = []
+    for word in ("uno", "dos", "tres"):
+        events = child.stream(speak(word, pad_s=0.8))
+        codes += errors(events)
+        assert "input_audio_buffer.committed" in types(events)
+    ready = stack.connection_item(child.conn)["ready"]
+    assert codes and set(codes) == {"committed_audio_dropped"}
+    assert 1 <= len(ready) < 3
+    assert sum(int(u["end"]) - int(u["start"]) for u in ready) <= 1000
+    kept = {u["id"] for u in ready}
+    assert {k.split("/")[2] for k in stack.audio_keys()} == kept  # the dropped audio is gone
+    events = child.send({"type": "response.create"})
+    assert done(events)["status"] == "completed"
+    assert stack.audio_keys() == []
+
+
 # --------------------------------------------------------------------------- history
 
 

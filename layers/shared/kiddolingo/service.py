@@ -343,9 +343,10 @@ class Tutor:
                     speculative=spec_start,
                     speech_end_at=_speech_end_at(result, result.speculate),
                 )
-            turns = (
-                [u for u in result.committed if u.id not in released] if cfg.create_response else []
-            )
+            # (Manual mode: an utterance the server committed at its longest gets its turn, as a
+            # client's commit does.)
+            answers = cfg.create_response or not cfg.turn_detection
+            turns = [u for u in result.committed if u.id not in released] if answers else []
             # The loop goes on after this write when our chunk is still ahead (after a skip) or
             # chunks may wait at the new watermark (lenient): the write returns the item then.
             goes_on = lenient or (own is not None and not own_in_run)
@@ -416,7 +417,7 @@ class Tutor:
                     for u in [*result.committed, *(t[2] for t in to_run)]:
                         self.chunks.delete_prefix(utterance_prefix(conn["sid"], u.id))
                     raise
-            if cfg.create_response:
+            if answers:
                 if precommit is None:  # (a turn started before the write is running already)
                     to_run += [(conn, cfg, u) for u in turns]
             elif result.committed:
@@ -428,11 +429,7 @@ class Tutor:
                     for key, data in writes:
                         self.chunks.put(key, data)
                     waiting.append(u.to_item())
-                self.store.update_connection(
-                    self.connection_id,
-                    "SET ready = list_append(if_not_exists(ready, :e), :u)",
-                    {":e": [], ":u": waiting},
-                )
+                self._wait_for_response_create(conn, waiting)
             end_at.update((u.id, _speech_end_at(result, u)) for u in result.committed)
             if prestarted is not None:
                 self.cancel_turn(speculation)  # a newer pause of this invocation took over
@@ -452,6 +449,44 @@ class Tutor:
         self.finish_turn(speculation)
         if limited is not None:  # after the turns: a 410 here must not orphan their audio
             self.post(error_from(limited))
+
+    def _wait_for_response_create(
+        self, conn: dict[str, Any], waiting: list[dict[str, Any]]
+    ) -> None:
+        """Add committed utterances to those waiting for ``response.create`` (``ready``).
+
+        ``response.create`` answers all of them in one turn (one transcription), so they are
+        bounded like one utterance: past ``max_utterance_ms`` of audio the oldest are dropped
+        (their audio deleted) and the client is told. The write is conditional on the list as
+        read, so a concurrent writer's utterances are never overwritten."""
+        before: list[dict[str, Any]] | None = conn.get("ready")
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            kept = [*(before or []), *waiting]
+            dropped = []
+            while len(kept) > 1 and _audio_ms(kept) > self.settings.max_utterance_ms:
+                dropped.append(kept.pop(0))
+            try:
+                self.store.put_ready(self.connection_id, before, kept)
+            except ConflictError as exc:
+                if exc.item is None:  # the connection is gone: nobody else knows this audio
+                    for u in waiting:
+                        self._delete_audio(conn["sid"], ingestlib.Utterance.from_item(u))
+                    raise ConnectionGoneError(self.connection_id) from None
+                before = exc.item.get("ready")
+                continue
+            for u in dropped:
+                self._delete_audio(conn["sid"], ingestlib.Utterance.from_item(u))
+            if dropped:
+                self.post(
+                    error_event(
+                        "committed_audio_dropped",
+                        f"At most {self.settings.max_utterance_ms // 1000} s of committed audio "
+                        "waits for response.create: the oldest was dropped. Send "
+                        "response.create sooner.",
+                    )
+                )
+            return
+        raise ConflictError("ready: too many concurrent writers")
 
     def _park(
         self, seq: int, pcm: bytes, now_s: int, count: int
@@ -1358,6 +1393,11 @@ def speculation_response_id(spec_id: str) -> str:
 def _speech_end_at(result: ingestlib.IngestResult, utt: ingestlib.Utterance) -> float:
     """Where the child's last speech sample of ``utt`` lies in wall time (the metrics)."""
     return time.monotonic() - (result.state.audio_ms - (utt.end_ms or 0)) / 1000
+
+
+def _audio_ms(utterances: list[dict[str, Any]]) -> int:
+    """How much audio stored utterances (``Utterance.to_item``) hold, in ms."""
+    return sum(int(u.get("end", u["start"])) - int(u["start"]) for u in utterances)
 
 
 def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:
