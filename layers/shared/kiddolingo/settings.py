@@ -73,7 +73,8 @@ class Settings:
     auth_secret: str | None = None
     auth_secret_parameter: str | None = None
     max_appends_per_second: int = 50
-    max_turns_per_minute: int = 12
+    #: Every turn that reaches a provider counts, a speculation too (~1.5 per answer).
+    max_turns_per_minute: int = 20
     max_utterance_ms: int = 30_000
     max_history_messages: int = 20
     parameter_cache_s: int = 300
