@@ -23,15 +23,17 @@ Rules:
 6. Stay child-safe: if the child brings up something unsafe or grown-up, kindly steer back to \
 learning {language}."""
 
+#: Each emoji at the end of its sentence: a voice model does not say emojis, and the screen
+#: shows them after the words it said (``kiddolingo.turn``).
 SAFE_REDIRECTS = {
-    "spanish": "¡Hablemos de otra cosa! ¿Cuál es tu animal favorito? 🐶 "
-    "(Let's talk about something else! What is your favorite animal?)",
-    "french": "Parlons d'autre chose ! Quel est ton animal préféré ? 🐶 "
-    "(Let's talk about something else! What is your favorite animal?)",
-    "german": "Lass uns über etwas anderes sprechen! Was ist dein Lieblingstier? 🐶 "
-    "(Let's talk about something else! What is your favorite animal?)",
-    "italian": "Parliamo d'altro! Qual è il tuo animale preferito? 🐶 "
-    "(Let's talk about something else! What is your favorite animal?)",
+    "spanish": "¡Hablemos de otra cosa! ¿Cuál es tu animal favorito? "
+    "(Let's talk about something else! What is your favorite animal?) 🐶",
+    "french": "Parlons d'autre chose ! Quel est ton animal préféré ? "
+    "(Let's talk about something else! What is your favorite animal?) 🐶",
+    "german": "Lass uns über etwas anderes sprechen! Was ist dein Lieblingstier? "
+    "(Let's talk about something else! What is your favorite animal?) 🐶",
+    "italian": "Parliamo d'altro! Qual è il tuo animale preferito? "
+    "(Let's talk about something else! What is your favorite animal?) 🐶",
     "english": "Let's talk about something else! What is your favorite animal? 🐶",
 }
 
@@ -165,3 +167,28 @@ def chat_messages(
 def trim_history(history: list[dict[str, Any]], max_items: int) -> list[dict[str, Any]]:
     """Keep the stored history bounded (the DynamoDB item must stay far below 400 KB)."""
     return history[-max_items:] if max_items > 0 else []
+
+
+#: ISO-639-1 codes of the target languages the tutor knows by name (the transcription hint).
+LANGUAGE_CODES = {
+    "spanish": "es",
+    "french": "fr",
+    "german": "de",
+    "italian": "it",
+    "portuguese": "pt",
+    "english": "en",
+    "dutch": "nl",
+    "chinese": "zh",
+    "japanese": "ja",
+    "korean": "ko",
+}
+
+
+def transcription_languages(target_language: str) -> list[str]:
+    """The languages a child's words are likely in: the one being learned, then English (the
+    child's help language). A language not in :data:`LANGUAGE_CODES` gives no hint at all: a
+    wrong hint does more harm than none."""
+    code = LANGUAGE_CODES.get(target_language.strip().lower())
+    if code is None:
+        return []
+    return [code] if code == "en" else [code, "en"]
