@@ -473,7 +473,7 @@ def test_connection_gone_before_the_reply_is_claimed_ends_the_turn_quietly(
     conflicts = inject_conflicts(
         lambda body: (
             body["Key"]["pk"]["S"] == "conn#conn-gone="
-            and body["UpdateExpression"].startswith("SET resp = :r ")
+            and body["UpdateExpression"].startswith("SET resp = :r,")
         ),
         times=1,
     )

@@ -93,10 +93,20 @@ def test_appends_per_second(monkeypatch, stack, fake_openai) -> None:
 # --------------------------------------------------------------------------- turns / minute
 
 
+def in_one_minute(seconds: float) -> None:
+    """Wait, if need be, until the next ``seconds`` stay inside one clock minute: turns per
+    minute are counted per clock minute, and a count that starts again halfway through a test
+    would let its last turn in."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.05)
+
+
 def test_turns_per_minute(monkeypatch, stack, fake_openai) -> None:
     configure(monkeypatch, MAX_TURNS_PER_MINUTE="2")
     fake_openai.script_transcripts("Uno", "Dos", "Tres")
     child = Client(stack)
+    in_one_minute(15)
     for _ in range(2):
         assert done(child.turn())["status"] == "completed"
 
@@ -117,23 +127,88 @@ def test_turns_per_minute(monkeypatch, stack, fake_openai) -> None:
     assert done(child.turn())["status"] == "completed"
 
 
-def test_the_turn_limit_is_per_connection_window(monkeypatch, stack, fake_openai) -> None:
-    """Turns older than a minute no longer count (a sliding window, no minute boundary)."""
+def test_the_turn_limit_starts_again_each_minute(monkeypatch, stack, fake_openai) -> None:
     configure(monkeypatch, MAX_TURNS_PER_MINUTE="1")
     child = Client(stack)
+    in_one_minute(10)
     assert done(child.turn())["status"] == "completed"
     assert errors(child.turn()) == ["rate_limited"]
-    # age the recorded turn by a minute
+    # the count belongs to a minute that has passed
     stack.ddb.update_item(
         TableName=TABLE,
-        Key={"pk": {"S": f"conn#{child.conn}"}},
-        UpdateExpression="SET turns = :t ADD cver :one",  # as every writer of the item does
-        ExpressionAttributeValues={
-            ":t": {"L": [{"N": str(int(time.time() * 1000) - 61_000)}]},
-            ":one": {"N": "1"},
-        },
+        Key={"pk": {"S": f"turns#{child.sid}"}},
+        UpdateExpression="SET #m = :m",
+        ExpressionAttributeNames={"#m": "minute"},
+        ExpressionAttributeValues={":m": {"N": str(int(time.time() // 60) - 1)}},
     )
     assert done(child.turn())["status"] == "completed"
+
+
+def test_the_turn_limit_is_the_sessions_whatever_the_connection(
+    monkeypatch, stack, fake_openai
+) -> None:
+    """A reconnect or a second connection to the same session shares the session's count."""
+    configure(monkeypatch, MAX_TURNS_PER_MINUTE="2")
+    first = Client(stack, conn="conn-first=")
+    in_one_minute(15)
+    assert done(first.turn())["status"] == "completed"
+    second = Client(stack, conn="conn-second=", session_id=first.sid)  # both open at once
+    assert done(second.turn())["status"] == "completed"
+    assert errors(second.turn()) == ["rate_limited"]
+    assert errors(first.turn()) == ["rate_limited"]
+    first.disconnect()
+    second.disconnect()
+    again = Client(stack, conn="conn-again=", session_id=first.sid)
+    assert errors(again.send({"type": "response.create"})) == ["rate_limited"]
+    assert len(fake_openai.requests("audio/transcriptions")) == 2
+    assert len(fake_openai.requests("chat/completions")) == 2
+
+
+def test_concurrent_turns_of_one_session_are_counted_atomically(
+    monkeypatch, stack, fake_openai
+) -> None:
+    """Six connections of one session ask for a response at the same moment: exactly the
+    limit's worth reach the chat model; every other one is told."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    configure(monkeypatch, MAX_TURNS_PER_MINUTE="2")
+    first = Client(stack, conn="conn-c0=")
+    children = [first] + [
+        Client(stack, conn=f"conn-c{i}=", session_id=first.sid) for i in range(1, 6)
+    ]
+    in_one_minute(15)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda c: c.send({"type": "response.create"}), children))
+    refused = [r for r in results if errors(r) == ["rate_limited"]]
+    assert len(refused) == 4
+    assert len(fake_openai.requests("chat/completions")) == 2
+
+
+def test_speculative_turns_count_against_the_turn_limit(monkeypatch, stack, fake_openai) -> None:
+    """With speculation on (the default), a voice turn reaches the providers while the child
+    is still pausing: those turns count too. Whatever reaches the transcription stays within
+    the limit, and the child hears why the third answer does not come."""
+    from tests.support.speech import chunks, speak
+    from tests.test_server_vad import CONN, SILENCE, start_vad
+    from tests.test_speculative import deliver_in_real_time
+
+    configure(monkeypatch, MAX_TURNS_PER_MINUTE="2", SPECULATIVE_FRACTION="0.15")
+    # The provider SDK is loaded by an earlier turn (of another session), as in a warm
+    # container: a first speculation slower than the next utterance is a known gap (README).
+    assert done(Client(stack, conn="conn-warm=").turn())["status"] == "completed"
+    fake_openai.reset()
+    start_vad(stack)
+    sentence = chunks(speak("I like cats."))
+    frames = [SILENCE] * 3 + (sentence + [SILENCE] * 16) * 3
+    in_one_minute(len(frames) / 10 + 10)
+    deliver_in_real_time(stack, frames)
+
+    assert len(fake_openai.requests("audio/transcriptions")) <= 2
+    events = stack.recorder.events(CONN)
+    codes = [e["error"]["code"] for e in events if e["type"] == "error"]
+    assert codes == ["rate_limited"]
+    assert [e["type"] for e in events].count("response.done") <= 2
+    assert stack.audio_keys() == []
 
 
 # --------------------------------------------------------------------------- longest utterance
@@ -161,6 +236,55 @@ def test_forced_commit_at_the_longest_utterance(monkeypatch, stack, fake_openai)
         assert len(request.pcm) <= (1000 + 300 + 200) * 48
     assert types(events).count("response.done") == len(committed)
     assert child.history()[0] == ("user", "Yo tengo un perro grande")
+
+
+def test_manual_mode_commits_at_the_longest_utterance(monkeypatch, stack, fake_openai) -> None:
+    """A client in manual mode that never commits (a microphone left on): at the longest
+    utterance the server commits for it, the child gets an answer to what was said and an
+    error says why; nothing grows without bound."""
+    configure(monkeypatch, MAX_UTTERANCE_MS="1000")
+    fake_openai.script_transcripts("Uno", "Dos", "Tres")
+    child = Client(stack)  # manual mode (turn_detection null)
+    pcm = tone(2500)
+    events = child.stream(pcm)
+    assert types(events).count("input_audio_buffer.committed") == 2
+    assert errors(events) == ["utterance_too_long"] * 2
+    assert "input_audio_buffer.speech_stopped" not in types(events)
+    assert types(events).count("response.done") == 2
+    heard = [r.pcm for r in fake_openai.requests("audio/transcriptions")]
+    assert [len(p) for p in heard] == [48_000, 48_000]  # 1000 ms each, in order
+    # the client's own commit takes the rest
+    events = child.send({"type": "input_audio_buffer.commit"})
+    assert done(events)["status"] == "completed"
+    heard = [r.pcm for r in fake_openai.requests("audio/transcriptions")]
+    assert b"".join(heard) == pcm
+    assert stack.audio_keys() == []
+
+
+def test_the_audio_waiting_for_response_create_is_bounded(monkeypatch, stack, fake_openai) -> None:
+    """create_response false: committed utterances wait for response.create, which answers
+    them in one turn. Past the longest utterance's worth the oldest are dropped (audio and
+    all), with an error; the newest are answered."""
+    configure(monkeypatch, MAX_UTTERANCE_MS="1000")
+    fake_openai.script_transcripts("Tres")
+    child = Client(
+        stack,
+        vad={"type": "server_vad", "silence_duration_ms": 500, "create_response": False},
+    )
+    codes = []
+    for word in ("uno", "dos", "tres"):
+        events = child.stream(speak(word, pad_s=0.8))
+        codes += errors(events)
+        assert "input_audio_buffer.committed" in types(events)
+    ready = stack.connection_item(child.conn)["ready"]
+    assert codes and set(codes) == {"committed_audio_dropped"}
+    assert 1 <= len(ready) < 3
+    assert sum(int(u["end"]) - int(u["start"]) for u in ready) <= 1000
+    kept = {u["id"] for u in ready}
+    assert {k.split("/")[2] for k in stack.audio_keys()} == kept  # the dropped audio is gone
+    events = child.send({"type": "response.create"})
+    assert done(events)["status"] == "completed"
+    assert stack.audio_keys() == []
 
 
 # --------------------------------------------------------------------------- history

@@ -21,6 +21,7 @@ from infra import template as tpl
 from kiddolingo import chunks
 from tests.support.aws_stack import BUCKET
 from tests.test_faults import Client, configure, done, errors, tone, types
+from tests.test_limits import in_one_minute
 
 WORDS = "Mi tortuga se llama Zanahoria"
 REPLY = "¡Zanahoria es un nombre genial! 🥕 (Carrot is a great name!)"
@@ -70,7 +71,8 @@ def test_audio_is_deleted_however_the_utterance_ends(monkeypatch, stack, fake_op
     for how in ["failed-turn", "refused-turn", "clear", "disconnect", "410"]:
         child = Client(stack, conn=f"conn-{how}=")
         if how == "refused-turn":
-            child.turn()  # uses up this connection's one turn a minute
+            in_one_minute(10)
+            child.turn()  # uses up this session's one turn a minute
         child.stream(tone(1000))  # more than the newest audio the connection item holds
         assert stack.audio_keys(), how
         if how == "failed-turn":

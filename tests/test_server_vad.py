@@ -87,12 +87,12 @@ def test_server_vad_ends_the_turn_and_answers(stack, fake_openai) -> None:
 
 
 def commits_a_turn(body: dict) -> bool:
-    """The append's write that ends an utterance and starts its turn (the turns-per-minute
-    window goes in that same write)."""
+    """The append's write that ends the first utterance and starts its turn (the first to
+    record an item id as the last one)."""
     return (
         body["Key"]["pk"]["S"].startswith("conn#")
         and "aver" in body["UpdateExpression"]
-        and "turns" in (body.get("ExpressionAttributeNames") or {}).values()
+        and ":li" in body["ExpressionAttributeValues"]
     )
 
 

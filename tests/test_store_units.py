@@ -236,15 +236,6 @@ def test_a_speculation_takes_the_held_audio_along_and_it_stays_held() -> None:
     assert (b"".join(d for _, d in written) + state.held).startswith(so_far)
 
 
-def test_turns_per_minute_is_a_sliding_window() -> None:
-    from kiddolingo.service import admit_turns
-
-    # the turn of 0 ms has left the window; one more fits, the next does not
-    assert admit_turns([0, 10_000], 61_000, 2, 2) == ([True, False], [10_000, 61_000])
-    assert admit_turns([], 5, 1, 1) == ([True], [5])
-    assert admit_turns([1, 2, 3], 4, 3, 1) == ([False], [1, 2, 3])
-
-
 def test_a_pause_that_ends_within_the_same_append_is_not_speculated_on() -> None:
     gap = b"\x00\x00" * (24 * 150)  # 150 ms: past the speculation point (8 % of 1.2 s)
     results = list(each_append([SILENT] * 5 + [_voiced(100)] * 5 + [gap + _voiced(100)], 0.08))

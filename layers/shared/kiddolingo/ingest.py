@@ -64,6 +64,7 @@ from typing import Any
 from . import vad as vadlib
 from .audio import bytes_to_ms
 from .chunks import chunk_key
+from .protocol import error_event
 from .protocol import server_event as _ev
 
 #: The largest start of an utterance held in the item for the next append to write.
@@ -331,9 +332,10 @@ def ingest(
         pending_bytes = bytearray()
         pending_seq = None
         committed.append(done)
-        events.append(
-            _ev("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=done.item_id)
-        )
+        if vad_cfg is not None:  # (in manual mode nothing "stops": the server commits)
+            events.append(
+                _ev("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=done.item_id)
+            )
         events.append(
             _ev("input_audio_buffer.committed", item_id=done.item_id, previous_item_id=last_item)
         )
@@ -349,6 +351,19 @@ def ingest(
                 pending_seq = seq
             pending_bytes += pcm
             timeline += round(bytes_to_ms(len(pcm), sample_rate))
+            if timeline - utt.start_ms >= max_utterance_ms:
+                # The client never committed (a microphone left on): commit for it, as the
+                # server VAD does, so the turn answers what was said and the utterance cannot
+                # outgrow the transcription upload or the connection item. It is told why.
+                commit(timeline)
+                events.append(
+                    error_event(
+                        "utterance_too_long",
+                        "You talked for a long time, so Lingo answers what you said so far "
+                        f"(after {max_utterance_ms // 1000} s of audio the server commits it; "
+                        "send input_audio_buffer.commit sooner).",
+                    )
+                )
             continue
         step = vadlib.feed(vad_cfg, vad_state, pcm)
         vad_state = step.state

@@ -42,7 +42,15 @@ from .protocol import (
 )
 from .session import LEARNER, SessionConfig, apply_update, session_object, split_update
 from .settings import Settings
-from .store import REMOVE, ConflictError, NotFoundError, SessionStore, known_version_condition
+from .store import (
+    REMOVE,
+    ConflictError,
+    NotFoundError,
+    SessionStore,
+    known_version_condition,
+    lease_until,
+    slot_taken,
+)
 
 if TYPE_CHECKING:
     # Only a turn needs these (imported where it runs): asyncio alone is ~15-20 ms of the chunk
@@ -432,7 +440,7 @@ class Tutor:
         own: bytes | None = pcm  # None once our chunk is processed (we may go on closing gaps)
         limited: ProtocolError | None = None
         told: ProtocolError | None = None
-        to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance, bool]] = []
+        to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance]] = []
         #: The turn started before the write committing its utterance (see below).
         early: StartedTurn | None = None
         speculation: StartedTurn | None = None
@@ -537,15 +545,15 @@ class Tutor:
             )
             for key, data in result.writes:
                 self.chunks.put(key, data)
-            barge_in = (
-                result.speech_started
-                and cfg.interrupt_response
-                and conn.get("resp")
-                and conn.get("cancel") != conn.get("resp")
-            )
             extra_sets, extra_removes, released, spec_start = _speculation_changes(
-                conn.get("spec") or {}, result, cfg.create_response
+                conn.get("spec") or {}, result, cfg.create_response, self.settings.lease_s
             )
+            # A speculation released by this write holds the response slot from this write on;
+            # speech that started again after it (in this same run) interrupts it at once.
+            live = extra_sets.get("resp") or (
+                conn.get("resp") if conn.get("cancel") != conn.get("resp") else None
+            )
+            barge_in = result.speech_started and cfg.interrupt_response and live
             prestarted: StartedTurn | None = None
             if spec_start is not None and result.speculate is not None:
                 # The speculation starts reading and transcribing while this write is on its
@@ -557,18 +565,15 @@ class Tutor:
                     speculative=spec_start,
                     speech_end_at=_speech_end_at(result, result.speculate),
                 )
-            turns = (
-                [u for u in result.committed if u.id not in released] if cfg.create_response else []
-            )
-            # Turns per minute, decided in this same write (no extra call on the turn's path).
-            admitted, window, window_cond = self._turn_window(conn, len(turns))
-            if window is not None:
-                extra_sets = {**extra_sets, "turns": window}
+            # (Manual mode: an utterance the server committed at its longest gets its turn, as a
+            # client's commit does.)
+            answers = cfg.create_response or not cfg.turn_detection
+            turns = [u for u in result.committed if u.id not in released] if answers else []
             # The loop goes on after this write when our chunk is still ahead (after a skip) or
             # chunks may wait at the new watermark (lenient): the write returns the item then.
             goes_on = lenient or (own is not None and not own_in_run)
             precommit: StartedTurn | None = None
-            if len(turns) == 1 and admitted[0] and not goes_on and not to_run:
+            if len(turns) == 1 and not goes_on and not to_run:
                 # The turn that this write commits starts reading and transcribing while the
                 # write is on its way (a DynamoDB round trip off the child's wait): it posts and
                 # claims nothing before the write has landed, and stops if the write loses.
@@ -580,7 +585,6 @@ class Tutor:
                     cfg,
                     turns[0],
                     speech_end_at=_speech_end_at(result, turns[0]),
-                    admitted=True,
                     verdict=WriteVerdict(),
                 )
             try:
@@ -589,10 +593,9 @@ class Tutor:
                     result,
                     now_s,
                     count,
-                    cancel=conn.get("resp") if barge_in else None,
+                    cancel=live if barge_in else None,
                     extra_sets=extra_sets,
                     extra_removes=extra_removes,
-                    extra_condition=window_cond,
                     strict=not lenient,
                     return_item=goes_on,
                     known=conn if unverified else None,
@@ -606,7 +609,10 @@ class Tutor:
                 # The item comes with the lost race (re-read only if the store did not send it).
                 latest = exc.item or self.store.get_connection(self.connection_id)
                 if not latest:
-                    return  # the connection is gone
+                    # The connection is gone: nobody else knows the audio this pass wrote
+                    # ($disconnect deleted what the item listed before it).
+                    self._delete_written(result.writes)
+                    return
                 if int(latest.get("aver", 0)) == state.version and not unverified:
                     # Only a chunk parked at our new watermark made us lose. When writes are
                     # slower than chunks arrive, waiting for those would never end: from now on
@@ -633,9 +639,9 @@ class Tutor:
                     for u in [*result.committed, *(t[2] for t in to_run)]:
                         self.chunks.delete_prefix(utterance_prefix(conn["sid"], u.id))
                     raise
-            if cfg.create_response:
+            if answers:
                 if precommit is None:  # (a turn started before the write is running already)
-                    to_run += [(conn, cfg, u, ok) for u, ok in zip(turns, admitted, strict=True)]
+                    to_run += [(conn, cfg, u) for u in turns]
             elif result.committed:
                 # No automatic reply: the committed audio waits for the client's response.create
                 # (in S3, all of it: the tail held in memory is written now).
@@ -645,11 +651,7 @@ class Tutor:
                     for key, data in writes:
                         self.chunks.put(key, data)
                     waiting.append(u.to_item())
-                self.store.update_connection(
-                    self.connection_id,
-                    "SET ready = list_append(if_not_exists(ready, :e), :u)",
-                    {":e": [], ":u": waiting},
-                )
+                self._wait_for_response_create(conn, waiting)
             end_at.update((u.id, _speech_end_at(result, u)) for u in result.committed)
             if prestarted is not None:
                 self.cancel_turn(speculation)  # a newer pause of this invocation took over
@@ -662,22 +664,53 @@ class Tutor:
             conn = written or {}
             if not conn:
                 return
-        for conn_, cfg_, utt, ok in to_run:
+        for conn_, cfg_, utt in to_run:
             announce, deferred = tuple(deferred), []
-            self.run_turn(
-                conn_,
-                cfg_,
-                utt,
-                speech_end_at=end_at.get(utt.id),
-                admitted=ok,
-                announce=announce,
-            )
+            self.run_turn(conn_, cfg_, utt, speech_end_at=end_at.get(utt.id), announce=announce)
         self.finish_turn(early)
         self.finish_turn(speculation)
         # After the turns: a 410 here must not orphan their audio.
         for error in (told, limited):
             if error is not None:
                 self.post(error_from(error))
+
+    def _wait_for_response_create(
+        self, conn: dict[str, Any], waiting: list[dict[str, Any]]
+    ) -> None:
+        """Add committed utterances to those waiting for ``response.create`` (``ready``).
+
+        ``response.create`` answers all of them in one turn (one transcription), so they are
+        bounded like one utterance: past ``max_utterance_ms`` of audio the oldest are dropped
+        (their audio deleted) and the client is told. The write is conditional on the list as
+        read, so a concurrent writer's utterances are never overwritten."""
+        before: list[dict[str, Any]] | None = conn.get("ready")
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            kept = [*(before or []), *waiting]
+            dropped = []
+            while len(kept) > 1 and _audio_ms(kept) > self.settings.max_utterance_ms:
+                dropped.append(kept.pop(0))
+            try:
+                self.store.put_ready(self.connection_id, before, kept)
+            except ConflictError as exc:
+                if exc.item is None:  # the connection is gone: nobody else knows this audio
+                    for u in waiting:
+                        self._delete_audio(conn["sid"], ingestlib.Utterance.from_item(u))
+                    raise ConnectionGoneError(self.connection_id) from None
+                before = exc.item.get("ready")
+                continue
+            for u in dropped:
+                self._delete_audio(conn["sid"], ingestlib.Utterance.from_item(u))
+            if dropped:
+                self.post(
+                    error_event(
+                        "committed_audio_dropped",
+                        f"At most {self.settings.max_utterance_ms // 1000} s of committed audio "
+                        "waits for response.create: the oldest was dropped. Send "
+                        "response.create sooner.",
+                    )
+                )
+            return
+        raise ConflictError("ready: too many concurrent writers")
 
     def _park(
         self, seq: int, pcm: bytes, now_s: int, count: int
@@ -720,7 +753,6 @@ class Tutor:
         cancel: str | None = None,
         extra_sets: dict[str, Any] | None = None,
         extra_removes: list[str] | None = None,
-        extra_condition: tuple[str, dict[str, Any]] | None = None,
         strict: bool = True,
         return_item: bool = False,
         known: dict[str, Any] | None = None,
@@ -793,10 +825,10 @@ class Tutor:
         if strict:
             names["#w"] = str(st.next_seq)
             condition += " AND attribute_not_exists(pend.#w)"
-        for extra in (extra_condition, known_version_condition(known) if known else None):
-            if extra is not None:
-                condition += f" AND {extra[0]}"
-                values.update(extra[1])
+        if known:
+            kept, kept_values = known_version_condition(known)
+            condition += f" AND {kept}"
+            values.update(kept_values)
         keep = self.store.known is not None
         return self.store.update_connection(
             self.connection_id,
@@ -909,22 +941,39 @@ class Tutor:
     # responses ------------------------------------------------------------------------
 
     def _on_response_create(self, conn: dict[str, Any], event: ClientEvent) -> None:
-        if conn.get("resp") and conn.get("cancel") != conn.get("resp"):
+        if slot_taken(conn):
             raise ProtocolError(
                 "conversation_already_has_active_response",
                 "The tutor is already answering; cancel it first or wait for response.done.",
                 event_id=event.event_id,
             )
         cfg = SessionConfig.from_item(conn.get("cfg"))
-        waiting = [
-            u for u in (ingestlib.Utterance.from_item(x) for x in conn.get("ready") or []) if u
-        ]
+        stale = conn.get("resp")
+        if stale and conn.get("cancel") != stale:
+            # The turn that held the slot died without ending its response (its lease ran out:
+            # a Lambda timeout, say): end it for the client, which may still show it speaking.
+            from .turn_io import failed_response_events
+
+            held = {"object": "realtime.response", "id": stale, "status": "in_progress"}
+            self.post(failed_response_events({**held, "output": []}, stale, cfg.voice)[-1])
         self._pass_turn()  # the reply runs for seconds: the audio after it goes on meanwhile
-        if not waiting:
-            self.run_turn(conn, cfg, None)
-            return
-        # The audio committed without a reply (create_response false) is the child's turn now.
-        self.store.update_connection(self.connection_id, "REMOVE ready", None)
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            ready = conn.get("ready") or []
+            waiting = [u for u in (ingestlib.Utterance.from_item(x) for x in ready) if u]
+            if not waiting:
+                self.run_turn(conn, cfg, None)
+                return
+            # The audio committed without a reply (create_response false) is the child's turn
+            # now: taken only as read, so an utterance committed meanwhile is not dropped (it
+            # is read again and taken along).
+            if self.store.take_ready(self.connection_id, ready):
+                break
+            latest = self.store.get_connection(self.connection_id)
+            if latest is None:
+                return  # the connection is gone ($disconnect deletes the waiting audio)
+            conn = latest
+        else:
+            raise ConflictError("response.create: the waiting audio kept changing")
         turn = replace(
             waiting[-1],
             start_ms=waiting[0].start_ms,
@@ -1024,20 +1073,18 @@ class Tutor:
         *,
         speculative: str | None = None,
         speech_end_at: float | None = None,
-        admitted: bool | None = None,
         announce: tuple[dict[str, Any], ...] = (),
         verdict: WriteVerdict | None = None,
-    ) -> StartedTurn | None:
-        """Start a turn on the process loop; ``None``: refused (turns per minute).
+    ) -> StartedTurn:
+        """Start a turn on the process loop (it asks for its place under the turns-per-minute
+        limit itself, before it reaches a provider: ``_admit_turn``).
 
         ``speculative``: the id of a speculation started in the pause; nothing is posted until
         the append that ends the utterance releases it, and all of it is dropped (streams closed,
-        nothing stored) if the child goes on speaking. ``admitted``: the turns-per-minute verdict
-        when the caller already took it (the append that ends an utterance does, in its own
-        write); ``announce``: events of the caller still to post first (``speech_stopped``,
-        ``committed``), posted while the audio is read. ``verdict``: the turn starts before the
-        caller's write that commits its utterance, and waits for it before it posts anything
-        (the events to post first come with it)."""
+        nothing stored) if the child goes on speaking. ``announce``: events of the caller still
+        to post first (``speech_stopped``, ``committed``), posted while the audio is read.
+        ``verdict``: the turn starts before the caller's write that commits its utterance, and
+        waits for it before it posts anything (the events to post first come with it)."""
         from . import runtime
 
         gate = None
@@ -1054,26 +1101,6 @@ class Tutor:
             gate = SpeculationGate(
                 self.store, self.connection_id, speculative, silence_ms, due_in_s=due_in_s
             )
-        try:
-            if admitted is None and speculative is None:
-                admitted = self._admit_turn()
-            if admitted is False:
-                for event in announce:
-                    self.post(event)
-                self.post(
-                    error_event(
-                        "rate_limited",
-                        f"Too many turns: at most {self.settings.max_turns_per_minute} a minute. "
-                        "Let's take a little break!",
-                        error_type="rate_limit_error",
-                    )
-                )
-                self._delete_audio(conn["sid"], utt)  # no turn; its audio goes all the same
-                return None
-        except ConnectionGoneError:
-            self.disconnect()
-            self._delete_audio(conn["sid"], utt)
-            return None
         future = runtime.submit(
             self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic(), announce, verdict)
         )
@@ -1106,6 +1133,14 @@ class Tutor:
             turn.verdict.lost()
         turn.future.cancel()
 
+    def _delete_written(self, writes: tuple[tuple[str, bytes], ...]) -> None:
+        """Delete the utterances that ``writes`` (S3 keys, audio) went to: their audio."""
+        for prefix in {key.rsplit("/", 1)[0] + "/" for key, _ in writes}:  # (chunk_key's)
+            try:
+                self.chunks.delete_prefix(prefix)
+            except Exception:  # the lifecycle rule is the backstop
+                log.exception("could not delete the utterance audio")
+
     def _delete_audio(self, session_id: str, utt: ingestlib.Utterance | None) -> None:
         if utt is None:
             return
@@ -1114,50 +1149,47 @@ class Tutor:
         except Exception:  # the lifecycle rule is the backstop
             log.exception("could not delete the utterance audio")
 
-    def _admit_turn(self) -> bool:
-        """Turns per minute: a sliding window of turn start times (ms) on the connection item.
+    def _admit_turn(self, session_id: str) -> bool:
+        """Turns per minute: count this turn in the session's budget, before it reaches a
+        provider. False: over the limit (nothing was counted).
 
-        False when ``max_turns_per_minute`` turns started in the last 60 s. Speculative runs are
-        not counted (a discarded one is not a turn; the VAD starts at most one per pause)."""
+        Counted per session (every connection of it shares one count) and atomically
+        (``SessionStore.count_turn``); every turn that reaches a provider counts: a speculation
+        too, when it starts, and a speculation the child talks over is not given back (its
+        transcription was paid for). A released speculation is its utterance's turn: the
+        utterance is not counted again."""
         limit = self.settings.max_turns_per_minute
-        if limit <= 0:
-            return True
-        for _ in range(MAX_APPEND_ATTEMPTS):
-            # Only the window is read: the connection item's audio state is ~17 KB.
-            conn = self.store.connection_fields(self.connection_id, "turns")
-            if conn is None:
-                return True  # gone: the turn stops at its first post
-            (admitted,), window, window_cond = self._turn_window(conn, 1)
-            if window is None or window_cond is None:
-                return admitted
-            try:
-                self.store.update_connection(
-                    self.connection_id,
-                    "SET turns = :tw_new",
-                    {":tw_new": window, **window_cond[1]},
-                    condition=window_cond[0],
-                )
-            except ConflictError:
-                continue
-            return admitted
-        return False
+        return limit <= 0 or self.store.count_turn(session_id, limit)
 
-    def _turn_window(
-        self, conn: dict[str, Any], n: int
-    ) -> tuple[list[bool], list[int] | None, tuple[str, dict[str, Any]] | None]:
-        """The turns-per-minute verdict on ``n`` turns starting now (see ``admit_turns``): the
-        verdicts, the new window to write (``None``: nothing changes) and the write's condition
-        (the window it read is still the window)."""
-        limit = self.settings.max_turns_per_minute
-        if n == 0 or limit <= 0:
-            return [True] * n, None, None
-        old = [int(t) for t in conn.get("turns") or []]
-        admitted, window = admit_turns(old, int(time.time() * 1000), limit, n)
-        if window == old:
-            return admitted, None, None
-        if old:
-            return admitted, window, ("turns = :tw_old", {":tw_old": old})
-        return admitted, window, ("attribute_not_exists(turns)", {})
+    async def _refuse_turn(self, poster: MessengerPoster, gate: SpeculationGate | None) -> None:
+        """The turn is over the turns-per-minute limit: tell the child, reach no provider.
+
+        A speculation withdraws its marker instead, silently: the utterance then gets its own
+        turn when the pause ends, which asks the limit again (and tells the child if it still
+        refuses). Only a speculation released meanwhile tells the child itself."""
+        import asyncio
+
+        if gate is not None:
+            withdrawn = await asyncio.to_thread(
+                self.store.withdraw_speculation, self.connection_id, gate.spec_id
+            )
+            if withdrawn:
+                gate.call_off()
+                return
+            # Released meanwhile: the write that released it took the response slot for it.
+            await asyncio.to_thread(
+                self.store.release_response,
+                self.connection_id,
+                speculation_response_id(gate.spec_id),
+            )
+        await poster.post(
+            error_event(
+                "rate_limited",
+                f"Too many turns: at most {self.settings.max_turns_per_minute} a minute. "
+                "Let's take a little break!",
+                error_type="rate_limit_error",
+            )
+        )
 
     async def _turn(
         self,
@@ -1169,24 +1201,50 @@ class Tutor:
         announce: tuple[dict[str, Any], ...] = (),
         verdict: WriteVerdict | None = None,
     ) -> None:
+        import asyncio
+
         from .turn_io import GatedPoster, MessengerPoster, WriteLost
 
         poster: MessengerPoster = (
             GatedPoster(self.messenger, gate) if gate else MessengerPoster(self.messenger)
         )
         self._speech_end_at = speech_end_at
+        # A speculation's response id follows from its id: the append that releases it claims
+        # the response slot for it in that same write.
+        response_id = speculation_response_id(gate.spec_id) if gate else new_id("resp")
+        ids = (response_id, new_id("item"))
+        failed = False
         try:
             async with contextlib.AsyncExitStack() as exits:
                 for event in announce:
                     await poster.post(event)  # queued: they go out while the audio is read
-                await self._turn_body(conn, cfg, utt, poster, exits, verdict)
+                # Bounded by the slot's lease: a turn that hangs past it ends here, and its
+                # slot is free then anyway.
+                await asyncio.wait_for(
+                    self._turn_body(conn, cfg, utt, poster, exits, verdict, ids),
+                    self.settings.lease_s - 1,
+                )
+            if isinstance(poster, GatedPoster):
+                await poster.settle()
+            await poster.flush()
         except WriteLost:
             return  # the append's retry commits the utterance anew: nothing was posted
+        except (ConnectionGoneError, MissingChunkError):
+            raise  # expected: the caller cleans up the connection, or tells the child
+        except Exception:
+            failed = True
+            log.exception("turn %s failed unexpectedly", response_id)
+            await self._fail_turn(poster, conn["sid"], cfg, response_id, verdict)
         finally:
             try:
                 if isinstance(poster, GatedPoster):
                     await poster.settle()
                 await poster.flush()
+            except ConnectionGoneError:
+                raise
+            except Exception:
+                if not failed:  # (else: told to the child in _fail_turn already)
+                    raise
             finally:
                 await poster.aclose()
 
@@ -1197,7 +1255,8 @@ class Tutor:
         utt: ingestlib.Utterance | None,
         poster: MessengerPoster,
         exits: contextlib.AsyncExitStack,
-        verdict: WriteVerdict | None = None,
+        verdict: WriteVerdict | None,
+        ids: tuple[str, str],
     ) -> None:
         """The turn: read and transcribe the audio, then reply. ``exits`` closes what the turn
         opened (the speech connection) when the turn ends, whatever ended it."""
@@ -1223,7 +1282,7 @@ class Tutor:
                 session_task = asyncio.ensure_future(asyncio.to_thread(self.store.get_session, sid))
             return session_task
 
-        response_id, item_id = new_id("resp"), new_id("item")
+        response_id, item_id = ids
         claim: asyncio.Future[None] | None = None
         usage = Usage()
         speech: Any = None
@@ -1250,20 +1309,42 @@ class Tutor:
                 claim.add_done_callback(lambda f: f.cancelled() or f.exception())
 
         async def unclaim() -> None:
-            if claim is not None:
+            if isinstance(poster, GatedPoster):
+                # A speculation's slot is taken by the write that releases it, if it comes.
+                if not await poster.settle():
+                    return
+            elif claim is None:
+                return
+            else:
                 with contextlib.suppress(Exception):
                     await claim
-                await asyncio.to_thread(self._drop_response, sid, response_id)
+            await asyncio.to_thread(self._drop_response, sid, response_id)
 
         async def landed() -> None:
             """Wait for the write committing this turn (if it started before): raises
-            ``WriteLost`` if it lost; else posts the append's events, first."""
-            if verdict is not None:
+            ``WriteLost`` if it lost; else posts the append's events, first (once)."""
+            if verdict is not None and not verdict.announced:
                 for event in await verdict.wait():
                     await poster.post(event)
+                verdict.announced = True
+
+        # Turns per minute: asked while the audio is read; no provider is reached before.
+        admission = asyncio.ensure_future(asyncio.to_thread(self._admit_turn, sid))
+        admission.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        async def admitted() -> bool:
+            if await admission:
+                return True
+            await landed()  # the refusal follows the append's events
+            await self._refuse_turn(
+                poster, poster.gate if isinstance(poster, GatedPoster) else None
+            )
+            return False
 
         if utt is None:
             await landed()
+            if not await admitted():
+                return
         else:
             try:
                 pcm = await asyncio.to_thread(self.chunks.read, list(utt.keys))
@@ -1272,6 +1353,8 @@ class Tutor:
                 raise
             pcm += utt.tail  # the newest audio never went to S3: it came along in memory
             wav = pcm16_to_wav(pcm, cfg.input_rate)
+            if not await admitted():
+                return
             from .providers.errors import ProviderError
 
             transcription = asyncio.ensure_future(
@@ -1337,7 +1420,10 @@ class Tutor:
         else:
             # A speculation claims the connection's response slot only once released.
             assert isinstance(poster, GatedPoster)
-            poster.on_release = lambda: self._begin_response(sid, response_id, item_id)
+            # (The append that released it took the connection's slot in that same write.)
+            poster.on_release = lambda: self._begin_response(
+                sid, response_id, item_id, slot_taken=True
+            )
 
         async def on_segment(seg: Segment) -> None:
             await asyncio.to_thread(
@@ -1403,6 +1489,44 @@ class Tutor:
             # What was heard is in the history; now clean up the connection (run_turn).
             raise ConnectionGoneError(self.connection_id)
 
+    async def _fail_turn(
+        self,
+        poster: MessengerPoster,
+        sid: str,
+        cfg: SessionConfig,
+        response_id: str,
+        verdict: WriteVerdict | None,
+    ) -> None:
+        """End a turn that failed in a way it does not expect (a post that failed other than
+        with a 410, a DynamoDB or S3 error, a hang past the lease): the child still gets
+        ``response.done`` ``failed``, and the response slot is freed at once."""
+        import asyncio
+
+        from .turn_io import WriteLost, failed_response_events
+
+        if verdict is not None and not verdict.announced:
+            try:
+                announce = await verdict.wait()
+            except WriteLost:
+                return  # the append's write lost: its retry commits the utterance anew
+        else:
+            announce = ()
+        events = [*announce, *failed_response_events(poster.open_response, response_id, cfg.voice)]
+        try:
+            for event in events:
+                await poster.post(event)
+            await poster.flush()
+        except ConnectionGoneError:
+            raise
+        except Exception:
+            # The poster itself failed (a post refused other than with a 410): one more try,
+            # directly, for what ends the turn.
+            with contextlib.suppress(Exception):
+                for event in events:
+                    await asyncio.to_thread(self.messenger.post, event)
+        with contextlib.suppress(Exception):  # else the lease frees the slot
+            await asyncio.to_thread(self._drop_response, sid, response_id)
+
     async def _apologize_for(
         self, exc: Any, cfg: SessionConfig, providers: Any, poster: MessengerPoster, speech: Any
     ) -> None:
@@ -1458,11 +1582,16 @@ class Tutor:
 
         return build_providers(self.settings)
 
-    def _begin_response(self, sid: str, response_id: str, item_id: str) -> None:
-        try:
-            self.store.update_connection(self.connection_id, "SET resp = :r", {":r": response_id})
-        except ConflictError:  # only the connection's existence is a condition: it is gone
-            raise ConnectionGoneError(self.connection_id) from None
+    def _begin_response(
+        self, sid: str, response_id: str, item_id: str, slot_taken: bool = False
+    ) -> None:
+        """Claim the connection's response slot, under a lease (``slot_taken``: already claimed
+        by the write that released a speculation), and record the response in the session."""
+        if not slot_taken:
+            try:
+                self.store.claim_response(self.connection_id, response_id, self.settings.lease_s)
+            except NotFoundError:
+                raise ConnectionGoneError(self.connection_id) from None
         # One write: the new response replaces whatever the session held (no read needed).
         self.store.set_session_fields(
             sid,
@@ -1478,10 +1607,7 @@ class Tutor:
                     {"resp": REMOVE} if (item.get("resp") or {}).get("id") == response_id else None
                 ),
             )
-        with contextlib.suppress(ConflictError):
-            self.store.update_connection(
-                self.connection_id, "REMOVE resp", {":r": response_id}, condition="resp = :r"
-            )
+        self.store.release_response(self.connection_id, response_id)
 
     def _end_response(
         self, sid: str, response_id: str, utt: ingestlib.Utterance | None, outcome: Any
@@ -1514,13 +1640,7 @@ class Tutor:
         except NotFoundError:
             return
         # A newer response may have taken over the connection, or it is gone: fine either way.
-        with contextlib.suppress(ConflictError):
-            self.store.update_connection(
-                self.connection_id,
-                "REMOVE resp, cancel",
-                {":r": response_id},
-                condition="resp = :r",
-            )
+        self.store.release_response(self.connection_id, response_id)
 
     # ------------------------------------------------------------------ disconnect
 
@@ -1541,10 +1661,12 @@ class Tutor:
 
 
 def _speculation_changes(
-    spec: dict[str, Any], result: ingestlib.IngestResult, create_response: bool
+    spec: dict[str, Any], result: ingestlib.IngestResult, create_response: bool, lease_s: float
 ) -> tuple[dict[str, Any], list[str], set[str], str | None]:
     """What an ingest result does to the speculative turn: (attributes to set, to remove, the
-    utterances whose speculation is released, the id of a speculation to start)."""
+    utterances whose speculation is released, the id of a speculation to start). A release
+    takes the connection's response slot for the speculation's response in the same write:
+    from then on a barge-in finds it there and cancels it, even before its first post."""
     sets: dict[str, Any] = {}
     removes: list[str] = []
     released: set[str] = set()
@@ -1555,6 +1677,8 @@ def _speculation_changes(
         if spec.get("utt") == utt.id:
             # The speculative turn for this pause is ready: let it speak.
             sets["spec_rel"] = spec["id"]
+            sets["resp"] = speculation_response_id(spec["id"])
+            sets["rexp"] = lease_until(lease_s)
             released.add(utt.id)
     start = None
     # The VAD only signals "speculate" when speculation is configured (a fraction > 0).
@@ -1565,22 +1689,19 @@ def _speculation_changes(
     return sets, removes, released, start
 
 
+def speculation_response_id(spec_id: str) -> str:
+    """The id of the response a speculation gives, once released (``spec_<hex>``)."""
+    return "resp_" + spec_id.removeprefix("spec_")
+
+
 def _speech_end_at(result: ingestlib.IngestResult, utt: ingestlib.Utterance) -> float:
     """Where the child's last speech sample of ``utt`` lies in wall time (the metrics)."""
     return time.monotonic() - (result.state.audio_ms - (utt.end_ms or 0)) / 1000
 
 
-def admit_turns(window: list[int], now_ms: int, limit: int, n: int) -> tuple[list[bool], list[int]]:
-    """A sliding window of turn start times (ms): which of ``n`` turns starting at ``now_ms``
-    fit ``limit`` turns a minute, and the window after them."""
-    recent = [t for t in window if now_ms - t < 60_000]
-    verdicts = []
-    for _ in range(n):
-        ok = len(recent) < limit
-        if ok:
-            recent.append(now_ms)
-        verdicts.append(ok)
-    return verdicts, recent
+def _audio_ms(utterances: list[dict[str, Any]]) -> int:
+    """How much audio stored utterances (``Utterance.to_item``) hold, in ms."""
+    return sum(int(u.get("end", u["start"])) - int(u["start"]) for u in utterances)
 
 
 def _placed(

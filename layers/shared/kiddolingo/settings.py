@@ -107,16 +107,28 @@ class Settings:
     provider_timeout_s: float = 10.0
     provider_max_retries: int = 2
     turn_deadline_s: float = 20.0
+    #: How long a turn holds its connection's response slot at most (see ``lease_s``).
+    response_lease_s: float = 60.0
     speculative_fraction: float = 0.08
     moderation_enabled: bool = True
     auth_required: bool = True
     auth_secret: str | None = None
     auth_secret_parameter: str | None = None
     max_appends_per_second: int = 50
-    max_turns_per_minute: int = 12
+    #: Every turn that reaches a provider counts, a speculation too (~1.5 per answer).
+    max_turns_per_minute: int = 20
     max_utterance_ms: int = 30_000
     max_history_messages: int = 20
     parameter_cache_s: int = 300
+
+    @property
+    def lease_s(self) -> float:
+        """The response slot's lease: ``RESPONSE_LEASE_S``, but always longer than the turn's
+        deadline plus its transcription (every attempt at the provider's timeout), so that a
+        live turn is never taken for a dead one. A lease too short would only let a second
+        response overtake the first, which then stops as if cancelled."""
+        transcription_s = self.provider_timeout_s * (self.provider_max_retries + 1)
+        return max(self.response_lease_s, self.turn_deadline_s + transcription_s + 5.0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -156,6 +168,7 @@ class Settings:
             provider_timeout_s=_float(env, "PROVIDER_TIMEOUT_S", base.provider_timeout_s),
             provider_max_retries=_int(env, "PROVIDER_MAX_RETRIES", base.provider_max_retries),
             turn_deadline_s=_float(env, "TURN_DEADLINE_S", base.turn_deadline_s),
+            response_lease_s=_float(env, "RESPONSE_LEASE_S", base.response_lease_s),
             speculative_fraction=_float(env, "SPECULATIVE_FRACTION", base.speculative_fraction),
             moderation_enabled=_bool(env.get("MODERATION_ENABLED"), base.moderation_enabled),
             auth_required=_bool(env.get("AUTH_REQUIRED"), base.auth_required),

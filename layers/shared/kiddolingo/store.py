@@ -1,7 +1,7 @@
 """DynamoDB adapter: sessions, connections, the audio state of a connection, responses.
 
 One table, hash key ``pk``, TTL attribute ``expires_at`` (both read from ``template.yaml`` by the
-tests, so this cannot drift from the deployed table). Two kinds of item:
+tests, so this cannot drift from the deployed table). Three kinds of item:
 
 ``session#<id>``
     ``learner``, ``cfg`` (session settings), ``hist`` (the conversation as heard: one JSON
@@ -12,9 +12,13 @@ tests, so this cannot drift from the deployed table). Two kinds of item:
     ``sid``, ``learner``, ``role`` (``teacher`` for a teacher's token; absent for a
     learner's), ``cfg`` (a copy of the session settings: the chunk path then reads one
     item), ``greeted``, the audio state (``seq``, ``aver``, ``vad``, ``pend``, ``utt``; see
-    ``kiddolingo.ingest``), ``resp`` (the response this connection is receiving) and ``cancel``
-    (a response id that must stop), ``cver`` (bumped by every write of the item: see
+    ``kiddolingo.ingest``), ``resp`` (the response this connection is receiving), ``rexp``
+    (the epoch second that response's hold on the slot expires: its lease) and ``cancel``
+    (a response id that must stop), ``ready`` (utterances committed without a reply, waiting
+    for ``response.create``), ``cver`` (bumped by every write of the item: see
     ``KnownConnections``).
+``turns#<session id>``
+    ``minute``, ``count``: the session's turns in the current clock minute (``count_turn``).
 
 The low-level client is used with ``kiddolingo.ddbjson`` instead of boto3's resource API or
 its ``TypeSerializer``: boto3's import costs the audio-chunk path's cold start ~80 ms.
@@ -22,6 +26,7 @@ its ``TypeSerializer``: boto3's import costs the audio-chunk path's cold start ~
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -417,6 +422,99 @@ class SessionStore:
             return "cancelled"  # a newer response took over this connection
         return "active"
 
+    def claim_response(self, connection_id: str, response_id: str, lease_s: float) -> None:
+        """Take the connection's response slot for ``response_id`` until ``lease_s`` from now.
+
+        The slot is taken over, never waited for: a newer response replaces an older one, which
+        then reads as cancelled (``response_state``). The lease is what frees a slot whose turn
+        died without releasing it (a Lambda timeout): ``response_create_blocked`` ignores an
+        expired one. Raises ``NotFoundError`` when the connection is gone."""
+        try:
+            self.update_connection(
+                connection_id,
+                "SET resp = :r, rexp = :until",
+                {":r": response_id, ":until": lease_until(lease_s)},
+            )
+        except ConflictError:  # only the connection's existence is a condition
+            raise NotFoundError(f"connection {connection_id} not found") from None
+
+    def release_response(self, connection_id: str, response_id: str) -> None:
+        """Free the slot if ``response_id`` still holds it (a newer response may have taken it
+        over, or the connection is gone: nothing to do then)."""
+        with contextlib.suppress(ConflictError):
+            self.update_connection(
+                connection_id,
+                "REMOVE resp, cancel, rexp",
+                {":r": response_id},
+                condition="resp = :r",
+            )
+
+    def take_ready(self, connection_id: str, ready: list[Any]) -> bool:
+        """Empty the list of committed utterances waiting for ``response.create``, if it is
+        still exactly ``ready`` (as read). False: it changed meanwhile (an utterance was
+        committed since: read it again, so that its words are not lost)."""
+        try:
+            self.update_connection(
+                connection_id, "REMOVE ready", {":old": ready}, condition="ready = :old"
+            )
+        except ConflictError:
+            return False
+        return True
+
+    def put_ready(self, connection_id: str, before: list[Any] | None, after: list[Any]) -> None:
+        """Replace the waiting utterances ``before`` (as read; ``None``: there were none) by
+        ``after``. Raises ``ConflictError`` with the item as it is now when the list changed
+        meanwhile (``item`` ``None``: the connection is gone)."""
+        values: dict[str, Any] = {":new": after}
+        if before is None:
+            condition = "attribute_not_exists(ready)"
+        else:
+            condition, values[":old"] = "ready = :old", before
+        self.update_connection(
+            connection_id, "SET ready = :new", values, condition=condition, item_on_conflict=True
+        )
+
+    def count_turn(self, session_id: str, limit: int, now: float | None = None) -> bool:
+        """Count a turn of ``session_id`` against ``limit`` turns per clock minute. False: the
+        limit is reached, nothing is counted.
+
+        Every connection of the session counts into one small item (``turns#<id>``), with
+        conditional writes, so a reconnect, a second connection or concurrent invocations share
+        one budget. One write in the common case; the first turn of a minute costs a second one
+        (it starts the minute's count). A fixed window: one write can neither check nor prune a
+        list of start times, so across a minute's boundary up to twice the limit can start
+        within a few seconds; the cost per minute stays bounded."""
+        minute = int((time.time() if now is None else now) // 60)
+        key = {"pk": {"S": f"turns#{session_id}"}}
+        names = {"#m": "minute", "#n": "count"}
+        expires = self._expires()
+        for _ in range(MAX_CONFLICT_RETRIES):
+            try:
+                self._update(
+                    key,
+                    "SET expires_at = :exp ADD #n :one",
+                    {":one": 1, ":m": minute, ":lim": limit, ":exp": expires},
+                    names,
+                    condition="#m = :m AND #n < :lim",
+                    item_on_conflict=True,
+                )
+                return True
+            except ConflictError as exc:
+                if exc.item is not None and exc.item.get("minute") == minute:
+                    return False  # this minute's count is full
+            try:
+                self._update(
+                    key,
+                    "SET #m = :m, #n = :one, expires_at = :exp",
+                    {":one": 1, ":m": minute, ":exp": expires},
+                    names,
+                    condition="attribute_not_exists(#m) OR #m <> :m",
+                )
+                return True
+            except ConflictError:
+                continue  # another turn started this minute's count first: count into it
+        raise ConflictError(f"turns of session {session_id}: too many concurrent updates")
+
     def cancel_response(self, connection_id: str, response_id: str | None = None) -> str | None:
         """Flag the connection's response in flight (or exactly ``response_id``) as cancelled.
 
@@ -476,6 +574,22 @@ class SessionStore:
             return True
         except ConflictError:
             return False
+
+
+def lease_until(lease_s: float) -> int:
+    """The epoch second a response slot taken now for ``lease_s`` expires (``rexp``)."""
+    return int(time.time() + lease_s) + 1
+
+
+def slot_taken(item: dict[str, Any], now: float | None = None) -> bool:
+    """Whether a connection item's response slot holds a live response: one that was neither
+    cancelled nor left behind past its lease by a turn that died. (A slot written before
+    leases existed has no ``rexp``: it counts as free, so it cannot stay taken either.)"""
+    resp = item.get("resp")
+    if not resp or item.get("cancel") == resp:
+        return False
+    until = item.get("rexp")
+    return until is not None and int(until) > (time.time() if now is None else now)
 
 
 def _update_expression(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .messenger import Messenger
+from .protocol import server_event
 from .store import SessionStore
 
 
@@ -58,9 +59,16 @@ class MessengerPoster:
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        #: The response of the last ``response.created`` posted and not yet ended by its
+        #: ``response.done``: what a turn that fails unexpectedly must still end.
+        self.open_response: dict[str, Any] | None = None
 
     async def post(self, event: dict[str, Any]) -> None:
         self._raise_error()
+        if event["type"] == "response.created":
+            self.open_response = event.get("response")
+        elif event["type"] == "response.done":
+            self.open_response = None
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run(self._queue))
@@ -113,6 +121,8 @@ class WriteVerdict:
         self._outcome: concurrent.futures.Future[tuple[dict[str, Any], ...] | None] = (
             concurrent.futures.Future()
         )
+        #: Set by the turn once it has posted the events that came with the verdict.
+        self.announced = False
 
     def landed(self, announce: tuple[dict[str, Any], ...]) -> None:
         self._outcome.set_result(announce)
@@ -270,3 +280,37 @@ class GatedPoster(MessengerPoster):
             await MessengerPoster.post(self, event)
         self._open = True
         return True
+
+
+#: ``status_details`` of a turn that ended on an error it did not expect.
+TURN_FAILED = {
+    "type": "failed",
+    "error": {
+        "type": "server_error",
+        "code": "turn_failed",
+        "message": "Something went wrong; please try again.",
+    },
+}
+
+
+def failed_response_events(
+    open_response: dict[str, Any] | None, response_id: str, voice: str
+) -> list[dict[str, Any]]:
+    """What ends a turn that failed unexpectedly: ``response.done`` ``failed`` for the
+    response the client saw created, or, when it never got that far, for ``response_id``
+    with its ``response.created`` first (so the client's wait for an answer ends too)."""
+    events = []
+    response = open_response
+    if response is None:
+        response = {
+            "object": "realtime.response",
+            "id": response_id,
+            "status": "in_progress",
+            "output": [],
+            "output_modalities": ["audio"],
+            "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": voice}},
+        }
+        events.append(server_event("response.created", response=response))
+    done = {**response, "status": "failed", "status_details": TURN_FAILED}
+    events.append(server_event("response.done", response=done))
+    return events
