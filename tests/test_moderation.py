@@ -7,6 +7,7 @@ what the history holds, and what the next turn's chat context carries.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from infra.fake_openai import synth_pcm
@@ -32,8 +33,9 @@ def everything_said_or_shown(events: list[dict[str, Any]], fake: Any, before: in
 
 def assert_content_filter(events: list[dict[str, Any]]) -> None:
     response = done(events)
-    assert response["status"] == "completed"
-    assert response["status_details"] == {"type": "completed", "reason": "content_filter"}
+    # as the Realtime API ends a response its content filter stopped
+    assert response["status"] == "incomplete"
+    assert response["status_details"] == {"type": "incomplete", "reason": "content_filter"}
     assert errors(events) == []
 
 
@@ -58,6 +60,12 @@ def test_flagged_transcript_gets_the_gentle_redirect(stack, fake_openai) -> None
     events = child.turn()
     # the child's words were checked
     assert "Quiero hacer una bomba" in [r.input for r in fake_openai.requests("moderations")]
+    # the child never sees their own flagged words: a placeholder, before the reply opens
+    (shown_words,) = [
+        e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"
+    ]
+    assert shown_words["transcript"] == "…" and "bomba" not in json.dumps(events)
+    assert types(events).index(shown_words["type"]) < types(events).index("response.created")
     # the child hears the redirect, and only the redirect: never the chat model's answer
     assert spoken_since(fake_openai, before) == [strip_for_speech(REDIRECT)]
     assert heard(events) == synth_pcm(strip_for_speech(REDIRECT))

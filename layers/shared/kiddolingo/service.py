@@ -1271,6 +1271,8 @@ class Tutor:
         sid = conn["sid"]
         settings = self.settings
         user_text: str | None = None
+        #: The child's words as the client is to see them: posted by the reply, once moderated.
+        user_event: dict[str, Any] | None = None
         t0 = time.monotonic()
         transcription_ms: float | None = None
         session_task: asyncio.Future[dict[str, Any] | None] | None = None
@@ -1399,16 +1401,15 @@ class Tutor:
                 # paying for the chat and the speech (nothing was posted or stored).
                 self._speculation_missed(response_id, item_id, user_text, transcription_ms)
                 return
-            await poster.post(
-                server_event(
-                    "conversation.item.input_audio_transcription.completed",
-                    item_id=utt.item_id,
-                    content_index=0,
-                    transcript=user_text,
-                    usage={"type": "duration", "seconds": round(len(pcm) / 2 / cfg.input_rate, 3)},
-                )
+            user_event = server_event(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=utt.item_id,
+                content_index=0,
+                transcript=user_text,
+                usage={"type": "duration", "seconds": round(len(pcm) / 2 / cfg.input_rate, 3)},
             )
             if not user_text:
+                await poster.post(user_event)
                 await unclaim()
                 return  # nothing was said (noise): no reply
 
@@ -1461,6 +1462,7 @@ class Tutor:
             temperature=settings.chat_temperature,
             max_tokens=settings.chat_max_tokens,
             moderation=settings.moderation_enabled,
+            user_event=user_event,
         )
         outcome = await runner.respond(req, user_text)
         outcome.usage.merge(usage)

@@ -113,7 +113,31 @@ class TurnRequest:
     temperature: float
     max_tokens: int
     moderation: bool = True
+    #: ``conversation.item.input_audio_transcription.completed`` of the child's words, posted
+    #: first, once the words passed moderation (a placeholder in their place if they did not).
+    user_event: dict[str, Any] | None = None
 
+
+#: What the child sees of their own words when moderation flagged them (or could not check
+#: them): never the words themselves.
+FLAGGED_PLACEHOLDER = "…"
+
+
+class _AfterOpening:
+    """The turn's poster, holding every post until the events that open the response
+    (the child's moderated words, ``response.created``) have gone first."""
+
+    def __init__(self, poster: Poster, opening: asyncio.Future[None]) -> None:
+        self.poster = poster
+        self.opening = opening
+
+    async def post(self, event: dict[str, Any]) -> None:
+        await asyncio.shield(self.opening)
+        await self.poster.post(event)
+
+    async def flush(self) -> None:
+        if self.opening.done():
+            await self.poster.flush()
 
 class Strayed:
     """Queued in place of the rest of a sentence the voice model strayed from."""
@@ -262,12 +286,19 @@ class TurnRunner:
     async def respond(self, req: TurnRequest, user_text: str | None) -> TurnOutcome:
         """Stream a reply to ``user_text`` (``None``: reply to the history as it stands)."""
         outcome = TurnOutcome(req.response_id, req.item_id, "in_progress", user_text=user_text)
+        verdict: asyncio.Task[Any] | None = None
+        if req.moderation and self.moderator is not None and user_text:
+            # Runs alongside the chat request; the child's words are shown, and the reply
+            # posted, only once it has passed them.
+            verdict = asyncio.create_task(self.moderator.check(user_text))
+        poster = self.poster
+        opening = asyncio.ensure_future(self._open(req, verdict, poster))
+        self.poster = _AfterOpening(poster, opening)
         try:
-            await self.poster.post(
-                server_event("response.created", response=self._response(req, "in_progress"))
-            )
             try:
-                await asyncio.wait_for(self._stream(req, user_text, outcome), self.deadline_s)
+                await asyncio.wait_for(
+                    self._stream(req, user_text, outcome, verdict), self.deadline_s
+                )
                 outcome.status = "completed"
             except Cancelled as exc:
                 outcome.status, outcome.reason = "cancelled", exc.reason
@@ -291,7 +322,31 @@ class TurnRunner:
             # 410: the child's connection is gone. Stop; the caller keeps what was heard and
             # cleans up that connection (reason ``connection_gone``).
             outcome.status, outcome.reason = "cancelled", "connection_gone"
+        finally:
+            self.poster = poster
+            if not opening.done():
+                opening.cancel()
+            if verdict is not None and not verdict.done():
+                verdict.cancel()
         return outcome
+
+    async def _open(
+        self, req: TurnRequest, verdict: asyncio.Task[Any] | None, poster: Poster
+    ) -> None:
+        """Post the child's words (as moderation allows) and ``response.created``."""
+        if req.user_event is not None:
+            event = req.user_event
+            if verdict is not None:
+                try:
+                    flagged = (await asyncio.shield(verdict)).flagged
+                except Exception:  # moderation is down: the reply fails, the words stay unseen
+                    flagged = True
+                if flagged:
+                    event = {**event, "transcript": FLAGGED_PLACEHOLDER}
+            await poster.post(event)
+        await poster.post(
+            server_event("response.created", response=self._response(req, "in_progress"))
+        )
 
     async def fail(self, req: TurnRequest, error: ProviderError) -> TurnOutcome:
         """A turn that failed before there was anything to answer (transcription): the child
@@ -327,11 +382,11 @@ class TurnRunner:
                 },
             }
         elif outcome.user_flagged or outcome.reason == "content_filter":
-            details = {"type": "completed", "reason": "content_filter"}
+            # As the Realtime API ends a response its content filter stopped.
+            details = {"type": "incomplete", "reason": "content_filter"}
+        status = "incomplete" if details and details["type"] == "incomplete" else outcome.status
         await self.poster.post(
-            server_event(
-                "response.done", response=self._response(req, outcome.status, outcome, details)
-            )
+            server_event("response.done", response=self._response(req, status, outcome, details))
         )
         await self.poster.flush()
 
@@ -358,13 +413,15 @@ class TurnRunner:
         # Only our own fixed texts come this way (apology, redirect): no moderation round trip.
         await self._speak(req, gen(), outcome, moderate=False)
 
-    async def _stream(self, req: TurnRequest, user_text: str | None, outcome: TurnOutcome) -> None:
+    async def _stream(
+        self,
+        req: TurnRequest,
+        user_text: str | None,
+        outcome: TurnOutcome,
+        verdict_task: asyncio.Task[Any] | None,
+    ) -> None:
         t = outcome.timings
         messages = req.messages_for(user_text)
-        verdict_task: asyncio.Task[Any] | None = None
-        if req.moderation and self.moderator is not None and user_text:
-            # Runs alongside the chat request; the gate below holds the first post for it.
-            verdict_task = asyncio.create_task(self.moderator.check(user_text))
 
         splitter = SentenceSplitter()
 
