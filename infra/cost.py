@@ -1,0 +1,255 @@
+"""The cost model of ``make bench``: what was measured, times the price table, per child-hour.
+
+Pure arithmetic over what a benchmark conversation measured (``AwsUsage``, ``ProviderUsage``)
+and ``infra.prices``; no I/O. The billing rules it applies:
+
+* DynamoDB: a write costs one write request unit per started KB of the **larger** of the item
+  before and after it (a failed conditional write too, at least one unit); a read one read
+  request unit per started 4 KB of the item (whatever its projection), half that when
+  eventually consistent.
+* API Gateway (WebSocket): every message in or out costs one message per started 32 KB, and
+  the connection its minutes.
+* Lambda: one request per invocation, and its duration (rounded up to the millisecond) times
+  the configured memory in GB-seconds.
+* S3: PUT, POST and LIST requests in one class, GET in another (DELETE is free).
+
+A conversation of ``seconds`` scales to an hour as it is: the same mix of speech, pauses and
+turns for 3,600 seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from infra import prices as p
+
+KB = 1024
+WRITE_UNIT_BYTES = 1 * KB
+READ_UNIT_BYTES = 4 * KB
+MESSAGE_UNIT_BYTES = 32 * KB
+
+
+def write_units(before: int, after: int) -> int:
+    """Write request units of one write: the larger of the item before and after, per KB."""
+    return max(1, math.ceil(max(before, after) / WRITE_UNIT_BYTES))
+
+
+def read_units(size: int, consistent: bool) -> float:
+    """Read request units of reading one item of ``size`` bytes."""
+    units = max(1, math.ceil(size / READ_UNIT_BYTES))
+    return float(units) if consistent else units / 2.0
+
+
+def message_units(nbytes: int) -> int:
+    """API Gateway messages billed for one WebSocket message of ``nbytes``."""
+    return max(1, math.ceil(nbytes / MESSAGE_UNIT_BYTES))
+
+
+def lambda_gb_seconds(duration_ms: float, memory_mb: int) -> float:
+    """The GB-seconds of one invocation (duration rounded up to the millisecond)."""
+    return math.ceil(duration_ms) / 1000.0 * memory_mb / 1024.0
+
+
+def per_hour(usd: float, seconds: float) -> float:
+    """``usd`` spent over ``seconds`` of conversation, scaled to one hour."""
+    return usd * 3600.0 / seconds if seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class DynamoCall:
+    """One DynamoDB request as billed: ``before``/``after`` are item sizes in bytes (a write),
+    ``size`` the item read (a read); ``item`` names the kind of item (``conn``, ``session``…)."""
+
+    op: str
+    item: str = ""
+    before: int = 0
+    after: int = 0
+    size: int = 0
+    consistent: bool = True
+    failed: bool = False
+
+    @property
+    def is_write(self) -> bool:
+        return self.op in ("PutItem", "UpdateItem", "DeleteItem")
+
+    @property
+    def wru(self) -> int:
+        return write_units(self.before, self.after) if self.is_write else 0
+
+    @property
+    def rru(self) -> float:
+        return 0.0 if self.is_write else read_units(self.size, self.consistent)
+
+
+@dataclass
+class AwsUsage:
+    """What one conversation made AWS do."""
+
+    seconds: float
+    dynamodb: list[DynamoCall] = field(default_factory=list)
+    #: Sizes in bytes of the client's messages and of the posts to the connection.
+    messages_in: list[int] = field(default_factory=list)
+    messages_out: list[int] = field(default_factory=list)
+    connection_minutes: float = 0.0
+    #: Every Lambda invocation: its duration in ms and its function's memory in MB.
+    lambda_invocations: list[tuple[float, int]] = field(default_factory=list)
+    s3_put_class: int = 0
+    s3_get_class: int = 0
+
+
+@dataclass(frozen=True)
+class CostLine:
+    name: str
+    quantity: float
+    unit: str
+    usd: float
+    note: str = ""
+
+
+def aws_lines(usage: AwsUsage) -> list[CostLine]:
+    """The AWS bill of ``usage``, line by line (dollars for the conversation as measured)."""
+    price = p.AWS
+    wru = sum(c.wru for c in usage.dynamodb)
+    rru = sum(c.rru for c in usage.dynamodb)
+    msgs_in = sum(message_units(n) for n in usage.messages_in)
+    msgs_out = sum(message_units(n) for n in usage.messages_out)
+    gb_s = sum(lambda_gb_seconds(ms, mb) for ms, mb in usage.lambda_invocations)
+    return [
+        CostLine("DynamoDB writes", wru, "WRU", wru * price["dynamodb_wru"].usd),
+        CostLine("DynamoDB reads", rru, "RRU", rru * price["dynamodb_rru"].usd),
+        CostLine("API Gateway messages in", msgs_in, "msg", msgs_in * price["apigw_message"].usd),
+        CostLine(
+            "API Gateway messages out", msgs_out, "msg", msgs_out * price["apigw_message"].usd
+        ),
+        CostLine(
+            "API Gateway connection minutes",
+            usage.connection_minutes,
+            "min",
+            usage.connection_minutes * price["apigw_connection_minute"].usd,
+        ),
+        CostLine(
+            "Lambda requests",
+            len(usage.lambda_invocations),
+            "req",
+            len(usage.lambda_invocations) * price["lambda_request"].usd,
+        ),
+        CostLine("Lambda duration", gb_s, "GB-s", gb_s * price["lambda_gb_s"].usd),
+        CostLine(
+            "S3 PUT/POST/LIST",
+            usage.s3_put_class,
+            "req",
+            usage.s3_put_class * price["s3_put_class"].usd,
+        ),
+        CostLine(
+            "S3 GET", usage.s3_get_class, "req", usage.s3_get_class * price["s3_get_class"].usd
+        ),
+    ]
+
+
+@dataclass
+class ProviderUsage:
+    """What one conversation asked of the providers."""
+
+    seconds: float
+    transcription_s: float = 0.0
+    chat_input_tokens: float = 0.0
+    chat_output_tokens: float = 0.0
+    #: Characters read out by the speech stage (what ``/audio/speech`` bills).
+    speech_characters: int = 0
+    #: Seconds of speech synthesized, and the text tokens sent for it (the Realtime API bills
+    #: those, and its audio output tokens).
+    speech_audio_s: float = 0.0
+    speech_text_tokens: float = 0.0
+    #: Realtime audio output tokens as the provider reported them (``None``: estimated from
+    #: ``speech_audio_s``).
+    realtime_audio_tokens: float | None = None
+    moderation_requests: int = 0
+    #: Where the figures come from: ``reported`` (the provider's usage) or ``estimated``.
+    source: str = "estimated"
+
+
+def _unconfirmed(*keys: str) -> str:
+    return "price unconfirmed" if any(not p.PROVIDERS[k].confirmed for k in keys) else ""
+
+
+def provider_lines(usage: ProviderUsage, models: tuple[str, str, str]) -> list[CostLine]:
+    """The provider bill of ``usage`` with ``models`` (transcription, chat, speech)."""
+    price = p.PROVIDERS
+    stt, chat, tts = models
+    minutes = usage.transcription_s / 60.0
+    lines = [
+        CostLine(
+            f"transcription {stt}",
+            minutes,
+            "min",
+            minutes * price[f"{stt}/minute"].usd,
+            _unconfirmed(f"{stt}/minute"),
+        ),
+        CostLine(
+            f"chat {chat} input",
+            usage.chat_input_tokens,
+            "tok",
+            usage.chat_input_tokens * price[f"{chat}/input"].usd,
+            _unconfirmed(f"{chat}/input"),
+        ),
+        CostLine(
+            f"chat {chat} output",
+            usage.chat_output_tokens,
+            "tok",
+            usage.chat_output_tokens * price[f"{chat}/output"].usd,
+            _unconfirmed(f"{chat}/output"),
+        ),
+    ]
+    if f"{tts}/character" in price:
+        lines.append(
+            CostLine(
+                f"speech {tts}",
+                usage.speech_characters,
+                "char",
+                usage.speech_characters * price[f"{tts}/character"].usd,
+                _unconfirmed(f"{tts}/character"),
+            )
+        )
+    else:
+        audio_tokens = usage.realtime_audio_tokens
+        note = ""
+        if audio_tokens is None:
+            audio_tokens = usage.speech_audio_s * p.REALTIME_AUDIO_TOKENS_PER_S
+            if not p.REALTIME_AUDIO_TOKENS_CONFIRMED:
+                note = f"tokens estimated at {p.REALTIME_AUDIO_TOKENS_PER_S:g}/s of audio"
+        lines += [
+            CostLine(
+                f"speech {tts} text in",
+                usage.speech_text_tokens,
+                "tok",
+                usage.speech_text_tokens * price[f"{tts}/text_input"].usd,
+                _unconfirmed(f"{tts}/text_input"),
+            ),
+            CostLine(
+                f"speech {tts} audio out",
+                audio_tokens,
+                "tok",
+                audio_tokens * price[f"{tts}/audio_output"].usd,
+                note or _unconfirmed(f"{tts}/audio_output"),
+            ),
+        ]
+    lines.append(
+        CostLine(
+            "moderation omni-moderation-latest",
+            usage.moderation_requests,
+            "req",
+            usage.moderation_requests * price["omni-moderation-latest/request"].usd,
+        )
+    )
+    return lines
+
+
+def total(lines: Iterable[CostLine]) -> float:
+    return sum(line.usd for line in lines)
+
+
+def estimate_tokens(text: str) -> float:
+    """Tokens of ``text`` when the provider does not say: about four characters each."""
+    return len(text) / 4.0
