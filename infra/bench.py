@@ -78,7 +78,7 @@ import wave
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -1539,6 +1539,16 @@ def cost_figures(run: dict[str, Any]) -> dict[str, Any]:
         ),
         "provider_usage_source": provider.source,
         "provider": {},
+        "child_rates": {k: round(v, 3) for k, v in asdict(cost.child_rates(aws)).items()},
+        "quotas": [
+            {
+                "quota": q.name,
+                "limit": q.limit,
+                "unit": q.unit,
+                "children": None if math.isinf(n) else math.floor(n),
+            }
+            for q, n in cost.children_per_quota(cost.child_rates(aws))
+        ],
     }
     for label, models in prices.MODEL_SETS.items():
         lines = cost.provider_lines(provider, models)
@@ -2101,6 +2111,18 @@ def cost_table(f: dict[str, Any]) -> list[str]:
             f"  connection item writes: {_fmt(c['connection_item_write_kb_mean'], ' KB')} "
             f"(the larger of before and after), {_fmt(c['connection_item_write_wru_mean'], '')} "
             "WRU each, mean"
+        )
+        rates = c["child_rates"]
+        out.append(
+            f"  one child: {rates['messages_in_per_s']:g} messages/s in, "
+            f"{rates['lambda_concurrency']:g} Lambda executions at once, "
+            f"{rates['wru_per_s']:g} WRU/s ({rates['hot_item_wru_per_s']:g} on its connection "
+            f"item), {rates['rru_per_s']:g} RRU/s; quotas on paper, first to bind first: "
+            + "; ".join(
+                f"{q['quota']} {q['limit']:,.0f} {q['unit']}: "
+                + ("never" if q["children"] is None else f"{q['children']:,} children")
+                for q in c["quotas"]
+            )
         )
         for label, v in c["provider"].items():
             out.append(

@@ -253,3 +253,99 @@ def total(lines: Iterable[CostLine]) -> float:
 def estimate_tokens(text: str) -> float:
     """Tokens of ``text`` when the provider does not say: about four characters each."""
     return len(text) / 4.0
+
+
+@dataclass(frozen=True)
+class Quota:
+    name: str
+    limit: float
+    unit: str
+    source: str
+    #: What one child uses of it: a key of ``ChildRates``.
+    uses: str
+
+
+#: The defaults (us-east-1) that bound how many children talk at once, from the quota pages
+#: (read as stored by the offline search index; not checked online) and ``template.yaml``.
+QUOTAS: tuple[Quota, ...] = (
+    Quota(
+        "stage $default route rate (template.yaml ThrottlingRateLimit; burst 500)",
+        1000.0,
+        "messages/s",
+        "template.yaml Stage DefaultRouteSettings",
+        "messages_in_per_s",
+    ),
+    Quota(
+        "API Gateway account throttle (all APIs of the account in the Region)",
+        10_000.0,
+        "requests/s",
+        "docs.aws.amazon.com/apigateway/latest/developerguide/limits.html",
+        "messages_in_per_s",
+    ),
+    Quota(
+        "Lambda concurrent executions (account, Region)",
+        1000.0,
+        "executions",
+        "docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html",
+        "lambda_concurrency",
+    ),
+    Quota(
+        "DynamoDB on-demand table writes (default table quota)",
+        40_000.0,
+        "WRU/s",
+        "docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html",
+        "wru_per_s",
+    ),
+    Quota(
+        "DynamoDB on-demand table reads (default table quota)",
+        40_000.0,
+        "RRU/s",
+        "docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html",
+        "rru_per_s",
+    ),
+    Quota(
+        "DynamoDB partition writes (one child's connection item is one hot key)",
+        1000.0,
+        "WRU/s per item",
+        "DynamoDB developer guide: ~1,000 WCU/s per partition",
+        "hot_item_wru_per_s",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ChildRates:
+    """What one child uses per second of conversation, as measured."""
+
+    messages_in_per_s: float
+    lambda_concurrency: float
+    wru_per_s: float
+    rru_per_s: float
+    hot_item_wru_per_s: float
+
+
+def child_rates(usage: AwsUsage) -> ChildRates:
+    s = usage.seconds or 1.0
+    conn_wru = sum(c.wru for c in usage.dynamodb if c.item == "conn")
+    return ChildRates(
+        messages_in_per_s=len(usage.messages_in) / s,
+        lambda_concurrency=sum(ms for ms, _mb in usage.lambda_invocations) / 1000.0 / s,
+        wru_per_s=sum(c.wru for c in usage.dynamodb) / s,
+        rru_per_s=sum(c.rru for c in usage.dynamodb) / s,
+        hot_item_wru_per_s=conn_wru / s,
+    )
+
+
+def children_per_quota(rates: ChildRates) -> list[tuple[Quota, float]]:
+    """Each quota with the number of children talking at once that would reach it, the first
+    to bind first (a per-item quota is per child: it binds at any number when one child
+    exceeds it, else never)."""
+    out = []
+    for quota in QUOTAS:
+        per_child = getattr(rates, quota.uses)
+        if quota.uses == "hot_item_wru_per_s":
+            children = math.inf if per_child <= quota.limit else 0.0
+        else:
+            children = quota.limit / per_child if per_child > 0 else math.inf
+        out.append((quota, children))
+    return sorted(out, key=lambda qc: qc[1])

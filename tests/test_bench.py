@@ -521,3 +521,24 @@ def test_the_dynamodb_meter_sees_item_sizes_before_and_after_each_write() -> Non
     assert failed.failed and failed.wru == 1
     assert strong.consistent and strong.rru == 1.0
     assert not eventual.consistent and eventual.rru == 0.5
+
+
+def test_quotas_on_paper_bind_in_order_of_children() -> None:
+    from infra.cost import AwsUsage, DynamoCall, child_rates, children_per_quota
+
+    usage = AwsUsage(
+        seconds=10.0,
+        dynamodb=[DynamoCall("UpdateItem", "conn", before=5000, after=5000)] * 100,
+        messages_in=[4400] * 100,
+        lambda_invocations=[(50.0, 1024)] * 100,
+    )
+    rates = child_rates(usage)
+    assert rates.messages_in_per_s == 10.0 and rates.lambda_concurrency == 0.5
+    assert rates.wru_per_s == rates.hot_item_wru_per_s == 50.0
+    first, *rest = children_per_quota(rates)
+    # 10 messages a second each: the stage's 1,000/s binds at 100 children, before Lambda's
+    # 1,000 executions (2,000 children) or the table's 40,000 WRU/s (800).
+    assert first[0].uses == "messages_in_per_s" and first[1] == 100.0
+    assert [n for _q, n in rest] == sorted(n for _q, n in rest)
+    hot = {q.uses: n for q, n in rest}["hot_item_wru_per_s"]
+    assert hot == float("inf")  # 50 WRU/s on one item is far from a partition's 1,000
