@@ -353,6 +353,10 @@ class LocalGateway:
         self._stopping = False
         if self._env_patch is not None:
             self._env_patch.apply()
+        for fn in {id(f): f for f in self.functions.values()}.values():
+            if getattr(fn.spec, "snap_start", False):
+                # Deploying publishes a version: its snapshot is made before any client comes.
+                await asyncio.to_thread(fn.publish)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.max_workers, thread_name_prefix="lambda"
         )

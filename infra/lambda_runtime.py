@@ -216,6 +216,25 @@ class LambdaFunction:
                 self._init_duration_ms,
             )
 
+    def publish(self) -> None:
+        """What Lambda does when it publishes a version of a SnapStart function: run INIT
+        once, with ``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``, before any invocation (the
+        snapshot every container then starts from). Call it before the function is used:
+        the variable is set process-wide while INIT runs."""
+        if self._handler is not None:
+            return
+        previous = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE")
+        os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+        try:
+            self.load()
+        finally:
+            if previous is None:
+                os.environ.pop("AWS_LAMBDA_INITIALIZATION_TYPE", None)
+            else:
+                os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = previous
+        # The snapshot's INIT is not a cold start of any invocation.
+        self._cold_reported = True
+
     # -- invoking ----------------------------------------------------------------------------
     def invoke(self, event: Mapping[str, Any]) -> InvocationResult:
         """Run the handler on ``event`` in the calling thread; never raises."""

@@ -270,6 +270,8 @@ class FunctionSpec:
     route_key: str = ""
     #: Logical ids of its layers.
     layers: tuple[str, ...] = ()
+    #: ``SnapStart: ApplyOn: PublishedVersions``: INIT runs once, at publication.
+    snap_start: bool = False
 
 
 def environment_variable_names(path: str | Path | None = None) -> set[str]:
@@ -285,6 +287,20 @@ def _globals(template: Mapping[str, Any]) -> dict[str, Any]:
     return dict(template.get("Globals", {}).get("Function", {}))
 
 
+def _invoked_function(uri: Any) -> str | None:
+    """The logical id of the function an integration URI invokes: ``!Sub "...${Fn.Arn}..."``,
+    or a ``!Join`` around ``!Ref Fn.Alias`` (a published alias, for SnapStart)."""
+    if isinstance(uri, dict) and "Fn::Join" in uri:
+        for part in uri["Fn::Join"][1]:
+            ref = part.get("Ref") if isinstance(part, dict) else None
+            if isinstance(ref, str) and ref.endswith(".Alias"):
+                return ref.removesuffix(".Alias")
+        return None
+    uri_sub = uri.get("Fn::Sub") if isinstance(uri, dict) else uri
+    fn_match = re.search(r"/functions/\$\{(\w+)\.Arn\}/invocations", str(uri_sub))
+    return fn_match.group(1) if fn_match else None
+
+
 def _route_targets(template: Mapping[str, Any]) -> dict[str, str]:
     """Route key -> function logical id, through the route's integration."""
     integrations = _resources_of_type(template, "AWS::ApiGatewayV2::Integration")
@@ -297,11 +313,10 @@ def _route_targets(template: Mapping[str, Any]) -> dict[str, str]:
         if not match or match.group(1) not in integrations:
             raise TemplateError(f"route {route_id} has no integration target")
         uri = integrations[match.group(1)].get("Properties", {}).get("IntegrationUri")
-        uri_sub = uri.get("Fn::Sub") if isinstance(uri, dict) else uri
-        fn_match = re.search(r"/functions/\$\{(\w+)\.Arn\}/invocations", str(uri_sub))
-        if not fn_match:
+        function_id = _invoked_function(uri)
+        if function_id is None:
             raise TemplateError(f"integration {match.group(1)} does not invoke a function")
-        result[str(props["RouteKey"])] = fn_match.group(1)
+        result[str(props["RouteKey"])] = function_id
     return result
 
 
@@ -342,6 +357,7 @@ def functions(
             runtime=str(props.get("Runtime", "python3.12")),
             route_key=route_key,
             layers=layers,
+            snap_start=(props.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions",
         )
     return specs
 

@@ -6,6 +6,7 @@ provider SDK loads only when a turn runs), to stay inside the cold-start budget 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kiddolingo.coldstart import long_lived
@@ -21,6 +22,14 @@ with long_lived():
     from kiddolingo.settings import get_settings
 
     logger = Logger(service="kiddolingo-audio")
+    if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+        # The INIT of a SnapStart snapshot (template.yaml): run once when a version is
+        # published, never on a child's request. Loading the provider SDK here makes every
+        # container's first turn as quick as its next ones; an on-demand INIT skips it, to keep
+        # the SDK off the cold start of the audio-chunk path.
+        from kiddolingo.providers import preload_providers
+
+        preload_providers(get_settings())
     # The shared package logs through module loggers: give them this Logger's JSON format, level
     # and correlation keys.
     copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})

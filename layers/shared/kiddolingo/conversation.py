@@ -165,3 +165,28 @@ def chat_messages(
 def trim_history(history: list[dict[str, Any]], max_items: int) -> list[dict[str, Any]]:
     """Keep the stored history bounded (the DynamoDB item must stay far below 400 KB)."""
     return history[-max_items:] if max_items > 0 else []
+
+
+#: ISO-639-1 codes of the target languages the tutor knows by name (the transcription hint).
+LANGUAGE_CODES = {
+    "spanish": "es",
+    "french": "fr",
+    "german": "de",
+    "italian": "it",
+    "portuguese": "pt",
+    "english": "en",
+    "dutch": "nl",
+    "chinese": "zh",
+    "japanese": "ja",
+    "korean": "ko",
+}
+
+
+def transcription_languages(target_language: str) -> list[str]:
+    """The languages a child's words are likely in: the one being learned, then English (the
+    child's help language). A language not in :data:`LANGUAGE_CODES` gives no hint at all: a
+    wrong hint does more harm than none."""
+    code = LANGUAGE_CODES.get(target_language.strip().lower())
+    if code is None:
+        return []
+    return [code] if code == "en" else [code, "en"]

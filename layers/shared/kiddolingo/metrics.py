@@ -17,7 +17,18 @@ Interruptions        Count         1 when the reply was cut by the child speakin
 SpeculativeHits      Count         1 when an answer prepared during the pause was released
 SpeculativeMisses    Count         1 when it was discarded because the child went on
 ProviderErrors       Count         1 when a provider failed the turn for good
+SpeechStrayed        Count         sentences the voice model strayed from (reworded past
+                                   the tolerance): cut short, never shown as their text
+TranscribedSeconds   Seconds       audio the transcription provider billed
+ChatInputTokens      Count         prompt tokens the chat provider billed (cached included)
+ChatOutputTokens     Count         completion tokens (reasoning included)
+SpeechAudioTokens    Count         audio output tokens of the Realtime speech responses
+SpeechCharacters     Count         characters sent to ``/audio/speech``
+ProviderCostUSD      None          all of the above at the list prices of
+                                   :mod:`kiddolingo.prices` (0 for a model it does not know)
 ===================  ============  =====================================================
+
+The usage figures are what the providers reported (``TurnOutcome.usage``), by stage.
 
 ``ChatFirstTokenMs`` and ``SpeechFirstByteMs`` are measured from the start of the reply
 (``TurnTimings.started``), as ``kiddolingo.turn`` records them. ``VoiceToVoiceMs`` is emitted
@@ -50,6 +61,20 @@ UNITS: Mapping[str, str] = {
     "SpeculativeHits": "Count",
     "SpeculativeMisses": "Count",
     "ProviderErrors": "Count",
+    "SpeechStrayed": "Count",
+    "TranscribedSeconds": "Seconds",
+    "ChatInputTokens": "Count",
+    "ChatOutputTokens": "Count",
+    "SpeechAudioTokens": "Count",
+    "SpeechCharacters": "Count",
+    "ProviderCostUSD": "None",
+}
+
+#: Usage metric → the meters it sums (over every model of the turn).
+_USAGE_METRICS = {
+    "TranscribedSeconds": ("audio_seconds",),
+    "SpeechAudioTokens": ("audio_output_tokens",),
+    "SpeechCharacters": ("characters",),
 }
 
 #: The metric names that are timings (emitted only when measured).
@@ -107,7 +132,35 @@ def turn_figures(outcome: Any, *, speculative: str | None = None) -> dict[str, f
     if speculative is not None:
         figures["SpeculativeHits"] = 1.0 if speculative == "hit" else 0.0
         figures["SpeculativeMisses"] = 1.0 if speculative == "miss" else 0.0
+    strayed = _number(getattr(outcome, "strayed", None))
+    if strayed:  # rare: a record only when it happened
+        figures["SpeechStrayed"] = strayed
+    figures.update(usage_figures(outcome))
     return figures
+
+
+def usage_figures(outcome: Any) -> dict[str, float]:
+    """The usage metrics of a turn and its cost at list prices (empty without usage)."""
+    usage = getattr(outcome, "usage", None)
+    amounts: dict[tuple[str, str], float] = dict(getattr(usage, "amounts", None) or {})
+    if not amounts:
+        return {}
+    from .prices import cost_usd
+
+    figures = {
+        name: float(sum(v for (_m, meter), v in amounts.items() if meter in meters))
+        for name, meters in _USAGE_METRICS.items()
+    }
+    # Text tokens belong to the chat model, except those the speech model reports with its
+    # audio: a model with audio output tokens is a speech model.
+    speech_models = {m for (m, meter) in amounts if meter == "audio_output_tokens"}
+    chat = [(m, meter, v) for (m, meter), v in amounts.items() if m not in speech_models]
+    figures["ChatInputTokens"] = float(
+        sum(v for _m, meter, v in chat if meter in ("input_tokens", "cached_input_tokens"))
+    )
+    figures["ChatOutputTokens"] = float(sum(v for _m, meter, v in chat if meter == "output_tokens"))
+    figures["ProviderCostUSD"] = round(cost_usd(amounts), 6)
+    return {k: v for k, v in figures.items() if v or k == "ProviderCostUSD"}
 
 
 def emit_turn_metrics(

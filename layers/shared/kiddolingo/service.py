@@ -23,6 +23,7 @@ from .conversation import (
     chat_messages,
     dump_history,
     load_history,
+    transcription_languages,
     trim_history,
     truncate_item,
     user_item,
@@ -195,7 +196,10 @@ class Tutor:
 
         def change(item: dict[str, Any]) -> dict[str, Any]:
             cfg = apply_update(
-                SessionConfig.from_item(item.get("cfg")), event.payload["session"], event.event_id
+                SessionConfig.from_item(item.get("cfg")),
+                event.payload["session"],
+                event.event_id,
+                self.settings.speech_voices,
             )
             holder["cfg"] = cfg
             return {"cfg": cfg.to_item()}
@@ -892,9 +896,10 @@ class Tutor:
         )
         self._speech_end_at = speech_end_at
         try:
-            for event in announce:
-                await poster.post(event)  # queued: they go out while the audio is read
-            await self._turn_body(conn, cfg, utt, poster, verdict)
+            async with contextlib.AsyncExitStack() as exits:
+                for event in announce:
+                    await poster.post(event)  # queued: they go out while the audio is read
+                await self._turn_body(conn, cfg, utt, poster, exits, verdict)
         except WriteLost:
             return  # the append's retry commits the utterance anew: nothing was posted
         finally:
@@ -911,11 +916,15 @@ class Tutor:
         cfg: SessionConfig,
         utt: ingestlib.Utterance | None,
         poster: MessengerPoster,
+        exits: contextlib.AsyncExitStack,
         verdict: WriteVerdict | None = None,
     ) -> None:
+        """The turn: read and transcribe the audio, then reply. ``exits`` closes what the turn
+        opened (the speech connection) when the turn ends, whatever ended it."""
         import asyncio
 
         from .audio import pcm16_to_wav
+        from .providers.base import Usage
         from .turn import TurnRequest, TurnRunner
         from .turn_io import GatedPoster, StoreResponseControl
 
@@ -936,6 +945,16 @@ class Tutor:
 
         response_id, item_id = new_id("resp"), new_id("item")
         claim: asyncio.Future[None] | None = None
+        usage = Usage()
+        speech: Any = None
+
+        def open_speech() -> Any:
+            """The turn's speech session, opened on first use."""
+            nonlocal speech
+            if speech is None:
+                speech = providers.speech.open(voice=cfg.voice, usage=usage)
+                exits.push_async_callback(speech.aclose)
+            return speech
 
         def begin() -> None:
             nonlocal claim
@@ -973,12 +992,19 @@ class Tutor:
             wav = pcm16_to_wav(pcm, cfg.input_rate)
             from .providers.errors import ProviderError
 
-            transcription = asyncio.ensure_future(providers.transcriber.transcribe(wav))
+            transcription = asyncio.ensure_future(
+                providers.transcriber.transcribe(
+                    wav, languages=transcription_languages(cfg.target_language), usage=usage
+                )
+            )
             try:
                 await landed()
             except BaseException:
                 transcription.cancel()  # the write lost: stop paying for it
                 raise
+            # The speech connection opens while the child's words are transcribed: its
+            # handshake is off the critical path.
+            open_speech()
             # The history is read while the child's words are transcribed, not beside the audio
             # read: only the audio is on the critical path, and the two would share the CPU.
             session_read()
@@ -996,7 +1022,7 @@ class Tutor:
                 log.warning("transcription failed: %s", exc, extra={"kind": exc.kind})
                 # The child still hears a friendly apology; nothing enters the history.
                 await unclaim()
-                await self._apologize_for(exc, cfg, providers, poster)
+                await self._apologize_for(exc, cfg, providers, poster, open_speech())
                 return
             except BaseException:
                 transcription.cancel()
@@ -1044,7 +1070,7 @@ class Tutor:
         )
         runner = TurnRunner(
             chat=providers.chat,
-            speech=providers.speech,
+            speech=open_speech(),
             moderator=providers.moderator if settings.moderation_enabled else None,
             poster=poster,
             control=control,
@@ -1069,6 +1095,7 @@ class Tutor:
             moderation=settings.moderation_enabled,
         )
         outcome = await runner.respond(req, user_text)
+        outcome.usage.merge(usage)
         outcome.timings.transcription_ms = transcription_ms
         outcome.timings.speech_end_at = self._speech_end_at
         self.last_turn = outcome
@@ -1095,7 +1122,7 @@ class Tutor:
             raise ConnectionGoneError(self.connection_id)
 
     async def _apologize_for(
-        self, exc: Any, cfg: SessionConfig, providers: Any, poster: MessengerPoster
+        self, exc: Any, cfg: SessionConfig, providers: Any, poster: MessengerPoster, speech: Any
     ) -> None:
         """A turn that failed before the reply: the apology alone, outside the history."""
         from .turn import TurnRequest, TurnRunner
@@ -1104,7 +1131,7 @@ class Tutor:
         response_id, item_id = new_id("resp"), new_id("item")
         runner = TurnRunner(
             chat=providers.chat,
-            speech=providers.speech,
+            speech=speech,
             moderator=None,
             poster=poster,
             control=StoreResponseControl(self.store, self.connection_id, response_id),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .protocol import OUTPUT_RATE, SUPPORTED_INPUT_RATES, ProtocolError
+from .settings import HTTP_VOICES
 
 #: Children's server-VAD defaults (product brief, DESIGN §2).
 CHILD_VAD_DEFAULTS: dict[str, Any] = {
@@ -24,23 +25,7 @@ CHILD_VAD_DEFAULTS: dict[str, Any] = {
     "idle_timeout_ms": None,
 }
 
-VOICES = frozenset(
-    {
-        "alloy",
-        "ash",
-        "ballad",
-        "coral",
-        "echo",
-        "fable",
-        "nova",
-        "onyx",
-        "sage",
-        "shimmer",
-        "verse",
-        "marin",
-        "cedar",
-    }
-)
+VOICES = HTTP_VOICES
 MAX_INSTRUCTIONS_CHARS = 4000
 _TD_LIMITS = {
     "prefix_padding_ms": (0, 2000),
@@ -54,13 +39,13 @@ class SessionConfig:
     input_rate: int = 24000
     #: ``None`` means manual commits (``turn_detection: null``).
     turn_detection: dict[str, Any] | None = None
-    voice: str = "nova"
+    voice: str = "coral"
     instructions: str | None = None
     target_language: str = "Spanish"
     learner_age: int | None = None
 
     @classmethod
-    def default(cls, voice: str = "nova", target_language: str = "Spanish") -> SessionConfig:
+    def default(cls, voice: str = "coral", target_language: str = "Spanish") -> SessionConfig:
         return cls(
             turn_detection=dict(CHILD_VAD_DEFAULTS), voice=voice, target_language=target_language
         )
@@ -93,7 +78,7 @@ class SessionConfig:
         return cls(
             input_rate=int(item.get("input_rate", 24000)),
             turn_detection=_from_item_td(td) if td else None,
-            voice=str(item.get("voice") or "nova"),
+            voice=str(item.get("voice") or "coral"),
             instructions=item.get("instructions") or None,
             target_language=str(item.get("target_language") or "Spanish"),
             learner_age=int(item["learner_age"]) if item.get("learner_age") is not None else None,
@@ -132,9 +117,13 @@ def _from_item_td(td: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_update(
-    config: SessionConfig, session: dict[str, Any], event_id: str | None
+    config: SessionConfig,
+    session: dict[str, Any],
+    event_id: str | None,
+    voices: frozenset[str] = VOICES,
 ) -> SessionConfig:
-    """Apply a ``session.update`` payload; unknown fields are ignored like the Realtime API."""
+    """Apply a ``session.update`` payload; unknown fields are ignored like the Realtime API.
+    ``voices``: the voices of the speech API in use (``Settings.speech_voices``)."""
 
     def fail(param: str, message: str) -> ProtocolError:
         return ProtocolError("invalid_session", message, event_id=event_id, param=param)
@@ -166,8 +155,11 @@ def apply_update(
 
     voice = audio_out.get("voice")
     if voice is not None:
-        if not isinstance(voice, str) or voice not in VOICES:
-            raise fail("session.audio.output.voice", f"Unknown voice {voice!r}.")
+        if not isinstance(voice, str) or voice not in voices:
+            raise fail(
+                "session.audio.output.voice",
+                f"Unknown voice {voice!r}; use one of {', '.join(sorted(voices))}.",
+            )
         updates["voice"] = voice
     out_fmt = audio_out.get("format")
     if out_fmt is not None and (

@@ -1,8 +1,13 @@
 """Settings from the environment, one frozen object per process.
 
-Every model and every provider stage's endpoint is configuration (the announced model
-shutdowns in DESIGN §3 make that a necessity). A stage falls back to the standard
-``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` when it has no setting of its own.
+Every model and every provider stage's endpoint is configuration: OpenAI retires models on
+announced dates (the README's model table), and a deployment must be able to move without a
+code change. A stage falls back to the standard ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` when it
+has no setting of its own.
+
+:meth:`Settings.check` refuses combinations that could only fail later, inside a child's turn
+(a ``/audio/speech`` model on the Realtime API, a voice the speech API does not have, ...): the
+handlers call it when the container starts, so a wrong deployment fails loudly at once.
 """
 
 from __future__ import annotations
@@ -14,6 +19,27 @@ from functools import lru_cache
 
 STAGES = ("TRANSCRIPTION", "CHAT", "SPEECH", "MODERATION")
 
+#: How speech is made: ``realtime`` (an out-of-band response per sentence on the Realtime API,
+#: the only way to OpenAI's current voice models) or ``http`` (``/audio/speech``, for
+#: OpenAI-compatible speech servers, and OpenAI's ``tts-1`` family until its shutdown).
+SPEECH_APIS = ("realtime", "http")
+#: The voices of OpenAI's Realtime voice models.
+REALTIME_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
+)
+#: The voices of OpenAI's ``/audio/speech`` models (the Realtime ones plus three of their own).
+HTTP_VOICES = REALTIME_VOICES | {"fable", "nova", "onyx"}
+#: OpenAI's ``/audio/speech`` models: not served by the Realtime API.
+HTTP_SPEECH_MODELS = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
+#: ``reasoning_effort`` values the chat API takes ("" sends none: models that do not reason).
+CHAT_REASONING_EFFORTS = ("", "none", "minimal", "low", "medium", "high", "xhigh", "max")
+#: ``reasoning.effort`` values the Realtime API takes ("" sends none).
+SPEECH_REASONING_EFFORTS = ("", "minimal", "low", "medium", "high", "xhigh")
+
+
+class SettingsError(ValueError):
+    """A setting, or a combination of settings, that cannot work."""
+
 
 def _bool(value: str | None, default: bool) -> bool:
     if value is None or value == "":
@@ -24,6 +50,12 @@ def _bool(value: str | None, default: bool) -> bool:
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "")
     return int(raw) if raw.strip() else default
+
+
+def _choice(env: Mapping[str, str], name: str, default: str) -> str:
+    """A word setting; set but empty (``NAME=``) means "send none"."""
+    raw = env.get(name)
+    return default if raw is None else raw.strip().lower()
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -47,18 +79,26 @@ class Settings:
     table_name: str = "kiddolingo-sessions"
     bucket_name: str = "kiddolingo-audio"
     transcription: StageSettings = field(
-        default_factory=lambda: StageSettings("whisper-1", None, None, None)
+        default_factory=lambda: StageSettings("gpt-transcribe", None, None, None)
     )
-    chat: StageSettings = field(default_factory=lambda: StageSettings("gpt-4o", None, None, None))
+    chat: StageSettings = field(
+        default_factory=lambda: StageSettings("gpt-6-luna", None, None, None)
+    )
     speech: StageSettings = field(
-        default_factory=lambda: StageSettings("tts-1-hd", None, None, None)
+        default_factory=lambda: StageSettings("gpt-realtime-2.1-mini", None, None, None)
     )
     moderation: StageSettings = field(
         default_factory=lambda: StageSettings("omni-moderation-latest", None, None, None)
     )
-    speech_voice: str = "nova"
+    speech_api: str = "realtime"
+    speech_voice: str = "coral"
+    #: The Realtime voice model reads a given sentence: it needs no reasoning.
+    speech_reasoning_effort: str = "minimal"
     chat_temperature: float = 0.7
     chat_max_tokens: int = 150
+    #: A short, kind answer to a child needs no deliberation, and reasoning costs first-token
+    #: latency; ``none`` also keeps ``temperature`` valid on the reasoning models.
+    chat_reasoning_effort: str = "none"
     target_language: str = "Spanish"
     session_ttl_hours: int = 24
     log_transcripts: bool = False
@@ -99,9 +139,14 @@ class Settings:
             chat=stage("CHAT", base.chat),
             speech=stage("SPEECH", base.speech),
             moderation=stage("MODERATION", base.moderation),
+            speech_api=(env.get("SPEECH_API") or base.speech_api).strip().lower(),
             speech_voice=env.get("SPEECH_VOICE") or base.speech_voice,
+            speech_reasoning_effort=_choice(
+                env, "SPEECH_REASONING_EFFORT", base.speech_reasoning_effort
+            ),
             chat_temperature=_float(env, "CHAT_TEMPERATURE", base.chat_temperature),
             chat_max_tokens=_int(env, "CHAT_MAX_TOKENS", base.chat_max_tokens),
+            chat_reasoning_effort=_choice(env, "CHAT_REASONING_EFFORT", base.chat_reasoning_effort),
             target_language=env.get("TARGET_LANGUAGE") or base.target_language,
             session_ttl_hours=_int(env, "SESSION_TTL_HOURS", base.session_ttl_hours),
             log_transcripts=_bool(env.get("LOG_TRANSCRIPTS"), base.log_transcripts),
@@ -120,8 +165,57 @@ class Settings:
             parameter_cache_s=_int(env, "PARAMETER_CACHE_S", base.parameter_cache_s),
         )
 
+    def check(self) -> Settings:
+        """``self`` if the settings can work together, else :class:`SettingsError` naming the
+        settings to change. Only what is certain is refused: a custom ``SPEECH_BASE_URL`` may
+        serve other models and voices than OpenAI's, so those are not checked against it."""
+        problems: list[str] = []
+        if self.speech_api not in SPEECH_APIS:
+            problems.append(f"SPEECH_API={self.speech_api!r}: use one of {', '.join(SPEECH_APIS)}")
+        openai_speech = self.speech.base_url is None
+        model = self.speech.model
+        if self.speech_api == "realtime":
+            if model in HTTP_SPEECH_MODELS:
+                problems.append(
+                    f"SPEECH_MODEL={model!r} is an /audio/speech model, not a Realtime one: "
+                    "set SPEECH_API=http to use it, or a Realtime model such as "
+                    "gpt-realtime-2.1-mini"
+                )
+            if openai_speech and self.speech_voice not in REALTIME_VOICES:
+                problems.append(
+                    f"SPEECH_VOICE={self.speech_voice!r} is not a Realtime voice: use one of "
+                    + ", ".join(sorted(REALTIME_VOICES))
+                )
+        elif self.speech_api == "http":
+            if model.startswith("gpt-realtime"):
+                problems.append(
+                    f"SPEECH_MODEL={model!r} is a Realtime model: set SPEECH_API=realtime"
+                )
+            if openai_speech and self.speech_voice not in HTTP_VOICES:
+                problems.append(f"SPEECH_VOICE={self.speech_voice!r} is not a speech voice")
+        if self.chat_reasoning_effort not in CHAT_REASONING_EFFORTS:
+            problems.append(
+                f"CHAT_REASONING_EFFORT={self.chat_reasoning_effort!r}: use one of "
+                + ", ".join(e for e in CHAT_REASONING_EFFORTS if e)
+                + " (or empty for models that do not reason)"
+            )
+        if self.speech_reasoning_effort not in SPEECH_REASONING_EFFORTS:
+            problems.append(
+                f"SPEECH_REASONING_EFFORT={self.speech_reasoning_effort!r}: use one of "
+                + ", ".join(e for e in SPEECH_REASONING_EFFORTS if e)
+                + " (or empty)"
+            )
+        if problems:
+            raise SettingsError("; ".join(problems))
+        return self
+
+    @property
+    def speech_voices(self) -> frozenset[str]:
+        """The voices a session may choose with the speech API in use."""
+        return REALTIME_VOICES if self.speech_api == "realtime" else HTTP_VOICES
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (a Lambda container reads its environment once)."""
-    return Settings.from_env()
+    """The process-wide settings (a Lambda container reads its environment once), checked."""
+    return Settings.from_env().check()

@@ -230,3 +230,56 @@ class SentenceSplitter:
         if len(word) == 1 and word.isupper():
             return False  # an initial: "J. K. Rowling"
         return not (word.isdigit() and before.strip() == word)  # a list number: "1. Uno"
+
+
+def _letters(text: str) -> str:
+    """The letters and digits of ``text``, case-folded: what a listener hears of it (spacing,
+    punctuation and apostrophes are not heard)."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+class SpokenCheck:
+    """Whether a voice model's transcript of what it said stays close to the text it was asked
+    to read (the text that passed moderation).
+
+    The comparison is on letters only, so punctuation, spacing and contractions ("do not" read
+    as "don't") cost nothing. Fed the transcript as it streams, it fails as soon as the model has
+    said more than ``slack`` + ``tolerance`` × (letters said) letters that are not in the text;
+    :meth:`finish` also fails a reading that left out as much of the text. One swapped short
+    word usually passes; a reworded clause, an added sentence or an answer instead of a reading
+    does not. A number in the text may be read as a word ("3" as "tres"): each one widens the
+    slack by the letters of a number word.
+    """
+
+    #: Letters a number may take when read out ("diecisiete", "quatorze" are longer, rarer).
+    NUMBER_WORD_LETTERS = 7
+
+    def __init__(self, expected: str, *, tolerance: float = 0.1, slack: int = 2) -> None:
+        import difflib  # a turn-path import only (this module is also on the chunk path)
+
+        self._matcher = difflib.SequenceMatcher(autojunk=False)
+        self._matcher.set_seq1(_letters(expected))
+        self._expected_len = len(self._matcher.a)
+        self._heard = ""
+        self._tolerance = tolerance
+        self._slack = slack + self.NUMBER_WORD_LETTERS * len(re.findall(r"\d+", expected))
+        self.matched = 0
+
+    def _match(self) -> int:
+        self._matcher.set_seq2(self._heard)
+        self.matched = sum(block.size for block in self._matcher.get_matching_blocks())
+        return self.matched
+
+    def feed(self, spoken: str) -> bool:
+        """Add a transcript piece; False once what was said strays past the tolerance."""
+        letters = _letters(spoken)
+        if not letters:
+            return True
+        self._heard += letters
+        extra = len(self._heard) - self._match()
+        return extra <= self._slack + self._tolerance * len(self._heard)
+
+    def finish(self) -> bool:
+        """At the end of the reading: False if too much of the text was left out."""
+        missing = self._expected_len - (self._match() if self._heard else 0)
+        return missing <= self._slack + self._tolerance * self._expected_len

@@ -10,6 +10,13 @@ Latency: sentences are cut as tokens arrive; speech for a sentence starts the mo
 complete, and the next sentence is synthesized while the current one is posted. Barge-in: the
 control is asked before every sentence and every posted batch; on cancel the chat and speech
 streams are closed, so a cancelled reply stops costing money.
+
+What the child hears is what was moderated: a voice model that reports what it said
+(``SpeechSession.reports_transcript``, the Realtime API) is checked as it speaks
+(:class:`~kiddolingo.speech_text.SpokenCheck`); a sentence that strays from its text stops being
+posted at once, is counted (``outcome.strayed``), and the reply goes on with the next sentence.
+The transcript the model reports is also what the child sees and what the history keeps, so the
+text on screen is the text spoken.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from .audio import bytes_to_ms
 from .conversation import Segment, apology, join_segments, safe_redirect
 from .messenger import ConnectionGoneError
 from .protocol import server_event
+from .providers.base import SPEECH_SAMPLE_RATE, Spoken, Usage
 from .providers.errors import ProviderError
-from .speech_text import SentenceSplitter, strip_for_speech
+from .speech_text import SentenceSplitter, SpokenCheck, strip_for_speech
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,10 @@ class TurnOutcome:
     segments: list[Segment] = field(default_factory=list)
     timings: TurnTimings = field(default_factory=TurnTimings)
     error: ProviderError | None = None
+    #: Sentences the voice model strayed from (reworded past the tolerance): cut short.
+    strayed: int = 0
+    #: What the providers billed for this turn.
+    usage: Usage = field(default_factory=Usage)
 
     @property
     def text(self) -> str:
@@ -103,17 +115,31 @@ class TurnRequest:
     moderation: bool = True
 
 
-class SpeechJob:
-    """Speech for one sentence, streaming into a queue from the moment it is created."""
+class Strayed:
+    """Queued in place of the rest of a sentence the voice model strayed from."""
 
-    def __init__(self, synth: Any, text: str, voice: str, timings: TurnTimings) -> None:
+
+STRAYED = Strayed()
+
+
+class SpeechJob:
+    """Speech for one sentence, streaming into a queue from the moment it is created.
+
+    The queue holds audio (``bytes``), transcript pieces (:class:`Spoken`, when the session
+    reports them), then ``None`` at the end, ``STRAYED`` if the speech strayed from the text,
+    or the exception that ended it."""
+
+    def __init__(self, speech: Any, text: str, timings: TurnTimings) -> None:
         self.text = text
         self.spoken = strip_for_speech(text)
-        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[bytes | Spoken | Strayed | BaseException | None] = asyncio.Queue()
         #: The moderation verdict on the sentence, when it is being checked.
         self.verdict: asyncio.Task[Any] | None = None
-        self._synth = synth
-        self._voice = voice
+        #: The transcript reported so far, when the session reports one.
+        self.check = SpokenCheck(self.spoken) if speech.reports_transcript else None
+        #: True when the reading left out too much of the text (it was all posted by then).
+        self.incomplete = False
+        self._speech = speech
         self._timings = timings
         self.task = asyncio.create_task(self._run())
 
@@ -121,12 +147,20 @@ class SpeechJob:
         if not self.spoken.strip():
             await self.queue.put(None)
             return
-        stream = self._synth.stream(self.spoken, voice=self._voice)
+        stream = self._speech.stream(self.spoken)
         try:
-            async for chunk in stream:
-                if self._timings.speech_first_byte_ms is None:
+            async for item in stream:
+                if isinstance(item, Spoken):
+                    if self.check is not None and not self.check.feed(item.text):
+                        # Nothing more of this sentence reaches the child (closing the stream
+                        # cancels the response).
+                        await self.queue.put(STRAYED)
+                        return
+                elif self._timings.speech_first_byte_ms is None:
                     self._timings.speech_first_byte_ms = _ms_since(self._timings.started)
-                await self.queue.put(chunk)
+                await self.queue.put(item)
+            if self.check is not None and not self.check.finish():
+                self.incomplete = True
             await self.queue.put(None)
         except asyncio.CancelledError:
             raise
@@ -196,7 +230,10 @@ class TurnRunner:
             "output": output,
             "output_modalities": ["audio"],
             "audio": {
-                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": req.voice}
+                "output": {
+                    "format": {"type": "audio/pcm", "rate": SPEECH_SAMPLE_RATE},
+                    "voice": req.voice,
+                }
             },
         }
         if details is not None:
@@ -333,7 +370,10 @@ class TurnRunner:
 
         async def sentences() -> AsyncGenerator[str, None]:
             stream = self.chat.stream(
-                messages, temperature=req.temperature, max_tokens=req.max_tokens
+                messages,
+                temperature=req.temperature,
+                max_tokens=req.max_tokens,
+                usage=outcome.usage,
             )
             try:
                 async for delta in stream:
@@ -392,7 +432,7 @@ class TurnRunner:
                             continue
                         if not live and gate is not None and not await gate():
                             break  # the child's words were flagged: this reply is never voiced
-                        job = SpeechJob(self.speech, sentence, req.voice, t)
+                        job = SpeechJob(self.speech, sentence, t)
                         if (
                             moderate
                             and req.moderation
@@ -444,21 +484,29 @@ class TurnRunner:
 
     async def _post_sentence(self, req: TurnRequest, job: SpeechJob, outcome: TurnOutcome) -> None:
         t = outcome.timings
-        await self.poster.post(
-            self._part(
-                req,
-                "response.output_audio_transcript.delta",
-                delta=(" " if outcome.segments else "") + job.text,
+        lead = " " if outcome.segments else ""
+        #: The text posted for this sentence: the sentence itself, or (when the voice model
+        #: reports what it said) its transcript, piece by piece as it arrives.
+        shown: list[str] = []
+
+        async def show(text: str) -> None:
+            nonlocal lead
+            shown.append(text)
+            await self.poster.post(
+                self._part(req, "response.output_audio_transcript.delta", delta=lead + text)
             )
-        )
+            lead = ""
+
+        if job.check is None:
+            await show(job.text)
         posted = 0
-        finished = False
+        finished = strayed = False
         # The first audio goes out on the check ``_speak`` made just before this sentence,
         # while its audio was being synthesized (a second look started now would see the same
         # state, for one more read per sentence); every later batch is checked again.
         checked = True
         try:
-            while not finished:
+            while not finished and not strayed:
                 batch = bytearray()
                 # The first delta goes out with whatever audio exists (latency first); later
                 # ones gather at least MIN_DELTA_PCM so a reply costs few posts and checks.
@@ -470,6 +518,16 @@ class TurnRunner:
                     if item is None:
                         finished = True
                         break
+                    if item is STRAYED:
+                        strayed = True
+                        break
+                    if isinstance(item, Spoken):
+                        # Shown as soon as it is known: the page places each word on the
+                        # audio that follows, so the text never runs ahead by more than the
+                        # batch being gathered.
+                        await show(item.text)
+                        continue
+                    assert isinstance(item, bytes)
                     batch += item
                 for i in range(0, len(batch), MAX_DELTA_PCM):
                     piece = bytes(batch[i : i + MAX_DELTA_PCM])
@@ -487,21 +545,26 @@ class TurnRunner:
                         t.first_audio_ms = _ms_since(t.started)
                     posted += len(piece)
         finally:
-            ms = round(bytes_to_ms(posted, 24000))
-            if posted or finished:
-                if finished:
-                    seg = Segment(job.text, ms)
+            if strayed or job.incomplete:
+                outcome.strayed += 1
+                log.warning(
+                    "the voice model strayed from a sentence",
+                    extra={"stage": "speech", "cut": strayed},
+                )
+            ms = round(bytes_to_ms(posted, SPEECH_SAMPLE_RATE))
+            text = "".join(shown).strip()
+            if posted or finished or strayed:
+                if finished or strayed:
+                    # All of it was heard, or all that was posted (a strayed sentence stops
+                    # where its transcript left the text).
+                    seg = Segment(text, ms)
                 else:
                     # Cut mid-sentence: keep the words in proportion to an estimate of the
                     # sentence's full length, so truncation stays proportional.
                     full = max(ms, len(job.spoken) * EST_MS_PER_CHAR)
-                    words = job.text.split()
-                    keep = int(len(words) * ms / full) if full else 0
-                    seg = (
-                        Segment(" ".join(words[:keep]) + ("…" if keep else ""), ms)
-                        if keep
-                        else Segment("", ms)
-                    )
+                    keep = int(len(job.text.split()) * ms / full) if full else 0
+                    words = text.split()[:keep]
+                    seg = Segment(" ".join(words) + "…", ms) if words else Segment("", ms)
                 # Kept even when no whole word was heard: the item exists for a truncate.
                 outcome.segments.append(seg)
                 if self.on_segment is not None:

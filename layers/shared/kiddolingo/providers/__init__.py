@@ -44,6 +44,7 @@ __all__ = [
     "Transcriber",
     "build_providers",
     "evaluate_moderation",
+    "preload_providers",
     "reset_providers",
 ]
 
@@ -68,6 +69,27 @@ def build_providers(settings: Settings | None = None) -> Providers:
 
                 providers = _cache[settings] = build_openai_providers(settings)
         return providers
+
+
+def preload_providers(settings: Settings) -> Providers:
+    """Build the providers and load every part of the SDK a turn will use, without a request:
+    for the INIT of a snapshot (SnapStart), where the time is not a child's."""
+    providers = build_providers(settings)
+    with long_lived():
+        import openai
+
+        # The SDK loads its resource modules on first use: touch the ones a turn uses.
+        client = openai.OpenAI(api_key="preload", base_url="http://127.0.0.1:9/v1")
+        for resource in (
+            client.audio.transcriptions,
+            client.chat.completions,
+            client.audio.speech,
+            client.moderations,
+            client.realtime,
+        ):
+            del resource
+        client.close()
+    return providers
 
 
 def reset_providers() -> None:

@@ -1,21 +1,4 @@
-"""A local fake of the OpenAI-compatible HTTP API: transcriptions, chat completions (streamed as
-server-sent events), speech (streamed PCM) and moderations.
-
-The tests, the benchmark and the demo mode of ``make run`` (no key configured) drive the real
-``openai`` SDK over real HTTP against it. Everything is settable at runtime from any thread:
-the latency profile, scripted transcripts and replies, moderation flag words, injected
-failures (an HTTP status, a hang past the client's timeout, a stream aborted midway). Every
-request is recorded, parsed, with how many bytes of its response were actually sent, so a test
-can prove that a cancelled stream stopped early.
-
-    with FakeOpenAI(latency=LatencyProfile.zero()) as fake:
-        client = AsyncOpenAI(base_url=fake.base_url, api_key="sk-fake")
-        ...
-        fake.requests("chat")[-1].messages
-
-CLI: ``python -m infra.fake_openai --port 0 --profile zero|realistic`` prints its base URL and
-serves until interrupted.
-"""
+"""The fake's HTTP endpoints and the server itself (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -36,37 +19,38 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from email.parser import BytesHeaderParser
-from functools import lru_cache
 from multiprocessing.managers import BaseManager
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 from aiohttp import web
 
 from infra.background import start_loop_thread
+from infra.fake_openai.voices import (
+    SPEECH_MODES,
+    SPEECH_SAMPLE_RATE,
+    Rewording,
+    espeak_pcm,
+    speech_pcm,
+)
 from kiddolingo.audio import WavFormatError, wav_to_pcm16
 
 __all__ = [
     "ENDPOINTS",
-    "SPEECH_SAMPLE_RATE",
     "Failure",
     "FakeOpenAI",
     "LatencyProfile",
     "RecordedRequest",
+    "RemoteFakeOpenAI",
     "chat_tokens",
     "demo_reply",
     "fake_openai_process",
-    "synth_pcm",
 ]
 
-SPEECH_SAMPLE_RATE = 24_000
-#: Milliseconds of synthesized speech per character of input.
-MS_PER_CHAR = 60
 #: Bytes per streamed speech chunk: 100 ms of 24 kHz PCM16.
 SPEECH_CHUNK_BYTES = 4_800
 
-ENDPOINTS = ("transcriptions", "chat", "speech", "moderations")
+ENDPOINTS = ("transcriptions", "chat", "speech", "moderations", "realtime")
 _ALIASES = {
     "transcriptions": "transcriptions",
     "transcription": "transcriptions",
@@ -78,6 +62,7 @@ _ALIASES = {
     "audio/speech": "speech",
     "moderations": "moderations",
     "moderation": "moderations",
+    "realtime": "realtime",
 }
 
 MODERATION_CATEGORIES = (
@@ -98,6 +83,13 @@ MODERATION_CATEGORIES = (
 #: The fake endpoint's own ``flagged`` threshold (the real one is lenient like this).
 API_FLAG_THRESHOLD = 0.5
 
+#: The fake's rule for the reasoning tokens a chat completion spends at each
+#: ``reasoning_effort`` (its own figures, not OpenAI's): they delay the first content token at
+#: the profile's token rate and are reported in ``usage.completion_tokens_details``.
+REASONING_TOKENS = {"none": 0, "minimal": 16, "low": 64, "medium": 256, "high": 1024, "xhigh": 2048}
+#: Models that reason when no ``reasoning_effort`` is given (at ``medium``).
+REASONING_MODEL_PREFIXES = ("gpt-6", "gpt-5", "o1", "o3", "o4")
+
 
 def _endpoint(name: str) -> str:
     try:
@@ -114,7 +106,11 @@ class LatencyProfile:
     """How slow the fake provider is. The defaults are the benchmark's realistic profile.
 
     ``chat_tokens_per_s`` and ``speech_realtime_factor`` of ``inf`` (or ``<= 0``) mean no
-    pacing at all.
+    pacing at all. Speech over the Realtime API is paced like ``/audio/speech``
+    (``speech_realtime_factor``); its first audio byte after ``response.create`` is
+    ``realtime_first_byte_ms``, equal by default to ``speech_first_byte_ms`` so that benchmarks
+    compare the two paths on the same footing, and the socket's handshake takes
+    ``realtime_connect_ms``.
     """
 
     transcription_ms: float = 600.0
@@ -124,11 +120,24 @@ class LatencyProfile:
     #: How many times faster than real time speech is streamed after the first byte.
     speech_realtime_factor: float = 4.0
     moderation_ms: float = 120.0
+    #: The Realtime WebSocket's handshake: from the upgrade request to the ``101`` answer.
+    realtime_connect_ms: float = 300.0
+    #: From ``response.create`` to the first ``response.output_audio.delta``.
+    realtime_first_byte_ms: float = 200.0
 
     @classmethod
     def zero(cls) -> LatencyProfile:
         """No latency at all: for fast tests."""
-        return cls(0.0, 0.0, math.inf, 0.0, math.inf, 0.0)
+        return cls(
+            transcription_ms=0.0,
+            chat_first_token_ms=0.0,
+            chat_tokens_per_s=math.inf,
+            speech_first_byte_ms=0.0,
+            speech_realtime_factor=math.inf,
+            moderation_ms=0.0,
+            realtime_connect_ms=0.0,
+            realtime_first_byte_ms=0.0,
+        )
 
     @classmethod
     def realistic(cls) -> LatencyProfile:
@@ -153,13 +162,26 @@ class LatencyProfile:
         return chunk_bytes / 2 / SPEECH_SAMPLE_RATE / factor
 
 
+#: What an injected failure may be, per endpoint. The Realtime endpoint refuses the handshake
+#: with ``status``; the others happen to one response on an open socket.
+FAILURE_KINDS = ("status", "timeout", "abort", "stall", "error")
+REALTIME_RESPONSE_FAILURES = ("timeout", "abort", "stall", "error")
+
+
 @dataclass
 class Failure:
     """An injected failure: ``kind`` is ``status`` (answer with ``status``), ``timeout`` (hang
     for ``hang_s`` before answering, past any sensible client timeout), ``abort`` (close the
     connection: after ``after_bytes`` of a streamed body, half of it by default, or at once
     for a non-streamed endpoint) or ``stall`` (a streamed body stops at that point and hangs
-    for ``hang_s``). ``times=None`` fails until :meth:`FakeOpenAI.reset`."""
+    for ``hang_s``). ``times=None`` fails until :meth:`FakeOpenAI.reset`.
+
+    On the ``realtime`` endpoint: ``status`` refuses the WebSocket handshake with that HTTP
+    status; the others strike the next ``response.create``: ``error`` answers it with an
+    ``error`` event (``status`` picks its type, ``code`` its code), ``timeout`` holds its first
+    audio byte for ``hang_s`` (then it goes on), ``abort`` drops the socket after
+    ``after_bytes`` of its audio (half by default), ``stall`` stops there, hangs for ``hang_s``
+    and then drops the socket."""
 
     endpoint: str
     kind: str = "status"
@@ -169,6 +191,7 @@ class Failure:
     hang_s: float = 30.0
     after_bytes: int | None = None
     message: str = "injected failure"
+    code: str | None = None
 
 
 @dataclass
@@ -184,6 +207,8 @@ class RecordedRequest:
     file: bytes | None = None
     filename: str | None = None
     file_content_type: str | None = None
+    #: Multipart fields sent as a list (``languages[]``), by name without the brackets.
+    form_lists: dict[str, list[str]] = field(default_factory=dict)
     #: Transcription: the uploaded WAV decoded (mono PCM16) and its rate.
     pcm: bytes | None = None
     sample_rate: int | None = None
@@ -203,6 +228,15 @@ class RecordedRequest:
     completed: bool = False
     disconnected: bool = False
     response_text: str | None = None
+    #: Realtime: the client events received on the socket, parsed, in order; the responses
+    #: created on it (:class:`~infra.fake_openai.realtime.RealtimeResponse`); the ``error``
+    #: events sent; the close code the client saw from us, if we closed.
+    events: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[Any] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    close_code: int | None = None
+    #: Chat and transcription: what the fake reported as used.
+    usage: dict[str, Any] | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -222,6 +256,38 @@ class RecordedRequest:
         if self.json is not None:
             return self.json.get("model")
         return self.form.get("model")
+
+    @property
+    def languages(self) -> list[str] | None:
+        """Transcription: the ``languages`` list (gpt-transcribe), as sent."""
+        return self.form_lists.get("languages")
+
+    @property
+    def reasoning_effort(self) -> str | None:
+        return (self.json or {}).get("reasoning_effort")
+
+    @property
+    def max_completion_tokens(self) -> int | None:
+        return (self.json or {}).get("max_completion_tokens")
+
+    @property
+    def session(self) -> dict[str, Any]:
+        """Realtime: the session's configuration as last sent in ``session.created`` or
+        ``session.updated``."""
+        return dict(self.json or {})
+
+    @property
+    def instructions(self) -> str | None:
+        """Realtime: the session's instructions."""
+        return (self.json or {}).get("instructions")
+
+    @property
+    def voice(self) -> str | None:
+        """Speech: the voice asked for. Realtime: the session's voice."""
+        body = self.json or {}
+        if self.endpoint == "realtime":
+            return ((body.get("audio") or {}).get("output") or {}).get("voice")
+        return body.get("voice")
 
     @property
     def finished(self) -> bool:
@@ -284,31 +350,6 @@ def chat_tokens(text: str) -> list[str]:
     return tokens
 
 
-@lru_cache(maxsize=256)
-def synth_pcm(text: str) -> bytes:
-    """Deterministic "speech" for ``text``: 60 ms per character of 24 kHz PCM16 LE mono, a
-    short tone whose pitch depends on the character (silence for whitespace), with 5 ms fades
-    so the joins do not click."""
-    per_char = SPEECH_SAMPLE_RATE * MS_PER_CHAR // 1000
-    t = np.arange(per_char, dtype=np.float64) / SPEECH_SAMPLE_RATE
-    fade_n = SPEECH_SAMPLE_RATE * 5 // 1000
-    envelope = np.ones(per_char)
-    ramp = np.linspace(0.0, 1.0, fade_n, endpoint=False)
-    envelope[:fade_n] = ramp
-    envelope[-fade_n:] = ramp[::-1]
-    pieces = []
-    for ch in text:
-        if ch.isspace():
-            pieces.append(np.zeros(per_char))
-            continue
-        freq = 180.0 + (ord(ch) * 37) % 720
-        pieces.append(0.25 * np.sin(2.0 * np.pi * freq * t) * envelope)
-    if not pieces:
-        return b""
-    samples = np.concatenate(pieces) * 32767.0
-    return np.rint(samples).astype("<i2").tobytes()
-
-
 def _error_body(status: int, message: str) -> dict[str, Any]:
     kind = {
         400: "invalid_request_error",
@@ -347,6 +388,13 @@ def _multipart_parts(
 # --- the server -------------------------------------------------------------------------------
 
 
+@dataclass
+class _Rewording:
+    replacement: Rewording
+    times: int | None
+    match: str | None
+
+
 class _Aborted(Exception):
     """The handler aborted the connection on purpose."""
 
@@ -355,7 +403,9 @@ class FakeOpenAI:
     """The fake server, running an aiohttp app on ``host`` in a background thread.
 
     ``start()``/``stop()``, or use it as a (sync or async) context manager. ``base_url`` is
-    ``http://127.0.0.1:PORT/v1``. All setters are thread-safe.
+    ``http://127.0.0.1:PORT/v1`` (the Realtime socket is ``ws://127.0.0.1:PORT/v1/realtime``).
+    All setters are thread-safe. ``speech`` is what its speech sounds like: ``"tones"``
+    (deterministic, fast, exact lengths) or ``"espeak"`` (real words from espeak-ng).
     """
 
     def __init__(
@@ -365,8 +415,12 @@ class FakeOpenAI:
         host: str = "127.0.0.1",
         port: int = 0,
         default_transcript: str = "Hola, me llamo Ana.",
+        speech: str = "tones",
     ) -> None:
+        if speech not in SPEECH_MODES:
+            raise ValueError(f"unknown speech mode {speech!r}; one of {SPEECH_MODES}")
         self.host = host
+        self._initial_speech = speech
         self._requested_port = port
         self._initial_latency = latency or LatencyProfile()
         self._initial_transcript = default_transcript
@@ -377,6 +431,8 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self._wake: asyncio.Event | None = None
         self.port: int | None = None
+        #: Open Realtime sockets, closed when the server stops.
+        self._sockets: set[web.WebSocketResponse] = set()
         self._reset_state()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -421,6 +477,9 @@ class FakeOpenAI:
         await asyncio.to_thread(self.stop)
 
     async def _cleanup(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"server stopping")
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -430,6 +489,9 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/audio/speech", self._speech)
         app.router.add_post("/v1/moderations", self._moderations)
+        from infra.fake_openai.realtime import RealtimeEndpoint
+
+        app.router.add_get("/v1/realtime", RealtimeEndpoint(self).handle)
         self._wake = asyncio.Event()
         runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
@@ -456,17 +518,22 @@ class FakeOpenAI:
         self.reply_for: Callable[[list[dict[str, Any]]], str] = demo_reply
         #: When set, requests must carry ``Authorization: Bearer <required_api_key>``.
         self.required_api_key: str | None = None
-        #: Bytes per write of streamed speech (odd values exercise a client's odd-byte carry).
+        #: Bytes per write of streamed speech (odd values exercise a client's odd-byte carry);
+        #: on the Realtime socket, bytes per ``response.output_audio.delta``.
         self.speech_chunk_bytes = SPEECH_CHUNK_BYTES
+        #: ``tones`` or ``espeak``: see the class docstring.
+        self.speech = self._initial_speech
         self._transcripts: deque[str] = deque()
+        self._rewordings: list[_Rewording] = []
+        self._realtime_log: list[Any] = []
         self._replies: deque[str] = deque()
         self._flags: dict[str, dict[str, float]] = {}
         self._failures: list[Failure] = []
         self._log: list[RecordedRequest] = []
 
     def reset(self) -> None:
-        """Back to the initial state: latency, scripts, flags, failures and the request log.
-        Requests hanging on an injected timeout are released."""
+        """Back to the initial state: latency, speech mode, scripts, rewordings, flags,
+        failures and the request log. Requests hanging on an injected timeout are released."""
         with self._lock:
             self._reset_state()
             self._idle.notify_all()
@@ -489,6 +556,48 @@ class FakeOpenAI:
         """The next chat completions return these, in order (then ``reply_for``)."""
         with self._lock:
             self._replies.extend(texts)
+
+    def set_speech(self, mode: str) -> None:
+        """``tones`` or ``espeak`` from now on."""
+        if mode not in SPEECH_MODES:
+            raise ValueError(f"unknown speech mode {mode!r}; one of {SPEECH_MODES}")
+        self.speech = mode
+
+    def reword(
+        self, replacement: Rewording, times: int | None = 1, *, match: str | None = None
+    ) -> None:
+        """Make the next ``times`` Realtime responses (``None``: until reset) speak something
+        other than their sentence, as a voice model sometimes does: ``replacement`` is the text
+        to speak instead, or a function of the sentence (``voices.contracted`` makes a small
+        rewording). With ``match``, only sentences containing it (case-insensitive) are
+        reworded and counted. The audio and the transcript both follow the spoken text."""
+        if not isinstance(replacement, str) and not callable(replacement):
+            raise TypeError("replacement must be a text or a function of the sentence")
+        with self._lock:
+            self._rewordings.append(_Rewording(replacement, times, match))
+
+    def _spoken_text(self, sentence: str) -> str:
+        """What the next Realtime response speaks for ``sentence``: a scripted rewording, or
+        the sentence itself."""
+        with self._lock:
+            for rewording in self._rewordings:
+                if rewording.times is not None and rewording.times <= 0:
+                    continue
+                if rewording.match is not None and rewording.match.lower() not in sentence.lower():
+                    continue
+                if rewording.times is not None:
+                    rewording.times -= 1
+                replacement = rewording.replacement
+                break
+            else:
+                return sentence
+        return replacement if isinstance(replacement, str) else replacement(sentence)
+
+    async def _speech_audio(self, text: str) -> bytes:
+        """The PCM of ``text`` in the current speech mode (espeak-ng runs off the loop)."""
+        if self.speech == "espeak":
+            return await asyncio.to_thread(espeak_pcm, text)
+        return speech_pcm(text, "tones")
 
     def flag(
         self,
@@ -517,6 +626,7 @@ class FakeOpenAI:
         hang_s: float = 30.0,
         after_bytes: int | None = None,
         message: str = "injected failure",
+        code: str | None = None,
     ) -> Failure:
         """Make the next ``times`` requests to ``endpoint`` fail (``None``: until reset).
 
@@ -525,11 +635,17 @@ class FakeOpenAI:
         fast in tests). ``kind="timeout"`` hangs for ``hang_s`` before answering.
         ``kind="abort"`` breaks the connection midway through a streamed body (after
         ``after_bytes``, half by default) or at once. ``kind="stall"`` stops a streamed body at
-        the same point and hangs for ``hang_s`` (a read timeout mid-stream), then aborts."""
-        if kind not in ("status", "timeout", "abort", "stall"):
+        the same point and hangs for ``hang_s`` (a read timeout mid-stream), then aborts.
+
+        On ``realtime`` (see :class:`Failure`): ``status`` refuses the handshake; ``error``,
+        ``timeout``, ``abort`` and ``stall`` strike the next ``response.create``."""
+        name = _endpoint(endpoint)
+        if kind not in FAILURE_KINDS:
             raise ValueError(f"unknown failure kind {kind!r}")
+        if kind == "error" and name != "realtime":
+            raise ValueError("kind='error' (an error event) is for the realtime endpoint only")
         failure = Failure(
-            _endpoint(endpoint),
+            name,
             kind,
             status,
             times,
@@ -537,6 +653,7 @@ class FakeOpenAI:
             hang_s,
             after_bytes,
             message,
+            code,
         )
         with self._lock:
             self._failures.append(failure)
@@ -549,6 +666,13 @@ class FakeOpenAI:
         name = _endpoint(endpoint) if endpoint else None
         with self._lock:
             return [r for r in self._log if name is None or r.endpoint == name]
+
+    def realtime_responses(self) -> list[Any]:
+        """Every Realtime response created (on any socket), oldest first: what was asked for,
+        what was spoken, how it ended and how many audio bytes it actually sent
+        (:class:`~infra.fake_openai.realtime.RealtimeResponse`)."""
+        with self._lock:
+            return list(self._realtime_log)
 
     def bytes_streamed(self, endpoint: str | None = None) -> int:
         """Response body bytes actually written, over the recorded requests."""
@@ -568,21 +692,31 @@ class FakeOpenAI:
 
     # -- request plumbing --------------------------------------------------------------------
 
-    def _record(self, record: RecordedRequest) -> tuple[Failure | None, LatencyProfile]:
+    def _record(
+        self, record: RecordedRequest, kinds: Iterable[str] = FAILURE_KINDS
+    ) -> tuple[Failure | None, LatencyProfile]:
+        """Log ``record`` and take the next injected failure of one of ``kinds`` for it."""
         with self._lock:
             self._log.append(record)
-            failure = None
-            for candidate in self._failures:
-                if candidate.endpoint == record.endpoint and (
-                    candidate.times is None or candidate.times > 0
-                ):
-                    if candidate.times is not None:
-                        candidate.times -= 1
-                    failure = candidate
-                    break
+            failure = self._take_failure(record.endpoint, kinds)
             if failure is not None:
                 record.failure = failure.kind
             return failure, self.latency
+
+    def _take_failure(self, endpoint: str, kinds: Iterable[str]) -> Failure | None:
+        """The next injected failure for ``endpoint`` among ``kinds``, counted down. The
+        caller holds the lock."""
+        wanted = set(kinds)
+        for candidate in self._failures:
+            if (
+                candidate.endpoint == endpoint
+                and candidate.kind in wanted
+                and (candidate.times is None or candidate.times > 0)
+            ):
+                if candidate.times is not None:
+                    candidate.times -= 1
+                return candidate
+        return None
 
     def _finish(self, record: RecordedRequest, *, completed: bool) -> None:
         with self._lock:
@@ -592,12 +726,17 @@ class FakeOpenAI:
             self._idle.notify_all()
 
     def _check_auth(self, request: web.Request) -> web.Response | None:
+        problem = self._auth_problem(request)
+        return None if problem is None else self._error(401, problem)
+
+    def _auth_problem(self, request: web.Request) -> str | None:
+        """Why the request's ``Authorization: Bearer`` key is refused, or None."""
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
-            return self._error(401, "missing API key")
+            return "missing API key"
         required = self.required_api_key
         if required is not None and auth[7:].strip() != required:
-            return self._error(401, "incorrect API key provided")
+            return "incorrect API key provided"
         return None
 
     @staticmethod
@@ -711,6 +850,11 @@ class FakeOpenAI:
                 if name == "file":
                     record.file, record.filename = data, filename
                     record.file_content_type = content_type
+                elif name and name.endswith("[]"):
+                    # The SDK sends a list as repeated ``name[]`` fields.
+                    record.form_lists.setdefault(name[:-2], []).append(
+                        data.decode("utf-8", "replace")
+                    )
                 elif name:
                     form[name] = data.decode("utf-8", "replace")
         record.form = form
@@ -723,6 +867,9 @@ class FakeOpenAI:
                 return self._error(400, "missing file")
             if not form.get("model"):
                 return self._error(400, "missing model")
+            refused = self._transcription_params_problem(form, record.form_lists)
+            if refused is not None:
+                return self._error(400, refused)
             try:
                 record.pcm, record.sample_rate = wav_to_pcm16(record.file)
             except WavFormatError as exc:
@@ -746,7 +893,10 @@ class FakeOpenAI:
                 body = json.dumps(payload).encode()
                 response = web.Response(body=body, content_type="application/json")
             elif fmt == "json":
-                body = json.dumps({"text": text}).encode()
+                # Billed by the second of audio; the fake reports the audio's exact length.
+                duration = len(record.pcm) / 2 / (record.sample_rate or 1)
+                record.usage = {"type": "duration", "seconds": round(duration, 3)}
+                body = json.dumps({"text": text, "usage": record.usage}).encode()
                 response = web.Response(body=body, content_type="application/json")
             else:
                 return self._error(400, f"unsupported response_format {fmt!r}")
@@ -754,6 +904,28 @@ class FakeOpenAI:
             return response
 
         return await self._handle(request, record, failure, respond)
+
+    @staticmethod
+    def _transcription_params_problem(
+        form: Mapping[str, str], lists: Mapping[str, list[str]]
+    ) -> str | None:
+        """Why the request's parameters do not fit its model: the gpt-transcribe family takes
+        a ``languages`` list and answers ``json`` or ``text``; the older models take one
+        ``language``."""
+        model = form.get("model", "")
+        languages = lists.get("languages")
+        if model.startswith(("gpt-transcribe", "gpt-live-transcribe")):
+            if "language" in form:
+                return f"{model} takes 'languages' (a list of language codes), not 'language'"
+            fmt = form.get("response_format", "json")
+            if fmt not in ("json", "text"):
+                return f"response_format {fmt!r} is not supported by {model}: use json or text"
+            bad = [code for code in languages or [] if not re.fullmatch(r"[a-z]{2,3}", code)]
+            if bad:
+                return f"languages must be ISO-639-1 codes such as 'es', not {bad}"
+        elif languages is not None:
+            return f"Unrecognized request argument supplied: languages (model {model})"
+        return None
 
     def _next_transcript(self, record: RecordedRequest) -> str:
         with self._lock:
@@ -782,6 +954,12 @@ class FakeOpenAI:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages or not body.get("model"):
                 return self._error(400, "model and a non-empty messages list are required")
+            effort = body.get("reasoning_effort")
+            if effort is not None and effort not in REASONING_TOKENS:
+                allowed = ", ".join(REASONING_TOKENS)
+                return self._error(
+                    400, f"Invalid value for reasoning_effort: {effort!r} (one of {allowed})"
+                )
             reply = self._next_reply(messages)
             record.response_text = reply
             tokens = chat_tokens(reply)
@@ -790,14 +968,15 @@ class FakeOpenAI:
             if isinstance(limit, int) and 0 < limit < len(tokens):
                 tokens, finish = tokens[:limit], "length"
             record.tokens_total = len(tokens)
+            record.usage = self._chat_usage(body, len(tokens))
             if body.get("stream"):
                 return await self._stream_chat(request, record, failure, latency, tokens, finish)
             await self._sleep_until(
                 self._read_at(record)
-                + latency.chat_first_token_ms / 1000
+                + self._first_token_s(latency, record.usage)
                 + latency.token_interval_s() * len(tokens)
             )
-            payload = self._completion(body, "".join(tokens), finish, len(tokens))
+            payload = self._completion(body, "".join(tokens), finish, record.usage)
             data = json.dumps(payload).encode()
             record.bytes_sent = record.bytes_total = len(data)
             record.tokens_sent = len(tokens)
@@ -813,10 +992,41 @@ class FakeOpenAI:
         return reply_for(messages)
 
     @staticmethod
-    def _completion(body: dict[str, Any], text: str, finish: str, n_tokens: int) -> dict:
+    def _chat_usage(body: dict[str, Any], n_tokens: int) -> dict[str, Any]:
+        """The usage the fake reports: a prompt token per word of the messages, a completion
+        token per streamed token, and the reasoning tokens of the effort
+        (:data:`REASONING_TOKENS`), which count as completion tokens as OpenAI counts them."""
         prompt_tokens = sum(
             len(str(m.get("content") or "").split()) for m in body.get("messages", [])
         )
+        effort = body.get("reasoning_effort")
+        model = str(body.get("model") or "")
+        if effort is None and model.startswith(REASONING_MODEL_PREFIXES):
+            effort = "medium"  # a reasoning model reasons unless told not to
+        reasoning = REASONING_TOKENS.get(effort or "none", 0)
+        completion = n_tokens + reasoning
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    @staticmethod
+    def _first_token_s(latency: LatencyProfile, usage: Mapping[str, Any]) -> float:
+        """The first content token comes after the profile's first-token time and the reasoning
+        tokens, produced at the profile's token rate."""
+        reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+        return latency.chat_first_token_ms / 1000 + latency.token_interval_s() * reasoning
+
+    @staticmethod
+    def _completion(body: dict[str, Any], text: str, finish: str, usage: dict[str, Any]) -> dict:
         return {
             "id": f"chatcmpl-fake-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
@@ -830,11 +1040,7 @@ class FakeOpenAI:
                     "logprobs": None,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": n_tokens,
-                "total_tokens": prompt_tokens + n_tokens,
-            },
+            "usage": usage,
         }
 
     async def _stream_chat(
@@ -867,10 +1073,16 @@ class FakeOpenAI:
         events.append(event({}, finish))
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
-            usage = self._completion(body, "", finish, len(tokens))["usage"]
-            events.append(
-                f"data: {json.dumps({'id': chunk_id, 'object': 'chat.completion.chunk', 'created': created, 'model': body.get('model'), 'choices': [], 'usage': usage})}\n\n".encode()  # noqa: E501
-            )
+            # The last chunk before [DONE], with no choices, as OpenAI sends it.
+            last = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body.get("model"),
+                "choices": [],
+                "usage": record.usage,
+            }
+            events.append(f"data: {json.dumps(last)}\n\n".encode())
         events.append(b"data: [DONE]\n\n")
         record.bytes_total = sum(len(e) for e in events)
         abort_at = self._abort_point(failure, record.bytes_total)
@@ -883,7 +1095,8 @@ class FakeOpenAI:
             },
         )
         await response.prepare(request)
-        first_token_at = self._read_at(record) + latency.chat_first_token_ms / 1000
+        assert record.usage is not None
+        first_token_at = self._read_at(record) + self._first_token_s(latency, record.usage)
         await self._sleep_until(first_token_at)
         interval = latency.token_interval_s()
         for index, data in enumerate(events):
@@ -932,7 +1145,7 @@ class FakeOpenAI:
             fmt = body.get("response_format", "mp3")
             if fmt != "pcm":
                 return self._error(400, f"the fake serves response_format 'pcm' only, not {fmt!r}")
-            pcm = synth_pcm(text)
+            pcm = await self._speech_audio(text)
             record.bytes_total = len(pcm)
             abort_at = self._abort_point(failure, len(pcm))
             response = web.StreamResponse(
@@ -1073,7 +1286,7 @@ def fake_openai_process(**kwargs: Any) -> Iterator[RemoteFakeOpenAI]:
         [sys.executable, "-m", "infra.fake_openai", "--manager"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parent.parent,  # where ``-m infra.fake_openai`` is found
+        cwd=Path(__file__).resolve().parents[2],  # where ``-m infra.fake_openai`` is found
     )
     try:
         assert proc.stdin is not None and proc.stdout is not None
@@ -1111,21 +1324,23 @@ def _serve_manager() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.fake_openai",
+        description="A local fake of the OpenAI API (HTTP endpoints and the Realtime socket).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--profile", choices=("zero", "realistic"), default="realistic")
     for name in LatencyProfile.__dataclass_fields__:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
     parser.add_argument("--transcript", default=None, help="the default transcript")
+    parser.add_argument(
+        "--speech", choices=SPEECH_MODES, default="tones", help="tones, or espeak-ng's words"
+    )
     parser.add_argument("--manager", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.manager:
-        # Served from the module by its import name, not ``__main__``: what it sends back
-        # (``RecordedRequest``s) must unpickle in the parent.
-        from infra import fake_openai
-
-        fake_openai._serve_manager()
+        _serve_manager()
         return
     profile = LatencyProfile.named(args.profile)
     overrides = {
@@ -1134,7 +1349,12 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, name) is not None
     }
     profile = replace(profile, **overrides)
-    kwargs: dict[str, Any] = {"latency": profile, "host": args.host, "port": args.port}
+    kwargs: dict[str, Any] = {
+        "latency": profile,
+        "host": args.host,
+        "port": args.port,
+        "speech": args.speech,
+    }
     if args.transcript is not None:
         kwargs["default_transcript"] = args.transcript
     stop = threading.Event()
@@ -1144,7 +1364,3 @@ def main(argv: list[str] | None = None) -> None:
         print(fake.base_url, flush=True)
         while not stop.wait(0.5):
             pass
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,357 @@
+"""Speech over the Realtime API: each reply sentence read aloud by a Realtime voice model.
+
+OpenAI's current voice models (``gpt-realtime-2.1-mini``) are served only by the Realtime API,
+not by ``/audio/speech``. A turn opens one Realtime WebSocket, through the official SDK's
+``client.realtime.connect()``, while the child's words are still being transcribed, so its
+handshake is off the critical path. Each sentence is an *out-of-band* response
+(``conversation: "none"``, its own ``input``): OpenAI keeps no conversation for us, and our
+DynamoDB history stays the one record of what was said.
+
+Several sentences may be in flight on the socket at once (the next is synthesized while the
+current one is posted). One reader task routes the server's events to the sentence they belong
+to: ``response.created`` carries back the metadata we set, and every later event carries its
+``response_id``.
+
+The voice model may reword what it reads. The stream reports the model's own transcript
+(:class:`~.base.Spoken` pieces) next to the audio, so the turn can show what was said and stop
+a sentence that strays from the moderated text (``kiddolingo.turn``).
+
+Importing this module imports ``openai``; only :func:`.openai_compat.build_openai_providers`
+does, when ``SPEECH_API=realtime``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from .base import SPEECH_SAMPLE_RATE, Spoken, Usage
+from .errors import (
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderServerError,
+)
+from .openai_compat import DEFAULT_SPEECH_CHUNK_BYTES, StageClient, map_provider_error
+
+__all__ = ["READ_ALOUD_INSTRUCTIONS", "RealtimeSpeechSession", "RealtimeSpeechSynth"]
+
+log = logging.getLogger(__name__)
+
+#: What the voice model is told for every sentence. The sentence itself is the response's only
+#: input, so nothing of the conversation reaches the model twice.
+READ_ALOUD_INSTRUCTIONS = (
+    "You are the voice of a kind language tutor for children aged 6 to 12. Read the user's "
+    "text aloud exactly as written, word for word, in the language of each word. Do not answer "
+    "it, translate it, explain it, or add or leave out any word. Speak warmly and clearly, a "
+    "little slower than usual, with a short pause at each comma and full stop, as to a young "
+    "child learning the language."
+)
+
+
+def _speech_error(exc: BaseException) -> ProviderError:
+    """The :class:`ProviderError` for a failure of the Realtime socket or its handshake."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        message = f"Realtime handshake refused (HTTP {status})"
+        if status in (401, 403):
+            return ProviderAuthError("speech", status=status, message=message)
+        if status == 429:
+            return ProviderRateLimitError("speech", status=status, message=message)
+        if status >= 500:
+            return ProviderServerError("speech", status=status, message=message)
+        return ProviderError("speech", "bad_request", status=status, message=message)
+    if isinstance(exc, WebSocketException | OSError | EOFError):
+        return ProviderConnectionError("speech", message=str(exc) or type(exc).__name__)
+    if isinstance(exc, openai.OpenAIError):
+        return map_provider_error("speech", exc)
+    return ProviderError("speech", message=str(exc) or type(exc).__name__)
+
+
+def _error_of(event: Any) -> ProviderError:
+    """The :class:`ProviderError` for a Realtime ``error`` event."""
+    error = getattr(event, "error", None)
+    kind = str(getattr(error, "type", "") or "")
+    code = str(getattr(error, "code", "") or "")
+    message = str(getattr(error, "message", "") or "Realtime error")
+    if "rate_limit" in kind or "rate_limit" in code:
+        return ProviderRateLimitError("speech", message=message)
+    if kind == "invalid_request_error":
+        return ProviderError("speech", "bad_request", message=f"{code}: {message}".strip(": "))
+    return ProviderServerError("speech", message=f"{code}: {message}".strip(": "))
+
+
+class RealtimeSpeechSynth:
+    """:class:`~.base.SpeechSynth` over the Realtime API (``SPEECH_API=realtime``)."""
+
+    reports_transcript = True
+
+    def __init__(
+        self,
+        client: StageClient,
+        *,
+        reasoning_effort: str = "minimal",
+        max_chunk_bytes: int = DEFAULT_SPEECH_CHUNK_BYTES,
+    ) -> None:
+        if max_chunk_bytes < 2:
+            raise ValueError("max_chunk_bytes must be at least 2")
+        self._client = client
+        self._effort = reasoning_effort
+        self._max_chunk = max_chunk_bytes - max_chunk_bytes % 2
+
+    @property
+    def model(self) -> str:
+        return self._client.model
+
+    def open(self, *, voice: str, usage: Usage | None = None) -> RealtimeSpeechSession:
+        return RealtimeSpeechSession(self._client, voice, usage, self._effort, self._max_chunk)
+
+    async def stream(
+        self, text: str, *, voice: str, usage: Usage | None = None
+    ) -> AsyncIterator[bytes | Spoken]:
+        """One sentence on a connection of its own (outside a turn)."""
+        session = self.open(voice=voice, usage=usage)
+        try:
+            async with contextlib.aclosing(session.stream(text)) as stream:
+                async for item in stream:
+                    yield item
+        finally:
+            await session.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class RealtimeSpeechSession:
+    """One turn's Realtime connection: opened at once in the background, closed by
+    :meth:`aclose`, which also stops every sentence still being spoken."""
+
+    reports_transcript = True
+
+    def __init__(
+        self,
+        client: StageClient,
+        voice: str,
+        usage: Usage | None,
+        reasoning_effort: str,
+        max_chunk: int,
+    ) -> None:
+        self._client = client
+        self._voice = voice
+        self._usage = usage
+        self._effort = reasoning_effort
+        self._max_chunk = max_chunk
+        self._keys = itertools.count(1)
+        #: Our key (in the response's metadata) → the queue of its events.
+        self._queues: dict[str, asyncio.Queue[Any]] = {}
+        #: OpenAI's response id → our key, from ``response.created``.
+        self._keys_by_id: dict[str, str] = {}
+        #: Keys whose stream was closed before OpenAI named the response: cancel on creation.
+        self._abandoned: set[str] = set()
+        self._pending: set[asyncio.Future[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+        self._connection: asyncio.Task[Any] = asyncio.ensure_future(self._connect())
+        # Retrieved even if no sentence ever waits for it (a turn that ends before speaking).
+        self._connection.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _connect(self) -> Any:
+        try:
+            manager = self._client.get().realtime.connect(model=self._client.model)
+            conn = await manager.enter()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise _speech_error(exc) from exc
+        try:
+            await conn.session.update(
+                session={
+                    "type": "realtime",
+                    "output_modalities": ["audio"],
+                    "instructions": READ_ALOUD_INSTRUCTIONS,
+                    "audio": {
+                        "output": {
+                            "format": {"type": "audio/pcm", "rate": SPEECH_SAMPLE_RATE},
+                            "voice": self._voice,
+                        }
+                    },
+                }
+            )
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                await conn.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise _speech_error(exc) from exc
+        self._reader = asyncio.create_task(self._read(conn))
+        return conn
+
+    async def _read(self, conn: Any) -> None:
+        """Route every server event to the sentence it belongs to, until the socket closes."""
+        failure: ProviderError
+        try:
+            async for event in conn:
+                self._route(conn, event)
+            failure = ProviderConnectionError("speech", message="the Realtime socket closed")
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            failure = _speech_error(exc)
+        for queue in self._queues.values():
+            queue.put_nowait(failure)
+        self._closed = True
+
+    def _route(self, conn: Any, event: Any) -> None:
+        etype = getattr(event, "type", "")
+        if etype == "response.created":
+            response = event.response
+            key = str((response.metadata or {}).get("sentence", ""))
+            self._keys_by_id[response.id] = key
+            if key in self._abandoned:
+                self._abandoned.discard(key)
+                task = asyncio.ensure_future(self._cancel(conn, response.id))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+            return
+        if etype == "error":
+            error = _error_of(event)
+            key = str(getattr(event.error, "event_id", "") or "").removeprefix("create-")
+            targets = [self._queues[key]] if key in self._queues else list(self._queues.values())
+            log.warning("Realtime speech error: %s", error)
+            for queue in targets:
+                queue.put_nowait(error)
+            return
+        response_id = getattr(event, "response_id", None)
+        if response_id is None and etype == "response.done":
+            response_id = event.response.id
+        queue = self._queues.get(self._keys_by_id.get(response_id or "", ""))
+        if queue is not None:
+            queue.put_nowait(event)
+
+    @staticmethod
+    async def _cancel(conn: Any, response_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await conn.response.cancel(response_id=response_id)
+
+    async def stream(self, text: str) -> AsyncIterator[bytes | Spoken]:
+        if not text.strip():
+            return
+        conn = await self._connection
+        if self._closed:
+            raise ProviderConnectionError("speech", message="the Realtime socket closed")
+        key = str(next(self._keys))
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queues[key] = queue
+        finished = False
+        carry = b""
+        try:
+            try:
+                await conn.response.create(
+                    event_id=f"create-{key}",
+                    response=self._response(text, key),
+                )
+            except Exception as exc:
+                raise _speech_error(exc) from exc
+            while True:
+                event = await queue.get()
+                if isinstance(event, BaseException):
+                    raise event
+                etype = event.type
+                if etype == "response.output_audio.delta":
+                    data = base64.b64decode(event.delta)
+                    if carry:
+                        data, carry = carry + data, b""
+                    if len(data) % 2:
+                        data, carry = data[:-1], data[-1:]
+                    for start in range(0, len(data), self._max_chunk):
+                        yield data[start : start + self._max_chunk]
+                elif etype == "response.output_audio_transcript.delta":
+                    if event.delta:
+                        yield Spoken(event.delta)
+                elif etype == "response.done":
+                    finished = True
+                    self._account(event.response)
+                    status = event.response.status
+                    if status == "failed":
+                        details = event.response.status_details
+                        error = getattr(details, "error", None)
+                        raise ProviderServerError(
+                            "speech", message=str(getattr(error, "message", "") or "failed")
+                        )
+                    if status == "incomplete":
+                        log.info("speech response incomplete: %s", event.response.status_details)
+                    return
+        finally:
+            self._queues.pop(key, None)
+            if not finished and not self._closed:
+                # Stopped early (barge-in, a reworded sentence, an error): stop paying for it.
+                response_id = next((r for r, k in self._keys_by_id.items() if k == key), None)
+                if response_id is None:
+                    self._abandoned.add(key)
+                else:
+                    await self._cancel(conn, response_id)
+
+    def _response(self, text: str, key: str) -> dict[str, Any]:
+        response: dict[str, Any] = {
+            "conversation": "none",
+            "output_modalities": ["audio"],
+            "instructions": READ_ALOUD_INSTRUCTIONS,
+            "input": [
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": text}],
+                }
+            ],
+            "metadata": {"sentence": key},
+            "audio": {
+                "output": {
+                    "format": {"type": "audio/pcm", "rate": SPEECH_SAMPLE_RATE},
+                    "voice": self._voice,
+                }
+            },
+        }
+        if self._effort:
+            response["reasoning"] = {"effort": self._effort}
+        return response
+
+    def _account(self, response: Any) -> None:
+        usage, reported = self._usage, getattr(response, "usage", None)
+        if usage is None or reported is None:
+            return
+        model = self._client.model
+        inp = getattr(reported, "input_token_details", None)
+        out = getattr(reported, "output_token_details", None)
+        cached = getattr(inp, "cached_tokens", 0) or 0
+        usage.add(model, "input_tokens", (getattr(reported, "input_tokens", 0) or 0) - cached)
+        usage.add(model, "cached_input_tokens", cached)
+        usage.add(model, "output_tokens", getattr(out, "text_tokens", 0) or 0)
+        usage.add(model, "audio_output_tokens", getattr(out, "audio_tokens", 0) or 0)
+
+    async def aclose(self) -> None:
+        """Close the socket: OpenAI stops every response still in flight on it."""
+        self._closed = True
+        if not self._connection.done():
+            self._connection.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connection
+            return
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        if self._connection.cancelled() or self._connection.exception() is not None:
+            return
+        with contextlib.suppress(Exception):
+            await self._connection.result().close()
