@@ -830,7 +830,7 @@ class Conversation:
                             "interrupt_response": True,
                         },
                     },
-                    "output": {"voice": "nova"},
+                    "output": {"voice": "coral"},
                 },
                 "tutor": {"target_language": "Spanish", "learner_age": 7},
             },
@@ -1473,34 +1473,59 @@ def aws_usage(run: dict[str, Any]) -> Any:
 
 
 def provider_usage(run: dict[str, Any]) -> Any:
-    """What one conversation asked of the providers, from the fake's request log: transcribed
-    seconds from the uploaded audio, chat input tokens from the request's text (about four
-    characters a token), output tokens as streamed, speech characters and seconds of audio.
-    (Estimated from recorded request sizes: the fake reports no usage.)"""
+    """What one conversation asked of the providers. As they reported it, when they did: the
+    turns' EMF records carry it (``TranscribedSeconds``, ``ChatInputTokens``,
+    ``ChatOutputTokens``, ``SpeechAudioTokens``, ``SpeechCharacters``: the usage
+    ``kiddolingo.metrics`` emits). What no provider reports is estimated from the fake's request
+    log: the characters a ``/audio/speech`` model would have read (the Realtime model's text
+    input, about four characters a token) and moderation requests; without any reported usage
+    (code before it), all of it: transcribed seconds from the uploaded audio, chat input tokens
+    from the request's text, output tokens as streamed."""
     from infra.cost import ProviderUsage, estimate_tokens
+    from kiddolingo.speech_text import strip_for_speech
 
     usage = ProviderUsage(seconds=run["audio_ms"] / 1000.0)
+    emf: list[dict[str, float]] = run["emf"]
+    reported = any("TranscribedSeconds" in r or "ChatInputTokens" in r for r in emf)
     for r in run["provider_log"]:
-        if r.status not in (200, None):
+        if r.status not in (200, 101, None):
             continue
         body = r.json or {}
+        if r.endpoint == "moderations":
+            usage.moderation_requests += 1
+        if reported:
+            continue
         if r.endpoint == "transcriptions" and r.pcm is not None:
             usage.transcription_s += len(r.pcm) / 2 / (r.sample_rate or RATE)
         elif r.endpoint == "chat":
-            text = "".join(
-                str(m.get("content") or "")
-                for m in body.get("messages") or []
-                if isinstance(m, dict)
-            )
+            messages = body.get("messages") or []
+            text = "".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
             usage.chat_input_tokens += estimate_tokens(text)
             usage.chat_output_tokens += r.tokens_sent
         elif r.endpoint == "speech":
-            said = str(body.get("input") or "")
-            usage.speech_characters += len(said)
-            usage.speech_text_tokens += estimate_tokens(said + str(body.get("instructions") or ""))
             usage.speech_audio_s += (r.bytes_total or r.bytes_sent) / 2 / 24_000
-        elif r.endpoint == "moderations":
-            usage.moderation_requests += 1
+    # What the speech stage read out: the answered turns' replies, as the child hears them.
+    spoken = "".join(
+        strip_for_speech(t.reply) for t in run["turns"] if t.first_delta_at is not None
+    )
+    usage.speech_characters = len(spoken)
+    usage.speech_text_tokens = estimate_tokens(spoken)
+    if reported:
+        usage.source = "reported by the providers (EMF usage metrics)"
+        usage.transcription_s = sum(r.get("TranscribedSeconds", 0.0) for r in emf)
+        usage.chat_input_tokens = sum(r.get("ChatInputTokens", 0.0) for r in emf)
+        usage.chat_output_tokens = sum(r.get("ChatOutputTokens", 0.0) for r in emf)
+        if any("SpeechAudioTokens" in r for r in emf):
+            usage.realtime_audio_tokens = sum(r.get("SpeechAudioTokens", 0.0) for r in emf)
+        if any("SpeechCharacters" in r for r in emf):
+            usage.speech_characters = int(sum(r.get("SpeechCharacters", 0.0) for r in emf))
+    else:
+        usage.source = "estimated from the fake's request log"
+    if usage.realtime_audio_tokens is None and not usage.speech_audio_s:
+        # Realtime speech without reported tokens: the seconds the fake would speak the replies.
+        from infra.fake_openai import MS_PER_CHAR
+
+        usage.speech_audio_s = usage.speech_characters * MS_PER_CHAR / 1000.0
     return usage
 
 
@@ -2127,7 +2152,7 @@ def cost_table(f: dict[str, Any]) -> list[str]:
         for label, v in c["provider"].items():
             out.append(
                 f"  provider, {label} ({', '.join(v['models'])}): ${v['usd_per_hour']:.3f} "
-                f"(usage {c['provider_usage_source']} from the fake's request log)"
+                f"(usage {c['provider_usage_source']})"
             )
             for line in v["lines"]:
                 note = f" ({line['note']})" if line.get("note") else ""

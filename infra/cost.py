@@ -170,78 +170,47 @@ class ProviderUsage:
     source: str = "estimated"
 
 
-def _unconfirmed(*keys: str) -> str:
-    return "price unconfirmed" if any(not p.PROVIDERS[k].confirmed for k in keys) else ""
+def _price(model: str, meter: str) -> tuple[float, str]:
+    """Dollars per unit of ``meter`` for ``model`` (``kiddolingo.prices``) and a note."""
+    from kiddolingo.prices import price_of
+
+    usd = price_of(model, meter)
+    if usd is None:
+        return 0.0, "no price in kiddolingo.prices"
+    return usd, "price unconfirmed" if model in p.PROVIDER_PRICES_UNCONFIRMED else ""
 
 
 def provider_lines(usage: ProviderUsage, models: tuple[str, str, str]) -> list[CostLine]:
     """The provider bill of ``usage`` with ``models`` (transcription, chat, speech)."""
-    price = p.PROVIDERS
+    from kiddolingo.prices import PRICES
+
     stt, chat, tts = models
-    minutes = usage.transcription_s / 60.0
+
+    def line(
+        name: str, model: str, meter: str, quantity: float, unit: str, note: str = ""
+    ) -> CostLine:
+        usd, price_note = _price(model, meter)
+        return CostLine(name, quantity, unit, quantity * usd, note or price_note)
+
     lines = [
-        CostLine(
-            f"transcription {stt}",
-            minutes,
-            "min",
-            minutes * price[f"{stt}/minute"].usd,
-            _unconfirmed(f"{stt}/minute"),
-        ),
-        CostLine(
-            f"chat {chat} input",
-            usage.chat_input_tokens,
-            "tok",
-            usage.chat_input_tokens * price[f"{chat}/input"].usd,
-            _unconfirmed(f"{chat}/input"),
-        ),
-        CostLine(
-            f"chat {chat} output",
-            usage.chat_output_tokens,
-            "tok",
-            usage.chat_output_tokens * price[f"{chat}/output"].usd,
-            _unconfirmed(f"{chat}/output"),
-        ),
+        line(f"transcription {stt}", stt, "audio_seconds", usage.transcription_s, "s"),
+        line(f"chat {chat} input", chat, "input_tokens", usage.chat_input_tokens, "tok"),
+        line(f"chat {chat} output", chat, "output_tokens", usage.chat_output_tokens, "tok"),
     ]
-    if f"{tts}/character" in price:
-        lines.append(
-            CostLine(
-                f"speech {tts}",
-                usage.speech_characters,
-                "char",
-                usage.speech_characters * price[f"{tts}/character"].usd,
-                _unconfirmed(f"{tts}/character"),
-            )
-        )
+    if "characters" in PRICES.get(tts, {}):
+        lines.append(line(f"speech {tts}", tts, "characters", usage.speech_characters, "char"))
     else:
         audio_tokens = usage.realtime_audio_tokens
         note = ""
         if audio_tokens is None:
             audio_tokens = usage.speech_audio_s * p.REALTIME_AUDIO_TOKENS_PER_S
-            if not p.REALTIME_AUDIO_TOKENS_CONFIRMED:
-                note = f"tokens estimated at {p.REALTIME_AUDIO_TOKENS_PER_S:g}/s of audio"
+            note = f"tokens estimated at {p.REALTIME_AUDIO_TOKENS_PER_S:g}/s of audio"
         lines += [
-            CostLine(
-                f"speech {tts} text in",
-                usage.speech_text_tokens,
-                "tok",
-                usage.speech_text_tokens * price[f"{tts}/text_input"].usd,
-                _unconfirmed(f"{tts}/text_input"),
-            ),
-            CostLine(
-                f"speech {tts} audio out",
-                audio_tokens,
-                "tok",
-                audio_tokens * price[f"{tts}/audio_output"].usd,
-                note or _unconfirmed(f"{tts}/audio_output"),
-            ),
+            line(f"speech {tts} text in", tts, "input_tokens", usage.speech_text_tokens, "tok"),
+            line(f"speech {tts} audio out", tts, "audio_output_tokens", audio_tokens, "tok", note),
         ]
     lines.append(
-        CostLine(
-            "moderation omni-moderation-latest",
-            usage.moderation_requests,
-            "req",
-            usage.moderation_requests * price["omni-moderation-latest/request"].usd,
-        )
+        CostLine("moderation omni-moderation-latest", usage.moderation_requests, "req", 0.0)
     )
     return lines
 

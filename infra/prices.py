@@ -1,12 +1,12 @@
-"""The price table of ``make bench``'s cost model: one place, one date.
+"""The AWS price table of ``make bench``'s cost model: one place, one date.
 
 US East (N. Virginia) on-demand list prices in US dollars, without free tiers. They were written
 down on ``PRICES_DATE`` from the pages named in ``SOURCES`` as stored by the team's offline
 search index; they were **not** checked online that day (the machine has no internet). Change a
 price here, with its date and source, and every figure of the cost model follows.
 
-A provider price marked ``confirmed=False`` was not found in a source and is an estimate: the
-benchmark prints it as unconfirmed.
+The providers' list prices are ``kiddolingo.prices`` (one table for production's metrics and
+the benchmark, of the same date).
 """
 
 from __future__ import annotations
@@ -51,57 +51,15 @@ AWS: dict[str, Price] = {
     "s3_get_class": Price(0.0004e-3, "GET request", "aws.amazon.com/s3/pricing"),
 }
 
-PROVIDERS: dict[str, Price] = {
-    # The old defaults.
-    "whisper-1/minute": Price(
-        0.006, "minute of audio", "developers.openai.com/api/docs/models/whisper-1"
-    ),
-    "gpt-4o/input": Price(
-        2.50e-6,
-        "input token",
-        "developers.openai.com/api/docs/models/gpt-4o (not found in the index; list price)",
-        confirmed=False,
-    ),
-    "gpt-4o/output": Price(
-        10.00e-6,
-        "output token",
-        "developers.openai.com/api/docs/models/gpt-4o (not found in the index; list price)",
-        confirmed=False,
-    ),
-    "tts-1-hd/character": Price(
-        30.00e-6, "character", "developers.openai.com/api/docs/models/tts-1-hd"
-    ),
-    # The successors.
-    "gpt-transcribe/minute": Price(
-        0.0045, "minute of audio", "developers.openai.com/api/docs/models/gpt-transcribe"
-    ),
-    "gpt-6-luna/input": Price(
-        0.10e-6, "input token", "developers.openai.com/api/docs/models/gpt-6-luna"
-    ),
-    "gpt-6-luna/output": Price(
-        0.50e-6, "output token", "developers.openai.com/api/docs/models/gpt-6-luna"
-    ),
-    "gpt-realtime-2.1-mini/text_input": Price(
-        0.60e-6, "text input token", "developers.openai.com/api/docs/models/gpt-realtime-2.1-mini"
-    ),
-    "gpt-realtime-2.1-mini/text_output": Price(
-        2.40e-6, "text output token", "developers.openai.com/api/docs/models/gpt-realtime-2.1-mini"
-    ),
-    "gpt-realtime-2.1-mini/audio_output": Price(
-        20.00e-6,
-        "audio output token",
-        "developers.openai.com/api/docs/models/gpt-realtime-2.1-mini",
-    ),
-    # Free of charge.
-    "omni-moderation-latest/request": Price(
-        0.0, "request", "developers.openai.com/api/docs/models/omni-moderation-latest"
-    ),
-}
+#: The providers' prices live in ``kiddolingo.prices`` (production prices each turn's usage for
+#: its EMF metrics from that table; the benchmark reads the same one). Models whose price this
+#: table's sources did not show on OpenAI's own pages (the offline index had gpt-6-luna,
+#: gpt-transcribe, gpt-realtime-2.1-mini, whisper-1 and tts-1-hd there, not gpt-4o):
+PROVIDER_PRICES_UNCONFIRMED = frozenset({"gpt-4o"})
 
 #: Audio output tokens per second of speech from the Realtime API, for when the provider does
 #: not report its usage: an estimate (one token per 50 ms), not found in a source.
 REALTIME_AUDIO_TOKENS_PER_S = 20.0
-REALTIME_AUDIO_TOKENS_CONFIRMED = False
 
 #: The models of each line of the provider bill: transcription, chat, speech.
 MODEL_SETS: dict[str, tuple[str, str, str]] = {
