@@ -38,7 +38,10 @@ Figures (p50 and p95 over the turns):
   minus the CPU moto spends emulating AWS in that thread (Lambda does not pay it);
 * cold-start import time of each handler module in fresh interpreters (best of N, median too),
   whether the chunk path imports ``openai``; the first turn's SDK imports;
-* S3 writes per minute of conversation; provider requests per turn.
+* S3 writes per minute of conversation; provider requests per turn;
+* the cost of an hour of one child (``infra.cost``): AWS from the measured calls and sizes
+  (DynamoDB through ``infra.dynamo_meter``), the providers from the usage they report, times the
+  dated price tables (``infra.prices``, ``kiddolingo.prices``); and the quotas that bind first.
 
 moto's backends are not thread-safe (concurrent ``UpdateItem`` calls on one item can crash
 inside moto), so moto's request processing is serialized; the handlers still run concurrently.
