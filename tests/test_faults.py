@@ -40,7 +40,8 @@ from tests.support.aws_stack import BUCKET
 from tests.support.events import connect_event, disconnect_event, message_event
 
 APOLOGY = apology("Spanish")
-REPLY_1 = "¡Hola, Ana! 😊 (Hello, Ana!)"
+#: Its emoji at the end: the screen shows a sentence's emojis after its spoken words.
+REPLY_1 = "¡Hola, Ana! (Hello, Ana!) 😊"
 REPLY_3 = "¡Muy bien! (Very good!)"
 
 

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from infra.fake_openai import (
-    MODERATION_CATEGORIES,
     FakeOpenAI,
     LatencyProfile,
     chat_tokens,
     demo_reply,
     synth_pcm,
 )
+from infra.fake_openai.server import MODERATION_CATEGORIES
 from kiddolingo.audio import pcm16_to_wav
 from kiddolingo.providers import (
     CHILD_SAFETY_THRESHOLDS,
@@ -106,7 +106,7 @@ def test_transcription_sends_a_valid_wav(
 
     text = with_providers(
         fake_openai_settings,
-        lambda p: p.transcriber.transcribe(wav, language="es", prompt="colores"),
+        lambda p: p.transcriber.transcribe(wav, languages=["es", "en"], prompt="colores"),
     )
 
     assert text == "Me gusta el color rojo."
@@ -116,7 +116,7 @@ def test_transcription_sends_a_valid_wav(
     assert request.wav == wav
     assert (request.pcm, request.sample_rate) == (pcm, 24000)
     assert request.form["model"] == "whisper-1"
-    assert request.form["language"] == "es"
+    assert request.form["language"] == "es"  # whisper-1 takes one: the most likely
     assert request.form["prompt"] == "colores"
     assert request.form["response_format"] == "json"
     assert request.headers["Authorization"] == "Bearer sk-fake-openai-test"
@@ -196,11 +196,11 @@ def test_chat_streams_text_deltas(fake_openai: FakeOpenAI, fake_openai_settings:
     assert request.completed
 
 
-def test_chat_messages_are_sent_as_the_sdk_would_send_them(
+def test_chat_messages_are_sent_the_ordinary_way(
     fake_openai: FakeOpenAI, fake_openai_settings: Settings
 ) -> None:
-    """The chat provider passes its messages in ``extra_body``, past the SDK's parameter
-    transform: the request must be the one ``create(messages=...)`` makes of them."""
+    """The chat provider passes its messages through the SDK's typed ``create(messages=...)``:
+    the request is exactly the one the SDK makes of them."""
     import openai
 
     from kiddolingo.conversation import chat_messages
@@ -232,6 +232,7 @@ def test_chat_messages_are_sent_as_the_sdk_would_send_them(
                 temperature=0.7,
                 max_tokens=150,
                 stream=True,
+                stream_options={"include_usage": True},
             )
             async for _ in stream:
                 pass
@@ -241,6 +242,35 @@ def test_chat_messages_are_sent_as_the_sdk_would_send_them(
     assert ours.json is not None and sdks.json is not None
     assert ours.messages == messages
     assert ours.json == sdks.json
+
+
+def test_the_successor_models_requests(
+    fake_openai: FakeOpenAI, fake_realtime_settings: Settings
+) -> None:
+    """gpt-transcribe gets the language hint as a list; gpt-6-luna its reasoning effort and
+    max_completion_tokens; both report what they billed."""
+    from kiddolingo.providers.base import Usage
+
+    fake_openai.script_transcripts("Hola")
+    usage = Usage()
+    wav = pcm16_to_wav(speech_pcm(), 24000)
+
+    async def turn(p):
+        text = await p.transcriber.transcribe(wav, languages=["es", "en"], usage=usage)
+        reply = await collect(p.chat.stream(MESSAGES, temperature=0.7, max_tokens=150, usage=usage))
+        return text, reply
+
+    text, reply = with_providers(fake_realtime_settings, turn)
+    assert text == "Hola" and reply
+    (tr,) = fake_openai.requests("transcriptions")
+    assert tr.form["model"] == "gpt-transcribe"
+    assert tr.languages == ["es", "en"] and "language" not in tr.form
+    (chat,) = fake_openai.requests("chat")
+    assert chat.json["model"] == "gpt-6-luna"
+    assert chat.json["reasoning_effort"] == "none"
+    assert chat.json["max_completion_tokens"] == 150 and "max_tokens" not in chat.json
+    assert usage.amounts[("gpt-transcribe", "audio_seconds")] > 0
+    assert usage.amounts[("gpt-6-luna", "output_tokens")] > 0
 
 
 def test_chat_default_demo_reply(fake_openai: FakeOpenAI, fake_openai_settings: Settings) -> None:

@@ -14,6 +14,8 @@ from tests.support.speech import chunks, speak
 
 CONN = "conn-A="
 REPLY = "¡Hola, Ana! 😊 (Hello, Ana!) ¿Te gustan los gatos? 🐱 (Do you like cats?)"
+#: What the voice model says of it (and so what the child sees and the history keeps).
+SPOKEN = "¡Hola, Ana! (Hello, Ana!) 😊 ¿Te gustan los gatos? (Do you like cats?) 🐱"
 
 
 def send(stack, conn: str, body: dict) -> None:
@@ -82,10 +84,12 @@ def test_a_spoken_turn_end_to_end(stack, fake_openai) -> None:
     tail = ["response.output_audio.done", "response.output_audio_transcript.done", "response.done"]
     assert types[-3:] == tail
     body = types[5:-3]
-    assert body.count("response.output_audio_transcript.delta") == n_sent
     assert set(body) == {"response.output_audio_transcript.delta", "response.output_audio.delta"}
-    # each sentence's text comes before its audio
+    # the voice model's transcript comes word by word, each word ahead of its audio
+    assert body.count("response.output_audio_transcript.delta") > n_sent
     assert body[0] == "response.output_audio_transcript.delta"
+    shown = "".join(e["delta"] for e in events if e["type"].endswith("transcript.delta"))
+    assert shown == SPOKEN
 
     # the transcription got a real WAV of exactly the audio we sent
     (req,) = fake_openai.requests("audio/transcriptions")
@@ -97,21 +101,26 @@ def test_a_spoken_turn_end_to_end(stack, fake_openai) -> None:
         base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta"
     )
     assert audio == b"".join(synth_pcm(strip_for_speech(s)) for s in sentences(REPLY))
-    spoken = [r.input for r in fake_openai.requests("audio/speech")]
-    assert all("😊" not in s and "🐱" not in s for s in spoken)
+    # one Realtime socket for the turn, an out-of-band response per sentence
+    responses = fake_openai.realtime_responses()
+    assert [r.text for r in responses] == [strip_for_speech(s) for s in sentences(REPLY)]
+    assert len({r.session_id for r in responses}) == 1
+    assert all(r.request["conversation"] == "none" and r.completed for r in responses)
+    assert all("😊" not in r.text and "🐱" not in r.text for r in responses)
 
     # one response id and item id throughout; done says completed with the full transcript
     done = events[-1]["response"]
     assert done["status"] == "completed"
-    assert done["output"][0]["content"][0]["transcript"] == REPLY
-    assert events[-2]["transcript"] == REPLY
+    # what the child heard and saw: the voice model's words, each sentence's emojis after it
+    assert done["output"][0]["content"][0]["transcript"] == SPOKEN
+    assert events[-2]["transcript"] == SPOKEN
     assert {e.get("response_id") for e in events[5:-3]} == {done["id"]}
 
     # history holds the child's words and the tutor's answer; the turn's audio is gone
     hist = load_history(stack.session_item(sid)["hist"])
     assert [(h["role"], h["text"]) for h in hist] == [
         ("user", "Hola, me llamo Ana."),
-        ("assistant", REPLY),
+        ("assistant", SPOKEN),
     ]
     assert stack.audio_keys() == []
     assert max(stack.recorder.sizes) < 32 * 1024
@@ -137,7 +146,7 @@ def test_resume_carries_the_history_into_the_next_turn(stack, fake_openai) -> No
     second = fake_openai.requests("chat/completions")[-1].messages
     assert [m["content"] for m in second[1:]] == [
         "Hola",
-        "¡Hola! 😊 (Hello!)",
+        "¡Hola! (Hello!) 😊",
         "Me gustan los perros",
     ]
     # the resumed connection was greeted with the same session

@@ -7,8 +7,10 @@ Add to a conftest: ``pytest_plugins = ["tests.support.fake_openai_fixtures"]``.
 - ``fake_openai_env`` (function): the process environment pointed at it (``OPENAI_BASE_URL``,
   ``OPENAI_API_KEY``; per-stage overrides removed), with the settings and provider caches
   cleared so code under test picks it up; yields the server.
-- ``fake_openai_settings`` (function): a :class:`Settings` for it with a short timeout, for
-  code that takes settings explicitly.
+- ``fake_openai_settings`` (function): a :class:`Settings` for it with a short timeout and the
+  old models on the HTTP speech endpoint, for code that takes settings explicitly.
+- ``fake_realtime_settings`` (function): the same with the default models (speech over the
+  Realtime API).
 """
 
 from __future__ import annotations
@@ -75,11 +77,34 @@ def fake_openai_settings(fake_openai: FakeOpenAI) -> Settings:
     def stage(model: str) -> StageSettings:
         return StageSettings(model, fake_openai.base_url, FAKE_API_KEY, None)
 
+    # The old defaults, on the HTTP speech endpoint: the adapters they use stay (for
+    # OpenAI-compatible servers) and are tested through these settings.
     return Settings(
         transcription=stage("whisper-1"),
         chat=stage("gpt-4o"),
+        chat_reasoning_effort="",
+        speech_api="http",
         speech=stage("tts-1-hd"),
+        speech_voice="nova",
         moderation=stage("omni-moderation-latest"),
         provider_timeout_s=5.0,
         provider_max_retries=2,
-    )
+    ).check()
+
+
+@pytest.fixture
+def fake_realtime_settings(fake_openai: FakeOpenAI) -> Settings:
+    """The default models (speech over the Realtime API), on the fake."""
+
+    def stage(model: str) -> StageSettings:
+        return StageSettings(model, fake_openai.base_url, FAKE_API_KEY, None)
+
+    defaults = Settings()
+    return Settings(
+        transcription=stage(defaults.transcription.model),
+        chat=stage(defaults.chat.model),
+        speech=stage(defaults.speech.model),
+        moderation=stage(defaults.moderation.model),
+        provider_timeout_s=5.0,
+        provider_max_retries=2,
+    ).check()

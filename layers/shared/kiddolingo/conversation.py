@@ -23,15 +23,17 @@ Rules:
 6. Stay child-safe: if the child brings up something unsafe or grown-up, kindly steer back to \
 learning {language}."""
 
+#: Each emoji at the end of its sentence: a voice model does not say emojis, and the screen
+#: shows them after the words it said (``kiddolingo.turn``).
 SAFE_REDIRECTS = {
-    "spanish": "¡Hablemos de otra cosa! ¿Cuál es tu animal favorito? 🐶 "
-    "(Let's talk about something else! What is your favorite animal?)",
-    "french": "Parlons d'autre chose ! Quel est ton animal préféré ? 🐶 "
-    "(Let's talk about something else! What is your favorite animal?)",
-    "german": "Lass uns über etwas anderes sprechen! Was ist dein Lieblingstier? 🐶 "
-    "(Let's talk about something else! What is your favorite animal?)",
-    "italian": "Parliamo d'altro! Qual è il tuo animale preferito? 🐶 "
-    "(Let's talk about something else! What is your favorite animal?)",
+    "spanish": "¡Hablemos de otra cosa! ¿Cuál es tu animal favorito? "
+    "(Let's talk about something else! What is your favorite animal?) 🐶",
+    "french": "Parlons d'autre chose ! Quel est ton animal préféré ? "
+    "(Let's talk about something else! What is your favorite animal?) 🐶",
+    "german": "Lass uns über etwas anderes sprechen! Was ist dein Lieblingstier? "
+    "(Let's talk about something else! What is your favorite animal?) 🐶",
+    "italian": "Parliamo d'altro! Qual è il tuo animale preferito? "
+    "(Let's talk about something else! What is your favorite animal?) 🐶",
     "english": "Let's talk about something else! What is your favorite animal? 🐶",
 }
 

@@ -283,3 +283,18 @@ class SpokenCheck:
         """At the end of the reading: False if too much of the text was left out."""
         missing = self._expected_len - (self._match() if self._heard else 0)
         return missing <= self._slack + self._tolerance * self._expected_len
+
+
+def emojis_of(text: str) -> list[str]:
+    """The emojis of ``text``, in order, each sequence whole (joiners and selectors kept)."""
+    runs: list[str] = []
+    run = ""
+    for ch in text:
+        if _is_pictograph(ch):
+            run += ch
+        elif run:
+            runs.append(run)
+            run = ""
+    if run:
+        runs.append(run)
+    return runs

@@ -36,7 +36,7 @@ from .messenger import ConnectionGoneError
 from .protocol import server_event
 from .providers.base import SPEECH_SAMPLE_RATE, Spoken, Usage
 from .providers.errors import ProviderError
-from .speech_text import SentenceSplitter, SpokenCheck, strip_for_speech
+from .speech_text import SentenceSplitter, SpokenCheck, emojis_of, strip_for_speech
 
 log = logging.getLogger(__name__)
 
@@ -544,6 +544,11 @@ class TurnRunner:
                     if t.first_audio_ms is None:
                         t.first_audio_ms = _ms_since(t.started)
                     posted += len(piece)
+            emojis = emojis_of(job.text) if finished and job.check is not None else []
+            if emojis:
+                # Never spoken, so never in the voice model's transcript: the screen still
+                # gets them, at the end of their sentence.
+                await show(" " + " ".join(emojis))
         finally:
             if strayed or job.incomplete:
                 outcome.strayed += 1

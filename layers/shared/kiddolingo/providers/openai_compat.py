@@ -122,6 +122,14 @@ class StageClient:
     def model(self) -> str:
         return self.settings.model
 
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout
+
+    @property
+    def max_retries(self) -> int:
+        return self._max_retries
+
     def get(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
         local = self._local

@@ -7,6 +7,11 @@ handshake is off the critical path. Each sentence is an *out-of-band* response
 (``conversation: "none"``, its own ``input``): OpenAI keeps no conversation for us, and our
 DynamoDB history stays the one record of what was said.
 
+Failures are retried as the SDK retries its HTTP requests (``PROVIDER_MAX_RETRIES``): a refused
+or failed handshake, and a sentence that failed or went quiet (``PROVIDER_TIMEOUT_S`` between
+two events) before any of its audio came; a socket that dropped is opened again for the next
+sentence. A sentence that has started to play is never retried: the child would hear it twice.
+
 Several sentences may be in flight on the socket at once (the next is synthesized while the
 current one is posted). One reader task routes the server's events to the sentence they belong
 to: ``response.created`` carries back the metadata we set, and every later event carries its
@@ -40,6 +45,7 @@ from .errors import (
     ProviderError,
     ProviderRateLimitError,
     ProviderServerError,
+    ProviderTimeoutError,
 )
 from .openai_compat import DEFAULT_SPEECH_CHUNK_BYTES, StageClient, map_provider_error
 
@@ -69,7 +75,7 @@ def _speech_error(exc: BaseException) -> ProviderError:
             return ProviderAuthError("speech", status=status, message=message)
         if status == 429:
             return ProviderRateLimitError("speech", status=status, message=message)
-        if status >= 500:
+        if status >= 500 or status in (408, 409):
             return ProviderServerError("speech", status=status, message=message)
         return ProviderError("speech", "bad_request", status=status, message=message)
     if isinstance(exc, WebSocketException | OSError | EOFError):
@@ -161,10 +167,35 @@ class RealtimeSpeechSession:
         self._abandoned: set[str] = set()
         self._pending: set[asyncio.Future[None]] = set()
         self._reader: asyncio.Task[None] | None = None
+        #: Set by :meth:`aclose`: nothing is opened or sent any more.
         self._closed = False
-        self._connection: asyncio.Task[Any] = asyncio.ensure_future(self._connect())
+        #: The socket of ``_connection`` is gone (it dropped): the next sentence reopens.
+        self._dropped = False
+        self._connection = self._open()
+
+    def _open(self) -> asyncio.Task[Any]:
+        self._dropped = False
+        task: asyncio.Task[Any] = asyncio.ensure_future(self._connect_with_retries())
         # Retrieved even if no sentence ever waits for it (a turn that ends before speaking).
-        self._connection.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+    async def _connection_now(self) -> Any:
+        """The open socket, reopened if it dropped since."""
+        if self._dropped and self._connection.done():
+            self._connection = self._open()
+        return await self._connection
+
+    async def _connect_with_retries(self) -> Any:
+        for attempt in range(self._client.max_retries + 1):
+            try:
+                return await self._connect()
+            except ProviderError as exc:
+                if not exc.retryable or attempt == self._client.max_retries:
+                    raise
+                log.info("Realtime handshake failed (%s), retrying", exc.kind)
+                await asyncio.sleep(min(0.25 * 2**attempt, 2.0))
+        raise AssertionError("unreachable")
 
     async def _connect(self) -> Any:
         try:
@@ -208,9 +239,9 @@ class RealtimeSpeechSession:
             raise
         except BaseException as exc:
             failure = _speech_error(exc)
+        self._dropped = True
         for queue in self._queues.values():
             queue.put_nowait(failure)
-        self._closed = True
 
     def _route(self, conn: Any, event: Any) -> None:
         etype = getattr(event, "type", "")
@@ -247,14 +278,32 @@ class RealtimeSpeechSession:
     async def stream(self, text: str) -> AsyncIterator[bytes | Spoken]:
         if not text.strip():
             return
-        conn = await self._connection
+        for attempt in range(self._client.max_retries + 1):
+            started = False
+            try:
+                async with contextlib.aclosing(self._respond(text)) as items:
+                    async for item in items:
+                        started = True
+                        yield item
+                return
+            except ProviderError as exc:
+                if started or not exc.retryable or attempt == self._client.max_retries:
+                    raise
+                log.info("speech response failed before its audio (%s), retrying", exc.kind)
+
+    async def _respond(self, text: str) -> AsyncIterator[bytes | Spoken]:
+        """One out-of-band response for ``text``."""
         if self._closed:
-            raise ProviderConnectionError("speech", message="the Realtime socket closed")
+            raise ProviderConnectionError("speech", message="the speech session is closed")
+        conn = await self._connection_now()
         key = str(next(self._keys))
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._queues[key] = queue
         finished = False
         carry = b""
+        # Transcript that came before any audio waits for it: until the first audio, a failed
+        # sentence can be retried without the child seeing its first words twice.
+        early: list[Spoken] | None = []
         try:
             try:
                 await conn.response.create(
@@ -264,7 +313,12 @@ class RealtimeSpeechSession:
             except Exception as exc:
                 raise _speech_error(exc) from exc
             while True:
-                event = await queue.get()
+                try:
+                    event = await asyncio.wait_for(queue.get(), self._client.timeout_s)
+                except TimeoutError:
+                    raise ProviderTimeoutError(
+                        "speech", message="the voice model went quiet"
+                    ) from None
                 if isinstance(event, BaseException):
                     raise event
                 etype = event.type
@@ -274,13 +328,24 @@ class RealtimeSpeechSession:
                         data, carry = carry + data, b""
                     if len(data) % 2:
                         data, carry = data[:-1], data[-1:]
+                    if early and data:
+                        for spoken in early:
+                            yield spoken
+                    if data:
+                        early = None
                     for start in range(0, len(data), self._max_chunk):
                         yield data[start : start + self._max_chunk]
                 elif etype == "response.output_audio_transcript.delta":
-                    if event.delta:
+                    if not event.delta:
+                        continue
+                    if early is None:
                         yield Spoken(event.delta)
+                    else:
+                        early.append(Spoken(event.delta))
                 elif etype == "response.done":
                     finished = True
+                    for spoken in early or ():
+                        yield spoken
                     self._account(event.response)
                     status = event.response.status
                     if status == "failed":
@@ -294,7 +359,7 @@ class RealtimeSpeechSession:
                     return
         finally:
             self._queues.pop(key, None)
-            if not finished and not self._closed:
+            if not finished and not self._closed and not self._dropped:
                 # Stopped early (barge-in, a reworded sentence, an error): stop paying for it.
                 response_id = next((r for r, k in self._keys_by_id.items() if k == key), None)
                 if response_id is None:
