@@ -15,6 +15,8 @@ endif
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system
+# axe-core for the accessibility test, from the npm registry at the version package-lock.json pins.
+NODE_STAMP := node_modules/.installed
 
 .PHONY: run test test-browser lint bench load token sam-validate deps clean
 
@@ -32,7 +34,11 @@ $(SYSTEM_STAMP): infra/install-system.sh | $(STAMP)
 	bash infra/install-system.sh
 	touch $@
 
-deps: $(STAMP) $(SAM_STAMP) $(SYSTEM_STAMP)
+$(NODE_STAMP): package.json package-lock.json | $(SYSTEM_STAMP)
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: $(STAMP) $(SAM_STAMP) $(SYSTEM_STAMP) $(NODE_STAMP)
 
 test: deps
 	SAM_CLI=$(abspath $(SAM_VENV))/bin/sam $(PY) -m pytest $(PYTEST_ARGS)
@@ -61,4 +67,4 @@ sam-validate: $(SAM_STAMP)
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache

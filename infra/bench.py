@@ -191,6 +191,9 @@ def _profile(args: argparse.Namespace) -> Any:
             ("speech_first_byte_ms", args.speech_first_byte_ms),
             ("speech_realtime_factor", args.speech_realtime_factor),
             ("moderation_ms", args.moderation_ms),
+            # Speech's first byte is the same on both speech paths unless said otherwise.
+            ("realtime_first_byte_ms", args.realtime_first_byte_ms or args.speech_first_byte_ms),
+            ("realtime_connect_ms", args.realtime_connect_ms),
         )
         if value is not None
     }
@@ -1871,7 +1874,9 @@ def table(f: dict[str, Any]) -> str:
         f"profile: transcription {p['transcription_ms']:g} ms, chat first token "
         f"{p['chat_first_token_ms']:g} ms then {('∞' if tps is None else f'{tps:g}')} tok/s, "
         f"speech first byte {p['speech_first_byte_ms']:g} ms "
-        f"({'∞' if rt is None else f'{rt:g}'}× real time), moderation {p['moderation_ms']:g} ms; "
+        f"(Realtime {p.get('realtime_first_byte_ms', 0):g} ms, handshake "
+        f"{p.get('realtime_connect_ms', 0):g} ms; "
+        f"{'∞' if rt is None else f'{rt:g}'}× real time), moderation {p['moderation_ms']:g} ms; "
         f"silence window {f['silence_ms']} ms; speculative_fraction "
         f"{f['speculative_fraction']}\n"
     )
@@ -2182,6 +2187,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speech-first-byte-ms", type=float, default=None)
     parser.add_argument("--speech-realtime-factor", type=float, default=None)
     parser.add_argument("--moderation-ms", type=float, default=None)
+    parser.add_argument("--realtime-first-byte-ms", type=float, default=None)
+    parser.add_argument("--realtime-connect-ms", type=float, default=None)
     parser.add_argument("--silence-ms", type=int, default=1200, help="VAD silence_duration_ms")
     parser.add_argument(
         "--mode",

@@ -10,7 +10,8 @@
 * **Models**: ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` (and the per-stage ``CHAT_BASE_URL``…)
   from the environment, so any OpenAI-compatible server can stand in. Without a key the stack
   starts on the local fake OpenAI server (``infra.fake_openai``) and says so loudly, in the
-  terminal and on the page: replies are canned demo replies, not the tutor.
+  terminal and on the page: replies are canned demo replies, not the tutor. ``make run`` has
+  the fake speak them in words with espeak-ng when it is installed (tones otherwise).
 * **Auth**: on by default, with ``AUTH_SECRET`` from the environment or the public dev secret
   of ``infra.token``; the terminal prints a ready page URL carrying a dev token.
   ``AUTH_REQUIRED=false`` runs without auth (printed as a warning).
@@ -39,6 +40,10 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 
 DEMO_BANNER = "DEMO MODE: no OPENAI_API_KEY — replies are canned demo replies, not the tutor"
+DEMO_SPEECH_NOTE = {
+    "espeak": "  Demo speech:    espeak-ng reads the canned replies aloud",
+    "tones": "  Demo speech:    tones (install espeak-ng to hear words)",
+}
 NO_AUTH_WARNING = (
     "WARNING: AUTH_REQUIRED=false — no token needed: anyone who can reach this port can open "
     "a session. Local use only."
@@ -67,8 +72,9 @@ class LocalStack:
     ``env`` is where settings come from (default: ``os.environ`` at construction). ``openai``:
     ``"auto"`` (the fake server when no key is configured), ``"fake"`` or ``"env"``.
     ``auth_required`` / ``port`` / ``local_aws`` default to ``AUTH_REQUIRED`` / ``PORT`` /
-    ``LOCAL_AWS`` of ``env``. Extra keyword arguments go to :class:`~infra.gateway.LocalGateway`
-    (``idle_timeout_s``, ``max_workers``…).
+    ``LOCAL_AWS`` of ``env``. ``fake_speech``: what the fake's speech sounds like, ``"tones"``
+    (deterministic, for tests) or ``"espeak"`` (words, for a person listening). Extra keyword
+    arguments go to :class:`~infra.gateway.LocalGateway` (``idle_timeout_s``, ``max_workers``…).
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class LocalStack:
         port: int | None = None,
         openai: str = "auto",
         fake_latency: Any = None,
+        fake_speech: str = "tones",
         auth_required: bool | None = None,
         learner_id: str = "dev-learner",
         local_aws: str | None = None,
@@ -92,6 +99,7 @@ class LocalStack:
         has_key = any(self.env.get(k) for k in (*_KEY_VARIABLES, *_KEY_PARAMETERS))
         self.demo = openai == "fake" or (openai == "auto" and not has_key)
         self.fake_latency = fake_latency
+        self.fake_speech = fake_speech
         self.auth_required = (
             _truthy(self.env.get("AUTH_REQUIRED"), True) if auth_required is None else auth_required
         )
@@ -193,7 +201,9 @@ class LocalStack:
         if self.demo:
             from infra.fake_openai import FakeOpenAI, LatencyProfile
 
-            self.fake_openai = FakeOpenAI(latency=self.fake_latency or LatencyProfile()).start()
+            self.fake_openai = FakeOpenAI(
+                latency=self.fake_latency or LatencyProfile(), speech=self.fake_speech
+            ).start()
             self.openai_base_url = self.fake_openai.base_url
             overrides["OPENAI_BASE_URL"] = self.openai_base_url
             overrides["OPENAI_API_KEY"] = "sk-local-demo-not-a-key"
@@ -306,6 +316,8 @@ class LocalStack:
             )
         models = "fake OpenAI server (demo)" if self.demo else "OpenAI-compatible API"
         lines.append(f"  Models:         {models} at {self.openai_base_url}")
+        if self.demo and self.fake_speech in DEMO_SPEECH_NOTE:
+            lines.append(DEMO_SPEECH_NOTE[self.fake_speech])
         lines.append("Press Ctrl-C to stop.")
         return "\n".join(lines)
 
@@ -342,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
 
-    stack = LocalStack(port=args.port)
+    from infra.fake_openai import espeak_available
+
+    # A newcomer without a key should hear the tutor say words: espeak-ng when installed.
+    stack = LocalStack(port=args.port, fake_speech="espeak" if espeak_available() else "tones")
     try:
         stack.start()
     except OSError as exc:

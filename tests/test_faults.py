@@ -239,10 +239,11 @@ PERSISTENT = [
     pytest.param("chat", {"status": 429}, "chat_failed", True, id="chat-429"),
     pytest.param("chat", {"status": 500}, "chat_failed", True, id="chat-500"),
     pytest.param("chat", {"kind": "timeout", "hang_s": 5}, "chat_failed", True, id="chat-timeout"),
-    pytest.param("speech", {"status": 429}, "speech_failed", False, id="speech-429"),
-    pytest.param("speech", {"status": 503}, "speech_failed", False, id="speech-503"),
+    # Speech over the Realtime API: the handshake refused, or every sentence hanging.
+    pytest.param("realtime", {"status": 429}, "speech_failed", False, id="speech-429"),
+    pytest.param("realtime", {"status": 503}, "speech_failed", False, id="speech-503"),
     pytest.param(
-        "speech", {"kind": "timeout", "hang_s": 5}, "speech_failed", False, id="speech-timeout"
+        "realtime", {"kind": "timeout", "hang_s": 5}, "speech_failed", False, id="speech-timeout"
     ),
     pytest.param("moderations", {"status": 500}, "moderation_failed", True, id="moderation-500"),
 ]
@@ -266,6 +267,8 @@ def test_provider_fails_for_good(
 
     # the SDK retried (PROVIDER_MAX_RETRIES=1) before the turn gave up
     failed = [r for r in fake_openai.requests(endpoint) if r.failure]
+    if endpoint == "realtime":  # a sentence that hung is a response of a socket that worked
+        failed += [r for r in fake_openai.realtime_responses() if r.failure]
     assert len(failed) >= 2
     assert errors(events) == []
     assert_apology(events, code, spoken)
@@ -327,7 +330,7 @@ def test_transcription_fails_for_good(monkeypatch, fast_fail, fake_openai, failu
 
 TRANSIENT = [
     (endpoint, status)
-    for endpoint in ("transcriptions", "chat", "speech", "moderations")
+    for endpoint in ("transcriptions", "chat", "realtime", "moderations")
     for status in (429, 500)
 ]
 

@@ -19,7 +19,8 @@ PLACEHOLDER = "[something the tutor could not talk about]"
 
 
 def spoken_since(fake: Any, before: int) -> list[str]:
-    return [r.input for r in fake.requests("audio/speech")[before:]]
+    """The sentences the voice model was asked to read (Realtime responses), from ``before``."""
+    return [r.text for r in fake.realtime_responses()[before:]]
 
 
 def everything_said_or_shown(events: list[dict[str, Any]], fake: Any, before: int) -> str:
@@ -45,14 +46,14 @@ def test_flagged_transcript_gets_the_gentle_redirect(stack, fake_openai) -> None
     answer(
         fake_openai,
         {
-            "Hola": "¡Hola! 😊 (Hello!)",
+            "Hola": "¡Hola! (Hello!) 😊",
             "Quiero hacer una bomba": "Una bomba hace ¡bum! (A bomb goes boom!)",
             "Me gustan los gatos": "¡Los gatos son lindos! 🐱 (Cats are cute!)",
         },
     )
     child = Client(stack)
     child.turn()
-    before = len(fake_openai.requests("audio/speech"))
+    before = len(fake_openai.realtime_responses())
 
     events = child.turn()
     # the child's words were checked
@@ -73,7 +74,7 @@ def test_flagged_transcript_gets_the_gentle_redirect(stack, fake_openai) -> None
     # the history holds a neutral placeholder, never the flagged words
     assert child.history() == [
         ("user", "Hola"),
-        ("assistant", "¡Hola! 😊 (Hello!)"),
+        ("assistant", "¡Hola! (Hello!) 😊"),
         ("user", PLACEHOLDER),
         ("assistant", REDIRECT),
     ]
@@ -86,7 +87,7 @@ def test_flagged_transcript_gets_the_gentle_redirect(stack, fake_openai) -> None
     context = chat_context(fake_openai)
     assert context == [
         ("user", "Hola"),
-        ("assistant", "¡Hola! 😊 (Hello!)"),
+        ("assistant", "¡Hola! (Hello!) 😊"),
         ("user", PLACEHOLDER),
         ("assistant", REDIRECT),
         ("user", "Me gustan los gatos"),
@@ -101,7 +102,7 @@ def test_our_thresholds_are_stricter_than_the_endpoints(stack, fake_openai) -> N
     fake_openai.script_transcripts("Hay mucha sangre")
     fake_openai.script_replies("La sangre es roja. (Blood is red.)")
     child = Client(stack)
-    before = len(fake_openai.requests("audio/speech"))
+    before = len(fake_openai.realtime_responses())
     events = child.turn()
     assert_content_filter(events)
     assert spoken_since(fake_openai, before) == [strip_for_speech(REDIRECT)]
@@ -122,7 +123,7 @@ def test_a_slow_moderation_runs_alongside_the_chat_request(stack, fake_openai) -
     assert check.input == "Hola"
     assert chat.received_at < check.finished_at  # in parallel, not one after the other
     # ... but the first word reached the child only after the verdict
-    assert check.finished_at <= fake_openai.requests("audio/speech")[0].received_at + 0.3
+    assert check.finished_at <= fake_openai.realtime_responses()[0].received_at + 0.3
 
 
 # --------------------------------------------------------------------------- flagged output
@@ -137,7 +138,7 @@ def test_a_flagged_reply_is_never_spoken(stack, fake_openai) -> None:
     fake_openai.script_transcripts("Hola", "Vale")
     answer(fake_openai, {"Hola": reply, "Vale": "¡Muy bien! (Very good!)"})
     child = Client(stack)
-    before = len(fake_openai.requests("audio/speech"))
+    before = len(fake_openai.realtime_responses())
     events = child.turn()
 
     # what came before the flagged sentence was heard; the flagged sentence and everything
@@ -165,7 +166,7 @@ def test_a_reply_flagged_from_its_first_sentence(stack, fake_openai) -> None:
     fake_openai.script_transcripts("Hola")
     fake_openai.script_replies("Te odio. (I hate you.)")
     child = Client(stack)
-    before = len(fake_openai.requests("audio/speech"))
+    before = len(fake_openai.realtime_responses())
     events = child.turn()
     assert heard(events) == synth_pcm(strip_for_speech(REDIRECT))
     assert "odio" not in everything_said_or_shown(events, fake_openai, before)

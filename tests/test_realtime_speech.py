@@ -270,3 +270,33 @@ def test_a_small_rewording_is_what_the_child_sees(stack, fake_openai: FakeOpenAI
 
     hist = load_history(stack.session_item(sid)["hist"])
     assert hist[-1]["text"] == shown
+
+
+def test_a_wrong_key_is_an_auth_error_and_is_not_retried(
+    fake_openai: FakeOpenAI, fake_realtime_settings: Settings
+) -> None:
+    """The Realtime API takes the upgrade, then refuses the key with an error event."""
+    from dataclasses import replace
+
+    from kiddolingo.settings import StageSettings
+
+    speech = fake_realtime_settings.speech
+    settings = replace(
+        fake_realtime_settings,
+        speech=StageSettings(speech.model, speech.base_url, "sk-wrong", None),
+    )
+
+    async def body(p: Any) -> None:
+        session = p.speech.open(voice="coral")
+        try:
+            await read(session.stream(SENTENCE))
+        finally:
+            await session.aclose()
+
+    fake_openai.required_api_key = speech.api_key
+    try:
+        with pytest.raises(ProviderAuthError):
+            run(settings, body)
+    finally:
+        fake_openai.required_api_key = None
+    assert len(fake_openai.requests("realtime")) == 1

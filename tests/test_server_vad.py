@@ -288,7 +288,7 @@ def test_barge_in_stops_the_reply_and_history_keeps_what_was_heard(stack, fake_o
         if e["type"] == "response.output_audio.delta" and e["response_id"] == first_id
     )
     assert posted_ms < len(long_reply) * 60 / 2
-    speech_inputs = [r.input for r in fake_openai.requests("audio/speech")]
+    speech_inputs = [r.text for r in fake_openai.realtime_responses()]
     assert len([s for s in speech_inputs if s.startswith("Frase")]) < 8
 
     assert done[0]["response"]["output"][0]["id"] == item_id

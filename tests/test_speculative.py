@@ -95,7 +95,7 @@ def test_a_speculation_is_discarded_when_the_child_goes_on(speculative, stack, f
     assert next((h["role"], h["text"]) for h in hist) == ("user", "I like cats and dogs")
     assert len(hist) == 2
     # the discarded speculation stopped paying: at most its first sentence was synthesized
-    speech = fake_openai.requests("audio/speech")
+    speech = fake_openai.realtime_responses()
     finished = [s for s in speech if s.finished]
     assert len(speech) - len(finished) <= 2
 

@@ -74,7 +74,7 @@ def test_session_settings_are_one_string_and_the_earlier_map_still_reads() -> No
             "threshold": repr(CHILD_VAD_DEFAULTS["threshold"]),
             "silence_duration_ms": Decimal(CHILD_VAD_DEFAULTS["silence_duration_ms"]),
         },
-        "voice": "nova",
+        "voice": "coral",
         "instructions": "Colours ✓",
         "target_language": "Spanish",
         "learner_age": Decimal(7),

@@ -126,3 +126,97 @@ def test_an_unknown_model_costs_nothing_rather_than_a_guess() -> None:
     usage.add("my-own-whisper", "audio_seconds", 60)
     assert cost_usd(usage.amounts) == 0.0
     assert PRICES_DATE.startswith("20")
+
+
+# ------------------------------------------------------------------ the first turn (SnapStart)
+
+
+def _audio_handler_modules(extra_env: dict[str, str]) -> list[str]:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, importlib.util\n"
+        "spec = importlib.util.spec_from_file_location('app', 'functions/audio/app.py')\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in ('openai', 'openai.resources.chat', "
+        "'kiddolingo.providers.realtime_speech', 'websockets') if m in sys.modules))\n"
+    )
+    env = {
+        **os.environ,
+        "TABLE_NAME": "t",
+        "BUCKET_NAME": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        **extra_env,
+    }
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return eval(done.stdout.strip())  # a printed list of names
+
+
+def test_a_snapshot_init_loads_the_provider_sdk_and_an_on_demand_init_does_not() -> None:
+    assert _audio_handler_modules({}) == []
+    loaded = _audio_handler_modules({"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"})
+    assert loaded == [
+        "kiddolingo.providers.realtime_speech",
+        "openai",
+        "openai.resources.chat",
+        "websockets",
+    ]
+
+
+def test_the_audio_function_runs_from_a_snapshot_through_its_alias() -> None:
+    from infra import template as tpl
+
+    spec = tpl.functions()["$default"]
+    assert spec.snap_start
+    assert not tpl.functions()["$connect"].snap_start
+
+
+def test_the_local_runtime_publishes_a_snapstart_function_before_its_first_request(
+    tmp_path, monkeypatch
+) -> None:
+    import os
+
+    from infra.lambda_runtime import LambdaFunction
+    from infra.template import FunctionSpec
+
+    (tmp_path / "app.py").write_text(
+        "import os\n"
+        "INIT_TYPE = os.environ.get('AWS_LAMBDA_INITIALIZATION_TYPE')\n"
+        "def lambda_handler(event, context):\n"
+        "    return {'statusCode': 200, 'body': INIT_TYPE}\n"
+    )
+    monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
+    fn = LambdaFunction(FunctionSpec("Fn", tmp_path, "app.lambda_handler", snap_start=True))
+    fn.publish()
+    assert "AWS_LAMBDA_INITIALIZATION_TYPE" not in os.environ  # restored
+    result = fn.invoke({})
+    assert result.ok and result.payload["body"] == "snap-start"
+
+
+def test_a_session_stored_with_a_voice_the_speech_api_lacks_speaks_with_the_default(
+    stack, fake_openai
+) -> None:
+    """Sessions written before the move to the Realtime API may hold ``nova``."""
+    from tests.support.speech import speak
+    from tests.test_voice_turn import CONN, speak_turn, start
+
+    fake_openai.script_transcripts("Hola")
+    fake_openai.script_replies("¡Hola! (Hello!)")
+    sid = start(stack)
+    assert stack.session_item(sid) is not None
+    from kiddolingo import aws
+    from kiddolingo.settings import get_settings
+
+    store = aws.session_store(get_settings())
+    store.set_connection_config(CONN, '{"voice": "nova", "input_rate": 24000}')
+    speak_turn(stack, CONN, speak("Hola"))
+    responses = fake_openai.realtime_responses()
+    assert responses and all(r.voice == "coral" and r.completed for r in responses)

@@ -32,7 +32,6 @@ from tests.support.local_stack import local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-SCREENSHOT = ROOT / "docs" / "screenshot.png"
 SPOKEN = "Hola, me llamo Ana. ¿Cómo estás?"
 #: What the fake transcription returns whatever the audio (see infra/fake_openai.py).
 HEARD = "Hola, me llamo Ana."
@@ -333,12 +332,10 @@ def test_child_talks_and_the_tutor_answers_out_loud(
         assert max(len(t.pcm or b"") for t in transcriptions) > 16000  # more than 0.5 s of speech
         assert fake.requests("chat")[0].messages[-1]["content"] == HEARD
 
-        # Wait for a calm moment (reply finished) for the screenshot.
+        # A calm moment (reply finished) renders whole. (The README's screenshot, a reply half
+        # spoken, comes from tests/test_web_read_along.py.)
         _wait(page, "() => kiddo.state === 'listening'", 20, "listening again")
-        # The screenshot goes to the test's tmp dir; UPDATE_SCREENSHOT=1 refreshes the committed
-        # docs/screenshot.png (so a plain test run leaves the working tree clean).
-        shot = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "screenshot.png"
-        shot.parent.mkdir(parents=True, exist_ok=True)
+        shot = tmp_path / "screenshot.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
     finally:

@@ -1,11 +1,17 @@
 // The page a child uses: one big talk button, the language to learn, what is happening now,
 // and the conversation as bubbles. All the protocol work is in kiddolingo-client.js.
 //
+// The tutor's bubbles are read-along: a word appears when its audio plays and is highlighted
+// while it is spoken (timing from read-along.js); a reply the child interrupted keeps the words
+// the server's history keeps, ending in "…". A tap on a tutor bubble plays it again; its 🐢
+// button plays it slower.
+//
 // window.kiddo exposes the live state for tests and curious grown-ups:
 //   kiddo.state, kiddo.connectionState, kiddo.sessionId, kiddo.reconnects, kiddo.playedMs,
 //   kiddo.transcript ([{role, text, done, interrupted}]), kiddo.errors, kiddo.client
 
 import { KiddoLingoClient } from "./kiddolingo-client.js";
+import { splitWords } from "./read-along.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -16,6 +22,7 @@ const STATUS = {
   listening: ["👂", "I'm listening…"],
   thinking: ["🤔", "Lingo is thinking…"],
   speaking: ["🗣️", "Lingo is talking…"],
+  replaying: ["🔁", "Listen again…"],
   reconnecting: ["🔄", "Oops! Reconnecting…"],
 };
 
@@ -83,6 +90,113 @@ function renderStatus(state) {
   $("status-text").textContent = text;
 }
 
+/** Words shown a little before their computed start: about one animation frame's delay. */
+const LOOKAHEAD_MS = 20;
+
+/**
+ * What a tutor bubble shows now: {words, current (index highlighted, or -1), busy (still
+ * filling in), cut (a barge-in stopped it), audio (it can be heard again)}.
+ */
+export function tutorView(client, item) {
+  const ra = item.readAlong;
+  const player = client.player;
+  const audio = Boolean(item.pcm && item.pcm.length);
+  if (!ra || !player) {
+    return { words: splitWords(item.text), current: -1, busy: !item.done, cut: false, audio };
+  }
+  const all = ra.words();
+  const replaying = client.replayer && client.replayer.itemId === item.itemId;
+  // The last word whose audio has started at `pos` (and has arrived: a sentence's text may
+  // come before its audio).
+  const received = ra.audioMs;
+  const spokenAt = (pos) => {
+    let at = -1;
+    for (const w of all) if (w.startMs <= pos + LOOKAHEAD_MS && w.startMs < received) at = w.index;
+    return at;
+  };
+  if (item.cutMs !== null) {
+    const words = splitWords(ra.heardText(item.cutMs));
+    const current = replaying ? Math.min(spokenAt(client.replayer.positionMs()), words.length - 1) : -1;
+    return { words, current, busy: false, cut: true, audio };
+  }
+  if (replaying) {
+    return { words: all.map((w) => w.text), current: spokenAt(client.replayer.positionMs()), busy: false, cut: false, audio };
+  }
+  if (player.scheduledMs(item.itemId) === 0) {
+    // No audio of it played (none came): the text once the reply is over.
+    const over = ra.finished || item.done;
+    return { words: over ? all.map((w) => w.text) : [], current: -1, busy: !over, cut: false, audio };
+  }
+  const pos = player.positionMs(item.itemId);
+  if (ra.finished && pos >= ra.audioMs - 1) {
+    return { words: all.map((w) => w.text), current: -1, busy: false, cut: false, audio };
+  }
+  const shown = pos > 0 ? spokenAt(pos) + 1 : 0;
+  return { words: all.slice(0, shown).map((w) => w.text), current: shown - 1, busy: true, cut: false, audio };
+}
+
+const shownKeys = new WeakMap();
+
+function renderTutorText(bubble, view) {
+  const key = `${view.words.join("\u0001")}|${view.current}|${view.busy}|${view.cut}|${view.audio}`;
+  if (shownKeys.get(bubble) === key) return;
+  shownKeys.set(bubble, key);
+  const text = bubble.querySelector(".text");
+  const nodes = [];
+  view.words.forEach((word, i) => {
+    if (i > 0) nodes.push(document.createTextNode(" "));
+    const span = document.createElement("span");
+    span.className = i === view.current ? "word now" : "word";
+    span.textContent = word;
+    nodes.push(span);
+  });
+  text.replaceChildren(...nodes);
+  // Screen readers hear the reply once it is complete, not word by word.
+  bubble.setAttribute("aria-busy", String(view.busy));
+  bubble.classList.toggle("speaking", view.busy);
+  const last = view.words[view.words.length - 1] || "";
+  bubble.classList.toggle("cut-between", view.cut && !last.endsWith("…"));
+  bubble.querySelector(".replay-controls").hidden = view.busy || !view.audio || !view.words.length;
+  // A response that said nothing (a cancelled one) leaves no empty bubble.
+  bubble.hidden = !view.words.length && !view.busy && !view.cut;
+}
+
+let liveClient = null;
+
+function readAlongFrame() {
+  if (liveClient) {
+    for (const item of liveClient.items) {
+      if (item.role !== "assistant") continue;
+      const bubble = $("conversation").querySelector(`[data-item-id="${CSS.escape(item.itemId)}"]`);
+      if (bubble) renderTutorText(bubble, tutorView(liveClient, item));
+    }
+  }
+  requestAnimationFrame(readAlongFrame);
+}
+
+function replayControls(itemId) {
+  const box = document.createElement("div");
+  box.className = "replay-controls";
+  box.hidden = true;
+  for (const [cls, icon, label, slow] of [
+    ["replay", "🔁", "Hear it again", false],
+    ["replay-slow", "🐢", "Hear it slowly", true],
+  ]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = cls;
+    button.setAttribute("aria-label", label);
+    button.title = label;
+    button.textContent = icon;
+    button.addEventListener("click", (e) => {
+      e.stopPropagation();
+      if (liveClient) liveClient.replay(itemId, { slow });
+    });
+    box.append(button);
+  }
+  return box;
+}
+
 function renderConversation(items) {
   const container = $("conversation");
   $("empty-hint").hidden = items.length > 0;
@@ -100,12 +214,22 @@ function renderConversation(items) {
       const text = document.createElement("div");
       text.className = "text";
       bubble.append(avatar, text);
+      if (item.role !== "user") {
+        const itemId = item.itemId;
+        bubble.append(replayControls(itemId));
+        // A tap on the words plays the reply again.
+        text.addEventListener("click", () => liveClient && liveClient.replay(itemId));
+      }
       container.append(bubble);
     }
-    const pending = item.role === "user" && !item.done && !item.text;
-    bubble.classList.toggle("pending", pending);
     bubble.classList.toggle("interrupted", Boolean(item.interrupted));
-    bubble.querySelector(".text").textContent = pending ? "🎧 …" : item.text;
+    if (item.role === "user") {
+      const pending = !item.done && !item.text;
+      bubble.classList.toggle("pending", pending);
+      bubble.querySelector(".text").textContent = pending ? "🎧 …" : item.text;
+    } else if (liveClient) {
+      renderTutorText(bubble, tutorView(liveClient, item));
+    }
   }
   const last = container.lastElementChild;
   if (last && last.scrollIntoView) last.scrollIntoView({ block: "end", behavior: "smooth" });
@@ -159,6 +283,8 @@ async function main() {
     },
   };
   window.kiddo = kiddo;
+  liveClient = client;
+  requestAnimationFrame(readAlongFrame);
 
   client.addEventListener("state", (e) => renderStatus(e.detail.state));
   client.addEventListener("conversation", (e) => renderConversation(e.detail.items));

@@ -21,6 +21,8 @@
 //   were actually played;
 // * barge-in: on input_audio_buffer.speech_started it stops playback at once and sends
 //   conversation.item.truncate {item_id, content_index: 0, audio_end_ms: <played ms>};
+// * keeps each reply's audio, so replay(itemId) plays it again (slower with {slow: true})
+//   without asking the server, and each reply's read-along timing (read-along.js);
 // * reconnects by itself with exponential backoff (1 s doubling, capped at 10 s), resuming the
 //   same session (?session_id=<id from session.created>); audio captured while disconnected is
 //   dropped, never sent stale.
@@ -31,13 +33,19 @@
 //                        | "reconnecting"}   (what the page shows)
 //   "session"    {id, session}
 //   "reconnecting" {attempt, delayMs}, "reconnected" {count, sessionId}
-//   "conversation" {items}  (the conversation changed: [{role, itemId, text, done, interrupted}])
+//   "conversation" {items}  (the conversation changed: [{role, itemId, text, done, interrupted}];
+//                   an assistant item also has readAlong (read-along.js) and cutMs: where a
+//                   barge-in stopped it, or null; readAlong.heardText(cutMs) is what the
+//                   server's history keeps of it)
+//   "replay" {itemId, rate, playing}  (hear it again: replay(itemId, {slow}))
 //   "user-transcript" {itemId, text}, "assistant-transcript" {itemId, text, delta, done}
 //   "speech-started", "speech-stopped", "interrupted" {itemId, playedMs}
 //   "microphone" {active}, "error" {kind: "microphone" | "connection" | "server" | "auth", code, message}
 //   "server-event" {event}  (every server event, raw)
 
 import { PcmPlayer } from "./player.js";
+import { ReadAlong } from "./read-along.js";
+import { Replay, SLOW_RATE } from "./replay.js";
 
 export const PROTOCOL = "kiddolingo.v1";
 
@@ -121,7 +129,9 @@ export class KiddoLingoClient extends EventTarget {
     this.responseAudioDone = true;
     this.currentAssistantItem = null;
     this.truncatedItems = new Set();
-    this.items = []; // [{role, itemId, text, done, interrupted}]
+    this.items = []; // [{role, itemId, text, done, interrupted}] (+ read-along fields, assistant)
+    this.keepAudioReplies = options.keepAudioReplies || 20; // replies whose audio is kept
+    this.replayer = null;
     this.uiState = "idle";
     this._stateTimer = null;
   }
@@ -306,6 +316,11 @@ export class KiddoLingoClient extends EventTarget {
       this.player = new PcmPlayer(this.ctx);
       this.player.addEventListener("drained", () => this._updateState());
       this.player.addEventListener("playing", () => this._updateState());
+      this.replayer = new Replay(this.player);
+      this.replayer.addEventListener("replay", (e) => {
+        this._emit("replay", e.detail);
+        this._updateState();
+      });
     }
     if (this.ctx.state === "suspended") this.ctx.resume();
     return this.ctx;
@@ -423,6 +438,7 @@ export class KiddoLingoClient extends EventTarget {
       case "input_audio_buffer.speech_started":
         this.userSpeaking = true;
         this.awaitingResponse = false;
+        if (this.replayer) this.replayer.stop();
         this._bargeIn();
         this._emit("speech-started", event);
         break;
@@ -449,8 +465,9 @@ export class KiddoLingoClient extends EventTarget {
         this.awaitingResponse = true;
         break;
       case "response.output_audio_transcript.delta": {
-        const item = this._upsertItem("assistant", event.item_id, {});
+        const item = this._assistantItem(event.item_id);
         item.text += event.delta || "";
+        item.readAlong.addText(event.delta || "");
         this._emitConversation();
         this._emit("assistant-transcript", {
           itemId: item.itemId,
@@ -461,7 +478,8 @@ export class KiddoLingoClient extends EventTarget {
         break;
       }
       case "response.output_audio_transcript.done": {
-        const item = this._upsertItem("assistant", event.item_id, { done: true });
+        const item = this._assistantItem(event.item_id);
+        item.done = true;
         if (typeof event.transcript === "string" && !item.interrupted) item.text = event.transcript;
         this._emitConversation();
         this._emit("assistant-transcript", { itemId: item.itemId, text: item.text, delta: "", done: true });
@@ -469,16 +487,35 @@ export class KiddoLingoClient extends EventTarget {
       }
       case "response.output_audio.delta": {
         const itemId = event.item_id;
+        const bytes = event.delta ? base64ToBytes(event.delta) : new Uint8Array(0);
+        // Audio after a barge-in is not played, but it still counts: the server's history
+        // measures each sentence by all the audio it sent.
+        const item = this._assistantItem(itemId);
+        item.readAlong.addAudio(bytes.length);
+        if (item.pcm) item.pcm.push(bytes);
+        this._emitConversation();
         if (this.truncatedItems.has(itemId)) break;
         this.currentAssistantItem = itemId;
         this.awaitingResponse = false;
-        if (this.player && event.delta) this.player.enqueue(itemId, base64ToBytes(event.delta));
+        if (this.replayer) this.replayer.stop(); // the tutor speaks: a replay gives way
+        if (this.player && bytes.length) this.player.enqueue(itemId, bytes);
         break;
       }
       case "response.output_audio.done":
         this.responseAudioDone = true;
+        if (event.item_id) this._assistantItem(event.item_id).readAlong.finish();
+        this._emitConversation();
         break;
+      case "conversation.item.truncated": {
+        const item = this.items.find((it) => it.itemId === event.item_id);
+        if (item && item.readAlong && typeof event.audio_end_ms === "number") {
+          this._cut(item, event.audio_end_ms);
+        }
+        break;
+      }
       case "response.done": {
+        for (const item of this.items) if (item.readAlong) item.readAlong.finish();
+        this._emitConversation();
         this.responseInProgress = false;
         this.responseAudioDone = true;
         this.awaitingResponse = false;
@@ -536,7 +573,10 @@ export class KiddoLingoClient extends EventTarget {
       audio_end_ms: playedMs,
     });
     const item = this.items.find((it) => it.itemId === itemId);
-    if (item) item.interrupted = true;
+    if (item) {
+      item.interrupted = true;
+      if (item.readAlong) this._cut(item, playedMs);
+    }
     this._emitConversation();
     this._emit("interrupted", { itemId, playedMs });
   }
@@ -551,6 +591,55 @@ export class KiddoLingoClient extends EventTarget {
         this._updateState();
       }
     }, 15000);
+  }
+
+  /** The assistant item `itemId`, with its read-along timing and the audio kept for replays. */
+  _assistantItem(itemId) {
+    const item = this._upsertItem("assistant", itemId, {});
+    if (!item.readAlong) {
+      item.readAlong = new ReadAlong();
+      item.cutMs = null;
+      item.pcm = [];
+      // Only the newest replies keep their audio (about 50 KB a second of speech).
+      const withAudio = this.items.filter((it) => it.pcm);
+      for (const old of withAudio.slice(0, -this.keepAudioReplies)) old.pcm = null;
+    }
+    return item;
+  }
+
+  /** A barge-in stopped `item` at `audioEndMs`: it keeps what the server's history keeps. */
+  _cut(item, audioEndMs) {
+    item.cutMs = audioEndMs;
+    item.interrupted = true;
+    this._emitConversation();
+  }
+
+  /** The PCM16 bytes of a reply as heard (up to its cut), or null if they were not kept. */
+  replyAudio(itemId) {
+    const item = this.items.find((it) => it.itemId === itemId);
+    if (!item || !item.pcm) return null;
+    const length = item.pcm.reduce((n, b) => n + b.length, 0);
+    const heard = item.cutMs === null ? length : Math.min(length, Math.round(item.cutMs * 24) * 2);
+    const out = new Uint8Array(heard - (heard % 2));
+    let at = 0;
+    for (const bytes of item.pcm) {
+      if (at >= out.length) break;
+      const part = bytes.subarray(0, out.length - at);
+      out.set(part, at);
+      at += part.length;
+    }
+    return out;
+  }
+
+  /** Hear a reply again from the audio the page has (slower, pitch kept, with {slow: true}). */
+  replay(itemId, { slow = false } = {}) {
+    this.prepareAudio();
+    const pcm = this.replyAudio(itemId);
+    if (!pcm || !this.replayer) return false;
+    // Never over the tutor's live voice.
+    if (this.player.isPlaying()) return false;
+    this.replayer.play(itemId, pcm, { rate: slow ? SLOW_RATE : 1 });
+    return true;
   }
 
   _upsertItem(role, itemId, fields) {
@@ -574,6 +663,7 @@ export class KiddoLingoClient extends EventTarget {
     else if (this.connectionState === "connecting") state = "connecting";
     else if (this.connectionState !== "open") state = "idle";
     else if (this.player && this.player.isPlaying()) state = "speaking";
+    else if (this.replayer && this.replayer.current) state = "replaying";
     else if (this.awaitingResponse || this.responseInProgress) state = "thinking";
     else if (this.micActive) state = "listening";
     else state = "ready";

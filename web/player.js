@@ -8,6 +8,36 @@
 
 export const OUTPUT_RATE = 24000;
 
+/** An AudioBuffer of PCM16 little-endian mono bytes (an even number of them) at 24 kHz. */
+export function pcmToBuffer(ctx, bytes) {
+  const samples = bytes.length >> 1;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, samples * 2);
+  const buffer = ctx.createBuffer(1, samples, OUTPUT_RATE);
+  const channel = buffer.getChannelData(0);
+  for (let i = 0; i < samples; i++) channel[i] = view.getInt16(i * 2, true) / 32768;
+  return buffer;
+}
+
+/** A WAV file (a Blob) of PCM16 little-endian mono bytes at 24 kHz, for an <audio> element. */
+export function pcmToWav(bytes) {
+  const header = new DataView(new ArrayBuffer(44));
+  const ascii = (at, text) => [...text].forEach((c, i) => header.setUint8(at + i, c.charCodeAt(0)));
+  ascii(0, "RIFF");
+  header.setUint32(4, 36 + bytes.length, true);
+  ascii(8, "WAVE");
+  ascii(12, "fmt ");
+  header.setUint32(16, 16, true); // the fmt chunk's size
+  header.setUint16(20, 1, true); // PCM
+  header.setUint16(22, 1, true); // mono
+  header.setUint32(24, OUTPUT_RATE, true);
+  header.setUint32(28, OUTPUT_RATE * 2, true); // bytes per second
+  header.setUint16(32, 2, true); // bytes per frame
+  header.setUint16(34, 16, true); // bits per sample
+  ascii(36, "data");
+  header.setUint32(40, bytes.length, true);
+  return new Blob([header.buffer, bytes], { type: "audio/wav" });
+}
+
 export class PcmPlayer extends EventTarget {
   constructor(audioContext, { leadMs = 60 } = {}) {
     super();
@@ -53,12 +83,8 @@ export class PcmPlayer extends EventTarget {
       item.carry = data[data.length - 1];
       data = data.subarray(0, data.length - 1);
     }
-    const samples = data.length / 2;
-    if (samples === 0) return;
-    const view = new DataView(data.buffer, data.byteOffset, data.length);
-    const buffer = this.ctx.createBuffer(1, samples, OUTPUT_RATE);
-    const channel = buffer.getChannelData(0);
-    for (let i = 0; i < samples; i++) channel[i] = view.getInt16(i * 2, true) / 32768;
+    if (data.length === 0) return;
+    const buffer = pcmToBuffer(this.ctx, data);
     const source = this.ctx.createBufferSource();
     source.buffer = buffer;
     source.connect(this.gain);
@@ -84,12 +110,20 @@ export class PcmPlayer extends EventTarget {
     const item = this.items.get(itemId);
     if (!item) return 0;
     if (item.stoppedMs !== null) return item.stoppedMs;
+    return Math.round(this.positionMs(itemId));
+  }
+
+  /** Where the listener is in `itemId`'s audio, in ms (not rounded; frozen once stopped). */
+  positionMs(itemId) {
+    const item = this.items.get(itemId);
+    if (!item) return 0;
+    if (item.stoppedMs !== null) return item.stoppedMs;
     const now = this.now();
     let played = 0;
     for (const seg of item.segments) {
       played += Math.min(Math.max(now - seg.start, 0), seg.duration);
     }
-    return Math.round(played * 1000);
+    return played * 1000;
   }
 
   scheduledMs(itemId) {

@@ -42,8 +42,10 @@ its base URL and serves until interrupted.
 
 from infra.fake_openai.realtime import RealtimeResponse
 from infra.fake_openai.server import (
+    API_FLAG_THRESHOLD,
     ENDPOINTS,
     FAILURE_KINDS,
+    MODERATION_CATEGORIES,
     REASONING_TOKENS,
     SPEECH_CHUNK_BYTES,
     Failure,
@@ -69,8 +71,10 @@ from infra.fake_openai.voices import (
 )
 
 __all__ = [
+    "API_FLAG_THRESHOLD",
     "ENDPOINTS",
     "FAILURE_KINDS",
+    "MODERATION_CATEGORIES",
     "MS_PER_CHAR",
     "REASONING_TOKENS",
     "SPEECH_CHUNK_BYTES",

@@ -240,12 +240,9 @@ class _Socket:
         return not self.dropped
 
     async def stop_all(self) -> None:
-        """The socket is closing: every response still in flight stops where it is."""
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """The socket is closing: every response still in flight stops where it is. They are
+        marked first, so the record holds even if this handler is itself cancelled (aiohttp
+        cancels it when the client goes) while the responses wind down."""
         now = time.monotonic()
         with self.server._lock:
             for response in self.active.values():
@@ -253,6 +250,11 @@ class _Socket:
                 response.finished_at = response.finished_at or now
             self.active.clear()
             self.server._idle.notify_all()
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
     async def send(self, event: dict[str, Any]) -> None:
         """Send one server event (an ``event_id`` is added). Sends of concurrent responses

@@ -679,11 +679,11 @@ class FakeOpenAI:
         return sum(r.bytes_sent for r in self.requests(endpoint))
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Wait until every recorded request has finished (a stream the client closed is
-        finished once the server notices). True if idle before ``timeout``."""
+        """Wait until every recorded request and Realtime response has finished (a stream the
+        client closed is finished once the server notices). True if idle before ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._idle:
-            while any(r.finished_at is None for r in self._log):
+            while any(r.finished_at is None for r in (*self._log, *self._realtime_log)):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

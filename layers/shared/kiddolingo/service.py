@@ -952,7 +952,9 @@ class Tutor:
             """The turn's speech session, opened on first use."""
             nonlocal speech
             if speech is None:
-                speech = providers.speech.open(voice=cfg.voice, usage=usage)
+                # A session stored before the speech API changed may name a voice it lacks.
+                voice = cfg.voice if cfg.voice in settings.speech_voices else settings.speech_voice
+                speech = providers.speech.open(voice=voice, usage=usage)
                 exits.push_async_callback(speech.aclose)
             return speech
 

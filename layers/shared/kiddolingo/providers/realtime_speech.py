@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from .base import SPEECH_SAMPLE_RATE, Spoken, Usage
 from .errors import (
@@ -52,6 +52,10 @@ from .openai_compat import DEFAULT_SPEECH_CHUNK_BYTES, StageClient, map_provider
 __all__ = ["READ_ALOUD_INSTRUCTIONS", "RealtimeSpeechSession", "RealtimeSpeechSynth"]
 
 log = logging.getLogger(__name__)
+# websockets logs every frame at DEBUG, and the frames carry the tutor's words (and through
+# them the child's): never in the logs, whatever level a deployment sets (LOG_TRANSCRIPTS is
+# the one switch for conversation text).
+logging.getLogger("websockets").setLevel(logging.INFO)
 
 #: What the voice model is told for every sentence. The sentence itself is the response's only
 #: input, so nothing of the conversation reaches the model twice.
@@ -78,6 +82,10 @@ def _speech_error(exc: BaseException) -> ProviderError:
         if status >= 500 or status in (408, 409):
             return ProviderServerError("speech", status=status, message=message)
         return ProviderError("speech", "bad_request", status=status, message=message)
+    received = getattr(exc, "rcvd", None)
+    if isinstance(exc, ConnectionClosed) and received is not None and received.code == 1008:
+        # Policy violation: how a Realtime server closes on a refused key (not worth a retry).
+        return ProviderAuthError("speech", message=received.reason or "policy violation")
     if isinstance(exc, WebSocketException | OSError | EOFError):
         return ProviderConnectionError("speech", message=str(exc) or type(exc).__name__)
     if isinstance(exc, openai.OpenAIError):
@@ -93,6 +101,8 @@ def _error_of(event: Any) -> ProviderError:
     message = str(getattr(error, "message", "") or "Realtime error")
     if "rate_limit" in kind or "rate_limit" in code:
         return ProviderRateLimitError("speech", message=message)
+    if code in ("invalid_api_key", "unauthorized") or kind == "authentication_error":
+        return ProviderAuthError("speech", message=message)
     if kind == "invalid_request_error":
         return ProviderError("speech", "bad_request", message=f"{code}: {message}".strip(": "))
     return ProviderServerError("speech", message=f"{code}: {message}".strip(": "))
@@ -171,6 +181,8 @@ class RealtimeSpeechSession:
         self._closed = False
         #: The socket of ``_connection`` is gone (it dropped): the next sentence reopens.
         self._dropped = False
+        #: The last error event that named no sentence (the session's own).
+        self._last_error: ProviderError | None = None
         self._connection = self._open()
 
     def _open(self) -> asyncio.Task[Any]:
@@ -234,7 +246,10 @@ class RealtimeSpeechSession:
         try:
             async for event in conn:
                 self._route(conn, event)
-            failure = ProviderConnectionError("speech", message="the Realtime socket closed")
+            # A socket the server closes after an error (a refused key) fails with that error.
+            failure = self._last_error or ProviderConnectionError(
+                "speech", message="the Realtime socket closed"
+            )
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -256,9 +271,13 @@ class RealtimeSpeechSession:
                 task.add_done_callback(self._pending.discard)
             return
         if etype == "error":
+            if getattr(event.error, "code", None) == "response_cancel_not_active":
+                return  # we cancelled a response that had just finished: nothing to stop
             error = _error_of(event)
             key = str(getattr(event.error, "event_id", "") or "").removeprefix("create-")
             targets = [self._queues[key]] if key in self._queues else list(self._queues.values())
+            if key not in self._queues:
+                self._last_error = error
             log.warning("Realtime speech error: %s", error)
             for queue in targets:
                 queue.put_nowait(error)
