@@ -268,9 +268,10 @@ def test_bench_quick_runs_and_reports_every_figure(
         assert "invocations in threads of this process" in done.stdout
     # Every turn's metrics reached the benchmark (from a container: over its pipe).
     assert figures["emf_records"] >= 4
-    # In a pause the item holds the VAD's 300 ms prefix ring: a third smaller at 16 kHz.
+    # In a pause the item holds the VAD's 300 ms prefix ring, packed: 10 KB of raw room noise
+    # at 16 kHz (15 KB at 24 kHz) in about half of that.
     pause_kb = figures["connection_item_kb_silence"]
-    assert (pause_kb < 12.0) if rate == 16000 else (14.0 < pause_kb < 17.0), pause_kb
+    assert (2.0 < pause_kb < 7.0) if rate == 16000 else (3.0 < pause_kb < 10.0), pause_kb
     missing = [key for key in FIGURE_KEYS if key not in figures]
     assert not missing, missing
     for key in FIGURE_KEYS:
@@ -298,7 +299,8 @@ def test_bench_quick_runs_and_reports_every_figure(
     # from the moment a request was read), and named in the table.
     for mode in ("streaming", "speculative"):
         late = figures["modes"][mode]["provider_lateness_p50_ms"]
-        assert {"transcriptions", "chat", "speech", "moderations"} <= set(late), late
+        # (Speech over the Realtime API has no request of its own to time.)
+        assert {"transcriptions", "chat", "moderations"} <= set(late), late
         assert all(v >= 0 for v in late.values()), late
     assert "the fake provider's lateness over its profile (p50), speculative:" in done.stdout
     # The bill per child-hour: AWS line by line, both model sets of the providers, dated.
