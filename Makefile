@@ -61,7 +61,7 @@ load: $(STAMP)
 	$(PY) -m tests.support.local_stack --sessions $(or $(SESSIONS),3)
 
 token: $(STAMP)
-	@$(PY) -m infra.token $(if $(LEARNER),--learner $(LEARNER),)
+	@$(PY) -m infra.token $(if $(LEARNER),--learner $(LEARNER),) $(if $(ROLE),--role $(ROLE),)
 
 sam-validate: $(SAM_STAMP)
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1

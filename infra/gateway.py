@@ -133,7 +133,9 @@ def select_route(path: list[str] | None, body: str, routes: Mapping[str, Any]) -
     if path:
         try:
             value: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # Not JSON, or nested deeper than the parser goes: no route value, so $default
+            # (whose handler answers with an error event), never a dropped connection.
             value = None
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None

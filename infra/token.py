@@ -1,8 +1,12 @@
-"""Print a development access token: ``python -m infra.token [--learner ana] [--ttl 28800]``.
+"""Print a development access token:
+``python -m infra.token [--learner ana] [--role teacher] [--ttl 28800]``.
 
-``make token`` (and ``make token LEARNER=ana``) runs this. The token is signed (HS256) with
-``AUTH_SECRET`` from the environment, else from the ``.env`` file at the repository root, else
-with :data:`LOCAL_DEV_AUTH_SECRET`, the secret the local stack uses by default.
+``make token`` (and ``make token LEARNER=ana``, ``make token ROLE=teacher``) runs this. A
+teacher's token acts for the learner it names and may also set that learner's lesson plan
+(``session.instructions``); a learner's token (the default) may not. The token is signed
+(HS256) with ``AUTH_SECRET`` from the environment, else from the ``.env`` file at the
+repository root, else with :data:`LOCAL_DEV_AUTH_SECRET`, the secret the local stack uses by
+default.
 
 Use it with the local stack (``?token=<jwt>``, ``Authorization: Bearer <jwt>`` or the
 ``bearer.<jwt>`` subprotocol). A deployed stack reads its secret from SSM/Secrets Manager
@@ -20,7 +24,7 @@ from pathlib import Path
 
 from jwt import InsecureKeyLengthWarning
 
-from kiddolingo.auth import DEFAULT_TTL_S, issue_token
+from kiddolingo.auth import DEFAULT_TTL_S, ROLES, issue_token
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,12 +58,13 @@ def dev_token(
     *,
     secret: str | None = None,
     now: float | None = None,
+    role: str = "learner",
 ) -> str:
     """A token for ``learner_id`` signed with ``secret`` (default :func:`dev_auth_secret`)."""
     with warnings.catch_warnings():
         # The public dev secret is shorter than 32 bytes; PyJWT says so, and we know.
         warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-        return issue_token(secret or dev_auth_secret(), learner_id, ttl_s=ttl_s, now=now)
+        return issue_token(secret or dev_auth_secret(), learner_id, ttl_s=ttl_s, now=now, role=role)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,13 +73,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--learner", default=DEFAULT_LEARNER, help="learner id (the sub claim)")
     parser.add_argument(
+        "--role",
+        default="learner",
+        choices=ROLES,
+        help="learner (default), or teacher: may also set the learner's lesson plan",
+    )
+    parser.add_argument(
         "--ttl", type=int, default=DEFAULT_TTL_S, help="lifetime in seconds (default 8 hours)"
     )
     args = parser.parse_args(argv)
     if args.ttl <= 0:
         parser.error("--ttl must be positive")
     try:
-        token = dev_token(args.learner, args.ttl)
+        token = dev_token(args.learner, args.ttl, role=args.role)
     except ValueError as exc:
         parser.error(str(exc))
     sys.stdout.write(token + "\n")

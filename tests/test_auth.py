@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -55,6 +56,22 @@ def test_valid_token_gives_claims():
     token = issue_token(SECRET, "ana", ttl_s=600, now=NOW)
     claims = verify_token(token, SECRET, now=NOW + 10)
     assert claims == Claims(learner_id="ana", expires_at=NOW + 600, issued_at=NOW)
+
+
+def test_a_token_is_a_learners_unless_it_claims_teacher():
+    claims = verify_token(issue_token(SECRET, "ana", now=NOW), SECRET, now=NOW)
+    assert claims.role == "learner"
+    teacher = verify_token(issue_token(SECRET, "ana", now=NOW, role="teacher"), SECRET, now=NOW)
+    assert (teacher.learner_id, teacher.role) == ("ana", "teacher")
+    with pytest.raises(ValueError):
+        issue_token(SECRET, "ana", role="admin")
+
+
+@pytest.mark.parametrize("role", ["admin", "Teacher", 1, None, ["teacher"]])
+def test_an_unknown_role_is_401(role):
+    token = jwt.encode({"sub": "ana", "exp": NOW + 60, "role": role}, SECRET, algorithm="HS256")
+    with _raises(401, "invalid_token"):
+        verify_token(token, SECRET, now=NOW)
 
 
 def test_valid_token_against_the_real_clock():
@@ -182,12 +199,18 @@ def test_token_from_subprotocol_echoes_the_app_protocol():
     assert (token, echo) == ("aaa.bbb.ccc", "kiddolingo.v1")
 
 
-def test_subprotocol_with_only_the_token_echoes_it():
-    # The response must echo an offered protocol, or the browser fails the handshake.
-    assert token_from_request({"Sec-WebSocket-Protocol": "bearer.t.t.t"}, None) == (
-        "t.t.t",
-        "bearer.t.t.t",
+def test_a_token_is_never_the_subprotocol_to_echo():
+    # Issue 21 §12: the echoed subprotocol is recorded with the response (API Gateway, X-Ray).
+    # A client offering only the token gets none back (a browser must offer a plain one too).
+    assert token_from_request({"Sec-WebSocket-Protocol": "bearer.t.t.t"}, None) == ("t.t.t", None)
+    for offered in ("bearer.t.t.t, bearer.u.u.u", "Bearer.t.t.t", " bearer.t.t.t ,"):
+        token, echo = token_from_request({"Sec-WebSocket-Protocol": offered}, None)
+        assert token is not None and echo is None, offered
+    # a token from the header, and the token subprotocol offered too: still never echoed
+    token, echo = token_from_request(
+        {"Authorization": "Bearer h.h.h", "Sec-WebSocket-Protocol": "bearer.t.t.t"}, None
     )
+    assert (token, echo) == ("h.h.h", None)
 
 
 def test_subprotocol_echo_even_when_token_comes_from_the_query():
@@ -397,6 +420,34 @@ def test_token_cli_secret_from_dotenv(monkeypatch, tmp_path: Path):
     assert token_cli.dev_auth_secret() == OTHER_SECRET
     assert token_cli.dev_auth_secret({"AUTH_SECRET": SECRET}) == SECRET
     assert verify_token(token_cli.dev_token("ana"), OTHER_SECRET).learner_id == "ana"
+
+
+def test_token_cli_mints_a_teachers_token(capsys, monkeypatch):
+    monkeypatch.setenv("AUTH_SECRET", SECRET)
+    token_cli.main(["--learner", "ana", "--role", "teacher"])
+    claims = verify_token(capsys.readouterr().out.strip(), SECRET)
+    assert (claims.learner_id, claims.role) == ("ana", "teacher")
+    token_cli.main(["--learner", "ana"])
+    assert verify_token(capsys.readouterr().out.strip(), SECRET).role == "learner"
+    with pytest.raises(SystemExit):
+        token_cli.main(["--role", "admin"])
+
+
+def test_make_token_role_teacher(monkeypatch):
+    """``make token ROLE=teacher`` passes the role on to the CLI."""
+    import subprocess
+
+    env = {**os.environ, "AUTH_SECRET": SECRET}
+    out = subprocess.run(
+        ["make", "-s", "token", "ROLE=teacher", "LEARNER=ana"],
+        cwd=Path(token_cli.__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.strip()
+    claims = verify_token(out.splitlines()[-1], SECRET)
+    assert (claims.learner_id, claims.role) == ("ana", "teacher")
 
 
 def test_token_cli_rejects_a_bad_ttl(capsys):

@@ -493,9 +493,9 @@ def test_connection_gone_before_the_reply_is_claimed_ends_the_turn_quietly(
 def test_410_on_a_plain_reply_removes_the_connection(stack, fake_openai) -> None:
     child = Client(stack, conn="conn-g=")
     stack.recorder.gone.add("conn-g=")
-    child.send({"type": "session.update", "session": {"instructions": "Colours"}})
+    child.send({"type": "session.update", "session": {"tutor": {"learner_age": 9}}})
     assert stack.connection_item("conn-g=") is None
-    assert SessionConfig.from_item(stack.session_item(child.sid)["cfg"]).instructions == "Colours"
+    assert SessionConfig.from_item(stack.session_item(child.sid)["cfg"]).learner_age == 9
 
 
 # --------------------------------------------------------------------------- DynamoDB conflicts
@@ -648,18 +648,18 @@ def test_session_update_conflicts_are_retried(stack) -> None:
 
     child = Client(stack)
     conflicts = inject_conflicts(on_session, times=3)
-    events = child.send({"type": "session.update", "session": {"instructions": "Animals"}})
+    events = child.send({"type": "session.update", "session": {"tutor": {"learner_age": 8}}})
     assert types(events) == ["session.updated"]
     assert conflicts.raised == 3
-    assert SessionConfig.from_item(stack.session_item(child.sid)["cfg"]).instructions == "Animals"
+    assert SessionConfig.from_item(stack.session_item(child.sid)["cfg"]).learner_age == 8
 
     # conflicts without end: a clear error, and the session goes on
     inject_conflicts(on_session, times=MAX_CONFLICT_RETRIES)
-    events = child.send({"type": "session.update", "session": {"instructions": "Plants"}})
+    events = child.send({"type": "session.update", "session": {"tutor": {"learner_age": 9}}})
     assert errors(events) == ["busy"]
-    events = child.send({"type": "session.update", "session": {"instructions": "Colours"}})
+    events = child.send({"type": "session.update", "session": {"tutor": {"learner_age": 10}}})
     assert types(events) == ["session.updated"]
-    assert SessionConfig.from_item(stack.session_item(child.sid)["cfg"]).instructions == "Colours"
+    assert SessionConfig.from_item(stack.session_item(child.sid)["cfg"]).learner_age == 10
 
 
 def test_audio_state_conflicts_are_retried_without_losing_audio(stack, fake_openai) -> None:
@@ -704,7 +704,7 @@ def test_truncate_and_session_update_racing(stack, fake_openai) -> None:
         child.send(event)
 
     bodies = [
-        {"type": "session.update", "session": {"instructions": f"Lesson {i}"}} for i in range(4)
+        {"type": "session.update", "session": {"tutor": {"learner_age": 6 + i}}} for i in range(4)
     ]
     bodies.insert(
         2,
@@ -725,7 +725,7 @@ def test_truncate_and_session_update_racing(stack, fake_openai) -> None:
     hist = load_history(stack.session_item(child.sid)["hist"])
     assert hist[-1]["truncated_ms"] == 400
     cfg = SessionConfig.from_item(stack.session_item(child.sid)["cfg"])
-    assert cfg.instructions is not None and cfg.instructions.startswith("Lesson ")
+    assert cfg.learner_age in (6, 7, 8, 9)
 
 
 # --------------------------------------------------------------------------- S3

@@ -268,6 +268,8 @@ def test_route_selection_parsing() -> None:
     assert select_route(path, '{"type": 5}', routes) == "$default"
     assert select_route(path, "not json", routes) == "$default"
     assert select_route(path, "[1, 2]", routes) == "$default"
+    # nested deeper than Python's parser goes (a 32 KB frame holds 16,000 levels)
+    assert select_route(path, "[" * 16_000 + "]" * 16_000, routes) == "$default"
     assert select_route(path, '{"type": "x"}', {"ping": 1}) is None
 
 

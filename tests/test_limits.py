@@ -219,10 +219,11 @@ def test_parked_audio_cannot_grow_the_connection_item_past_dynamodb_limits(stack
 
 def _append_of_exactly(size: int) -> str:
     audio = base64.b64encode(tone(400)).decode()
-    body = json.dumps({"type": "input_audio_buffer.append", "event_id": "", "audio": audio})
+    body = json.dumps({"type": "input_audio_buffer.append", "pad": "", "audio": audio})
     pad = size - len(body.encode())
     assert pad >= 0
-    return json.dumps({"type": "input_audio_buffer.append", "event_id": "p" * pad, "audio": audio})
+    # Padded with a field the schema ignores (an event_id is at most 128 characters).
+    return json.dumps({"type": "input_audio_buffer.append", "pad": "p" * pad, "audio": audio})
 
 
 def test_the_largest_event(stack) -> None:

@@ -127,7 +127,7 @@ def test_the_bucket_is_encrypted_and_private_as_created(stack) -> None:
 def test_sessions_and_connections_carry_their_expiry(monkeypatch, stack) -> None:
     configure(monkeypatch, SESSION_TTL_HOURS="2")
     child = Client(stack)
-    child.send({"type": "session.update", "session": {"instructions": "Colours"}})
+    child.send({"type": "session.update", "session": {"tutor": {"learner_age": 9}}})
     now = time.time()
     ttl = tpl.table_ttl_attribute()
     session = stack.session_item(child.sid)

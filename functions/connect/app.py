@@ -29,7 +29,9 @@ with long_lived():
     copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
 
 
-@logger.inject_lambda_context(clear_state=True)
+# The event carries the token (a header, the query or a subprotocol): never logged whole, even
+# when POWERTOOLS_LOGGER_LOG_EVENT says so.
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ws = APIGatewayWebSocketEvent(event)
     settings = get_settings()
@@ -46,6 +48,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             learner_id=learner,
             session_id=(query.get("session_id") or None),
             check_owner=lambda owner: check_resume(auth.claims, owner),
+            role=auth.claims.role if auth.claims else "learner",
         )
     except AuthError as exc:
         logger.info("connect refused", extra={"status": exc.status, "code": exc.code})
@@ -61,7 +64,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.info("connected", extra={"session_id": result.session_id})
     response: dict[str, Any] = {"statusCode": 200}
     if auth.subprotocol:
-        # API Gateway (and browsers) require the chosen subprotocol to be echoed.
+        # Browsers require one offered subprotocol to be echoed; never a token (kiddolingo.auth).
         response["headers"] = {"Sec-WebSocket-Protocol": auth.subprotocol}
     return response
 

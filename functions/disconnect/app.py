@@ -29,7 +29,9 @@ with long_lived():
     copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
 
 
-@logger.inject_lambda_context(clear_state=True)
+# Never the whole event, even when POWERTOOLS_LOGGER_LOG_EVENT says so: its headers are those
+# of the connection, where a token may be.
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ws = APIGatewayWebSocketEvent(event)
     connection_id = ws.request_context.connection_id

@@ -5,10 +5,18 @@ WebSocket, so the token is taken, in this order, from:
 
 1. ``Authorization: Bearer <jwt>`` (server-side clients, the ``openai`` SDK, ``sam local``);
 2. the ``token`` query parameter (``wss://.../prod?token=<jwt>``);
-3. ``Sec-WebSocket-Protocol``: the browser offers e.g. ``kiddolingo.v1, bearer.<jwt>``. API
-   Gateway needs the ``$connect`` response to echo one offered subprotocol, or the browser drops
-   the connection; :func:`token_from_request` returns the one to echo (the first that is not a
+3. ``Sec-WebSocket-Protocol``: the browser offers e.g. ``kiddolingo.v1, bearer.<jwt>``. A
+   browser drops the connection unless the ``$connect`` response echoes one offered
+   subprotocol; :func:`token_from_request` returns the one to echo (the first that is not a
    token), which the connect handler puts in its response's ``Sec-WebSocket-Protocol`` header.
+   A token is never echoed: the response is recorded (API Gateway, X-Ray through Tracer), and a
+   token there is a token anyone reading it can use. A client that offers only the token gets
+   no subprotocol back; browsers then fail the handshake, so a browser offers a plain protocol
+   beside the token, as ``web/kiddolingo-client.js`` does.
+
+A token's ``role`` claim is ``learner`` (the default, when it has none) or ``teacher``. A
+teacher's token acts for the learner its ``sub`` names and may also set that learner's lesson
+plan (``session.instructions``); a learner's may not. Any other role is refused (401).
 
 Missing, expired, forged or malformed tokens raise :class:`AuthError` with status 401; a learner
 resuming another learner's session raises it with 403 (:func:`check_resume`).
@@ -34,6 +42,7 @@ from kiddolingo.settings import Settings
 __all__ = [
     "ALGORITHM",
     "BEARER_SUBPROTOCOL_PREFIX",
+    "ROLES",
     "SECRETS_MANAGER_PREFIX",
     "AuthError",
     "AuthResult",
@@ -55,6 +64,8 @@ SECRETS_MANAGER_PREFIX = "secretsmanager:"  # the same as kiddolingo.secrets
 #: Learner ids end up in DynamoDB items and logs: keep them short.
 MAX_LEARNER_ID_LENGTH = 128
 DEFAULT_TTL_S = 3600 * 8
+#: The roles a token may claim; a token without a ``role`` claim is a learner's.
+ROLES = ("learner", "teacher")
 
 
 class AuthError(Exception):
@@ -84,6 +95,8 @@ class Claims:
     expires_at: int
     #: Unix seconds, or None when the token has no ``iat``.
     issued_at: int | None
+    #: ``learner`` or ``teacher`` (see :data:`ROLES`).
+    role: str = "learner"
 
 
 @dataclass(frozen=True)
@@ -121,10 +134,10 @@ def token_from_request(
 ) -> tuple[str | None, str | None]:
     """Find the token of a ``$connect`` request.
 
-    Returns ``(token, subprotocol_to_echo)``. The subprotocol is None when the client offered
-    none; otherwise it is the first offered protocol that is not a ``bearer.<jwt>`` entry (or,
-    if the token was the only one offered, that entry itself, since the response must echo an
-    offered value). Header names are matched case-insensitively; multi-value lists are accepted.
+    Returns ``(token, subprotocol_to_echo)``. The subprotocol is the first offered protocol
+    that is not a ``bearer.<jwt>`` entry, and None when there is none: a token is never echoed
+    (it would be recorded with the response). Header names are matched case-insensitively;
+    multi-value lists are accepted.
     """
     token: str | None = None
 
@@ -153,8 +166,6 @@ def token_from_request(
                     break
         if others:
             subprotocol = others[0]
-        elif token_protocols:
-            subprotocol = token_protocols[0]
 
     return token, subprotocol
 
@@ -173,12 +184,18 @@ def issue_token(
     learner_id: str,
     ttl_s: int = DEFAULT_TTL_S,
     now: float | None = None,
+    role: str = "learner",
 ) -> str:
-    """Sign a token for ``learner_id`` valid ``ttl_s`` seconds from ``now``."""
+    """Sign a token for ``learner_id`` valid ``ttl_s`` seconds from ``now``; ``role``
+    ``teacher`` makes it a teacher's token for that learner."""
     if not learner_id or len(learner_id) > MAX_LEARNER_ID_LENGTH:
         raise ValueError(f"learner_id must be 1-{MAX_LEARNER_ID_LENGTH} characters")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
     issued = int(time.time() if now is None else now)
-    payload = {"sub": learner_id, "iat": issued, "exp": issued + int(ttl_s)}
+    payload: dict[str, Any] = {"sub": learner_id, "iat": issued, "exp": issued + int(ttl_s)}
+    if role != "learner":
+        payload["role"] = role
     return jwt.encode(payload, _secret_bytes(secret), algorithm=ALGORITHM)
 
 
@@ -240,7 +257,10 @@ def verify_token(
         raise AuthError(401, "invalid_token", "the token names no learner")
     if len(learner_id) > MAX_LEARNER_ID_LENGTH:
         raise AuthError(401, "invalid_token", "the token's learner id is too long")
-    return Claims(learner_id=learner_id, expires_at=expires_at, issued_at=issued_at)
+    role = payload.get("role", "learner")
+    if role not in ROLES:
+        raise AuthError(401, "invalid_token", "the token's role is not known")
+    return Claims(learner_id=learner_id, expires_at=expires_at, issued_at=issued_at, role=role)
 
 
 # --------------------------------------------------------------------------- the secret

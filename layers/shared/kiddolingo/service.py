@@ -39,7 +39,7 @@ from .protocol import (
     parse_client_event,
     server_event,
 )
-from .session import SessionConfig, apply_update, session_object
+from .session import LEARNER, SessionConfig, apply_update, session_object, split_update
 from .settings import Settings
 from .store import REMOVE, ConflictError, NotFoundError, SessionStore, known_version_condition
 
@@ -187,17 +187,33 @@ class Tutor:
                     "busy", "Too many events at once; please try again.", error_type="server_error"
                 )
             )
+        except ConnectionGoneError:
+            raise
+        except Exception:
+            # The schema should leave nothing to fail here; if something still does, the client
+            # hears of it as an event (API Gateway would otherwise send a bare "Internal server
+            # error" frame, and the local gateway nothing), and the session goes on.
+            log.exception("%s failed", event.type if event is not None else "an event")
+            self.post(
+                error_event(
+                    "server_error",
+                    "The server could not handle this event; the session goes on.",
+                    event_id=event.event_id if event is not None else None,
+                    error_type="server_error",
+                )
+            )
 
     # session.update ------------------------------------------------------------------
 
     def _on_session_update(self, conn: dict[str, Any], event: ClientEvent) -> None:
         sid = conn["sid"]
         holder: dict[str, SessionConfig] = {}
+        session, refused = split_update(event.payload["session"], conn.get("role"), event.event_id)
 
         def change(item: dict[str, Any]) -> dict[str, Any]:
             cfg = apply_update(
                 SessionConfig.from_item(item.get("cfg")),
-                event.payload["session"],
+                session,
                 event.event_id,
                 self.settings.speech_voices,
             )
@@ -212,6 +228,8 @@ class Tutor:
             ) from None
         cfg = holder["cfg"]
         self.store.set_connection_config(self.connection_id, cfg.to_item())
+        if refused is not None:
+            self.post_error(refused)
         self.post(
             server_event(
                 "session.updated", session=session_object(sid, cfg, self.settings.chat.model)
@@ -1087,7 +1105,7 @@ class Tutor:
                 text,
                 target_language=cfg.target_language,
                 learner_age=cfg.learner_age,
-                instructions=cfg.instructions,
+                instructions=cfg.instructions or self.settings.lesson_plan,
                 max_history=settings.max_history_messages,
             ),
             voice=cfg.voice,
@@ -1319,6 +1337,7 @@ def connect(
     learner_id: str,
     session_id: str | None,
     check_owner: Callable[[str | None], None],
+    role: str = LEARNER,
 ) -> ConnectResult:
     """Create a session, or resume ``session_id``, and map the connection to it."""
     if session_id:
@@ -1336,5 +1355,6 @@ def connect(
         cfg = SessionConfig.default(settings.speech_voice, settings.target_language).to_item()
         store.create_session(session_id, learner_id, cfg)
         timeline = 0
-    store.bind_connection(connection_id, session_id, learner_id, cfg, timeline)
+    # The token's role goes with the connection: only a teacher's may set the lesson plan.
+    store.bind_connection(connection_id, session_id, learner_id, cfg, timeline, role=role)
     return ConnectResult(200, session_id=session_id)

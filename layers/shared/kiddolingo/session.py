@@ -1,6 +1,7 @@
 """Session configuration: what ``session.update`` may change, validated, and how it is shown.
 
-Pure code: no I/O. The session object we send mirrors the Realtime API's ``session`` shape
+Pure code: no I/O. ``kiddolingo.protocol`` has validated every field's type and range before
+anything here runs. The session object we send mirrors the Realtime API's ``session`` shape
 (``audio.input.format``, ``audio.input.turn_detection``, ``audio.output.voice``) with our
 extension ``tutor`` (target language, learner age).
 """
@@ -11,8 +12,18 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .protocol import OUTPUT_RATE, SUPPORTED_INPUT_RATES, ProtocolError
-from .settings import HTTP_VOICES
+from .protocol import OUTPUT_RATE, TARGET_LANGUAGES, VOICES, ProtocolError
+
+__all__ = [
+    "CHILD_VAD_DEFAULTS",
+    "LEARNER",
+    "TEACHER",
+    "VOICES",
+    "SessionConfig",
+    "apply_update",
+    "session_object",
+    "split_update",
+]
 
 #: Children's server-VAD defaults (product brief, DESIGN §2).
 CHILD_VAD_DEFAULTS: dict[str, Any] = {
@@ -25,13 +36,10 @@ CHILD_VAD_DEFAULTS: dict[str, Any] = {
     "idle_timeout_ms": None,
 }
 
-VOICES = HTTP_VOICES
-MAX_INSTRUCTIONS_CHARS = 4000
-_TD_LIMITS = {
-    "prefix_padding_ms": (0, 2000),
-    "silence_duration_ms": (200, 6000),
-    "idle_timeout_ms": (1000, 600_000),
-}
+#: A token's role that may write the tutor's lesson plan (``session.instructions``).
+TEACHER = "teacher"
+#: Every other role is a learner's: the child's own connection.
+LEARNER = "learner"
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class SessionConfig:
     #: ``None`` means manual commits (``turn_detection: null``).
     turn_detection: dict[str, Any] | None = None
     voice: str = "coral"
+    #: The lesson plan a teacher's connection set (``session.instructions``), or None.
     instructions: str | None = None
     target_language: str = "Spanish"
     learner_age: int | None = None
@@ -59,7 +68,7 @@ class SessionConfig:
                 "input_rate": self.input_rate,
                 "turn_detection": _to_item_td(self.turn_detection),
                 "voice": self.voice,
-                "instructions": self.instructions,
+                "plan": self.instructions,
                 "target_language": self.target_language,
                 "learner_age": self.learner_age,
             },
@@ -79,7 +88,9 @@ class SessionConfig:
             input_rate=int(item.get("input_rate", 24000)),
             turn_detection=_from_item_td(td) if td else None,
             voice=str(item.get("voice") or "coral"),
-            instructions=item.get("instructions") or None,
+            # Only "plan": an "instructions" value stored before learners were refused it
+            # may be a learner's, and is never read.
+            instructions=item.get("plan") or None,
             target_language=str(item.get("target_language") or "Spanish"),
             learner_age=int(item["learner_age"]) if item.get("learner_age") is not None else None,
         )
@@ -116,121 +127,82 @@ def _from_item_td(td: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def split_update(
+    session: dict[str, Any], role: str | None, event_id: str | None
+) -> tuple[dict[str, Any], ProtocolError | None]:
+    """What of a ``session.update`` this connection may apply, and the refusal of the rest.
+
+    The tutor's rules come from the deployment and lesson plans from a teacher's token. A
+    learner's token lives in the child's browser, so a learner's connection never writes
+    ``session.instructions``: a non-empty value is refused with a ``permission_denied`` error,
+    and the rest of the update still applies (a client that sends instructions with its audio
+    format must still be heard). An empty or null value from a learner changes nothing.
+    """
+    if role == TEACHER or "instructions" not in session:
+        return session, None
+    allowed = {k: v for k, v in session.items() if k != "instructions"}
+    if not session["instructions"]:
+        return allowed, None
+    return allowed, ProtocolError(
+        "permission_denied",
+        "Only a teacher's token may set session.instructions (the lesson plan); "
+        "the rest of this session.update was applied.",
+        event_id=event_id,
+        param="session.instructions",
+    )
+
+
 def apply_update(
     config: SessionConfig,
     session: dict[str, Any],
-    event_id: str | None,
+    event_id: str | None = None,
     voices: frozenset[str] = VOICES,
 ) -> SessionConfig:
-    """Apply a ``session.update`` payload; unknown fields are ignored like the Realtime API.
+    """Apply a validated ``session.update`` payload (unknown fields are ignored, as the
+    Realtime API ignores them; an optional field sent as null leaves the setting as it is).
     ``voices``: the voices of the speech API in use (``Settings.speech_voices``)."""
-
-    def fail(param: str, message: str) -> ProtocolError:
-        return ProtocolError("invalid_session", message, event_id=event_id, param=param)
-
     audio = session.get("audio") or {}
-    if not isinstance(audio, dict):
-        raise fail("session.audio", "session.audio must be an object.")
     audio_in = audio.get("input") or {}
     audio_out = audio.get("output") or {}
     updates: dict[str, Any] = {}
 
     fmt = audio_in.get("format")
     if fmt is not None:
-        if not isinstance(fmt, dict) or fmt.get("type", "audio/pcm") != "audio/pcm":
-            raise fail(
-                "session.audio.input.format",
-                "Only {'type': 'audio/pcm', 'rate': 24000 or 16000} input is supported.",
-            )
-        rate = fmt.get("rate", 24000)
-        if rate not in SUPPORTED_INPUT_RATES:
-            raise fail(
-                "session.audio.input.format.rate",
-                f"Input rate {rate!r} is not supported; use 24000 or 16000.",
-            )
-        updates["input_rate"] = int(rate)
-
+        updates["input_rate"] = fmt.get("rate") or 24000
     if "turn_detection" in audio_in:
-        updates["turn_detection"] = _turn_detection(audio_in["turn_detection"], config, fail)
-
+        updates["turn_detection"] = _turn_detection(audio_in["turn_detection"], config)
     voice = audio_out.get("voice")
     if voice is not None:
-        if not isinstance(voice, str) or voice not in voices:
-            raise fail(
-                "session.audio.output.voice",
+        # The schema knows every voice of any speech API; the one in use may have fewer.
+        if voice not in voices:
+            raise ProtocolError(
+                "invalid_session",
                 f"Unknown voice {voice!r}; use one of {', '.join(sorted(voices))}.",
+                event_id=event_id,
+                param="session.audio.output.voice",
             )
         updates["voice"] = voice
-    out_fmt = audio_out.get("format")
-    if out_fmt is not None and (
-        not isinstance(out_fmt, dict)
-        or out_fmt.get("type", "audio/pcm") != "audio/pcm"
-        or out_fmt.get("rate", OUTPUT_RATE) != OUTPUT_RATE
-    ):
-        raise fail("session.audio.output.format", "Output is always 24 kHz audio/pcm.")
-
     if "instructions" in session:
-        text = session["instructions"]
-        if text is not None and (not isinstance(text, str) or len(text) > MAX_INSTRUCTIONS_CHARS):
-            raise fail(
-                "session.instructions",
-                f"instructions must be a string of at most {MAX_INSTRUCTIONS_CHARS} characters.",
-            )
-        updates["instructions"] = text or None
+        updates["instructions"] = session["instructions"] or None
 
-    tutor = session.get("tutor")
-    if tutor is not None:
-        if not isinstance(tutor, dict):
-            raise fail("session.tutor", "session.tutor must be an object.")
-        lang = tutor.get("target_language")
-        if lang is not None:
-            if not isinstance(lang, str) or not (1 <= len(lang.strip()) <= 40):
-                raise fail("session.tutor.target_language", "target_language must be a name.")
-            updates["target_language"] = lang.strip()
-        age = tutor.get("learner_age")
-        if age is not None:
-            if isinstance(age, bool) or not isinstance(age, int) or not 3 <= age <= 17:
-                raise fail("session.tutor.learner_age", "learner_age must be a whole number 3-17.")
-            updates["learner_age"] = age
+    tutor = session.get("tutor") or {}
+    if tutor.get("target_language") is not None:
+        updates["target_language"] = TARGET_LANGUAGES[tutor["target_language"].strip().casefold()]
+    if tutor.get("learner_age") is not None:
+        updates["learner_age"] = tutor["learner_age"]
     return replace(config, **updates)
 
 
-def _turn_detection(td: Any, config: SessionConfig, fail: Any) -> dict[str, Any] | None:
+def _turn_detection(td: dict[str, Any] | None, config: SessionConfig) -> dict[str, Any] | None:
     if td is None:
         return None
-    if not isinstance(td, dict):
-        raise fail(
-            "session.audio.input.turn_detection", "turn_detection must be an object or null."
-        )
-    if td.get("type", "server_vad") != "server_vad":
-        raise fail(
-            "session.audio.input.turn_detection.type",
-            "Only 'server_vad' turn detection (or null for manual commits) is supported.",
-        )
     out = dict(config.turn_detection or CHILD_VAD_DEFAULTS)
     out["type"] = "server_vad"
-    if "threshold" in td and td["threshold"] is not None:
-        t = td["threshold"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
-            raise fail("session.audio.input.turn_detection.threshold", "threshold must be 0.0-1.0.")
-        out["threshold"] = float(t)
-    for key, (lo, hi) in _TD_LIMITS.items():
-        if key in td:
-            v = td[key]
-            if v is None and key == "idle_timeout_ms":
-                out[key] = None
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise fail(
-                    f"session.audio.input.turn_detection.{key}",
-                    f"{key} must be a whole number from {lo} to {hi}.",
-                )
-            out[key] = v
-    for key in ("create_response", "interrupt_response"):
-        if key in td and td[key] is not None:
-            if not isinstance(td[key], bool):
-                raise fail(f"session.audio.input.turn_detection.{key}", f"{key} must be a boolean.")
-            out[key] = td[key]
+    for key, value in td.items():
+        if key == "threshold" and value is not None:
+            out[key] = float(value)
+        elif key == "idle_timeout_ms" or (key in out and value is not None):
+            out[key] = value
     return out
 
 

@@ -100,6 +100,8 @@ class Settings:
     #: latency; ``none`` also keeps ``temperature`` valid on the reasoning models.
     chat_reasoning_effort: str = "none"
     target_language: str = "Spanish"
+    #: The deployment's lesson plan, for sessions whose teacher set none.
+    lesson_plan: str | None = None
     session_ttl_hours: int = 24
     log_transcripts: bool = False
     provider_timeout_s: float = 10.0
@@ -148,6 +150,7 @@ class Settings:
             chat_max_tokens=_int(env, "CHAT_MAX_TOKENS", base.chat_max_tokens),
             chat_reasoning_effort=_choice(env, "CHAT_REASONING_EFFORT", base.chat_reasoning_effort),
             target_language=env.get("TARGET_LANGUAGE") or base.target_language,
+            lesson_plan=(env.get("LESSON_PLAN") or "").strip() or None,
             session_ttl_hours=_int(env, "SESSION_TTL_HOURS", base.session_ttl_hours),
             log_transcripts=_bool(env.get("LOG_TRANSCRIPTS"), base.log_transcripts),
             provider_timeout_s=_float(env, "PROVIDER_TIMEOUT_S", base.provider_timeout_s),

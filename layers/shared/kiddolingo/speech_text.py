@@ -257,9 +257,10 @@ class SpokenCheck:
     def __init__(self, expected: str, *, tolerance: float = 0.1, slack: int = 2) -> None:
         import difflib  # a turn-path import only (this module is also on the chunk path)
 
+        letters = _letters(expected)
         self._matcher = difflib.SequenceMatcher(autojunk=False)
-        self._matcher.set_seq1(_letters(expected))
-        self._expected_len = len(self._matcher.a)
+        self._matcher.set_seq1(letters)
+        self._expected_len = len(letters)
         self._heard = ""
         self._tolerance = tolerance
         self._slack = slack + self.NUMBER_WORD_LETTERS * len(re.findall(r"\d+", expected))

@@ -9,7 +9,8 @@ tests, so this cannot drift from the deployed table). Two kinds of item:
     truncation if one came in),
     ``timeline_ms`` (where the session's audio timeline stands), ``ver`` (optimistic lock).
 ``conn#<id>``
-    ``sid``, ``learner``, ``cfg`` (a copy of the session settings: the chunk path then reads one
+    ``sid``, ``learner``, ``role`` (``teacher`` for a teacher's token; absent for a
+    learner's), ``cfg`` (a copy of the session settings: the chunk path then reads one
     item), ``greeted``, the audio state (``seq``, ``aver``, ``vad``, ``pend``, ``utt``; see
     ``kiddolingo.ingest``), ``resp`` (the response this connection is receiving) and ``cancel``
     (a response id that must stop), ``cver`` (bumped by every write of the item: see
@@ -312,6 +313,7 @@ class SessionStore:
         learner_id: str,
         config: str,
         timeline_ms: int,
+        role: str = "learner",
     ) -> None:
         item = {
             "pk": f"conn#{connection_id}",
@@ -326,6 +328,8 @@ class SessionStore:
             "connected_at": int(time.time()),
             "expires_at": int(time.time()) + 3 * 3600,  # API Gateway caps a connection at 2 h
         }
+        if role != "learner":  # every append writes the item: a learner's carries no role
+            item["role"] = role
         self._forget(connection_id)
         self._call("put_item", Item={k: to_attr(v) for k, v in item.items()})
 

@@ -3,6 +3,8 @@
 Tracer costs ~0.25 s of imports on a cold start (DESIGN §4), and the audio-chunk path has a
 300 ms budget for all of its imports; so it is loaded only when the deployment turns it on
 (``Tracing=Active`` in the template sets ``POWERTOOLS_TRACE_DISABLED=false``).
+
+Only timings and errors are recorded: never a response (see :func:`traced`), never an event.
 """
 
 from __future__ import annotations
@@ -25,4 +27,7 @@ def traced(handler: F, service: str) -> F:
     from aws_lambda_powertools import Tracer
 
     tracer = Tracer(service=service)
-    return tracer.capture_lambda_handler(handler)  # type: ignore[return-value]
+    # Tracer records a handler's response as segment metadata by default. The responses carry
+    # nothing the trace needs, and $connect's headers are the kind of thing no trace should
+    # hold (a subprotocol may be a token), so none is recorded.
+    return tracer.capture_lambda_handler(handler, capture_response=False)  # type: ignore[return-value]

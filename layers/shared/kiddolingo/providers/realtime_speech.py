@@ -32,7 +32,7 @@ import base64
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
@@ -135,7 +135,7 @@ class RealtimeSpeechSynth:
 
     async def stream(
         self, text: str, *, voice: str, usage: Usage | None = None
-    ) -> AsyncIterator[bytes | Spoken]:
+    ) -> AsyncGenerator[bytes | Spoken, None]:
         """One sentence on a connection of its own (outside a turn)."""
         session = self.open(voice=voice, usage=usage)
         try:
@@ -225,7 +225,7 @@ class RealtimeSpeechSession:
                     "instructions": READ_ALOUD_INSTRUCTIONS,
                     "audio": {
                         "output": {
-                            "format": {"type": "audio/pcm", "rate": SPEECH_SAMPLE_RATE},
+                            "format": {"type": "audio/pcm", "rate": 24000},
                             "voice": self._voice,
                         }
                     },
@@ -285,16 +285,16 @@ class RealtimeSpeechSession:
         response_id = getattr(event, "response_id", None)
         if response_id is None and etype == "response.done":
             response_id = event.response.id
-        queue = self._queues.get(self._keys_by_id.get(response_id or "", ""))
-        if queue is not None:
-            queue.put_nowait(event)
+        target = self._queues.get(self._keys_by_id.get(response_id or "", ""))
+        if target is not None:
+            target.put_nowait(event)
 
     @staticmethod
     async def _cancel(conn: Any, response_id: str) -> None:
         with contextlib.suppress(Exception):
             await conn.response.cancel(response_id=response_id)
 
-    async def stream(self, text: str) -> AsyncIterator[bytes | Spoken]:
+    async def stream(self, text: str) -> AsyncGenerator[bytes | Spoken, None]:
         if not text.strip():
             return
         for attempt in range(self._client.max_retries + 1):
@@ -310,7 +310,7 @@ class RealtimeSpeechSession:
                     raise
                 log.info("speech response failed before its audio (%s), retrying", exc.kind)
 
-    async def _respond(self, text: str) -> AsyncIterator[bytes | Spoken]:
+    async def _respond(self, text: str) -> AsyncGenerator[bytes | Spoken, None]:
         """One out-of-band response for ``text``."""
         if self._closed:
             raise ProviderConnectionError("speech", message="the speech session is closed")
