@@ -1873,6 +1873,10 @@ def figures(
     out["provider_usd_per_child_hour"] = {
         label: v["usd_per_hour"] for label, v in headline["provider"].items()
     }
+    out["usd_per_conversation_minute"] = {
+        "aws": headline["aws_usd_per_hour"] / 60,
+        **{label: usd / 60 for label, usd in out["provider_usd_per_child_hour"].items()},
+    }
     out["targets"] = _targets(out)
     return out
 
@@ -2134,6 +2138,14 @@ def table(f: dict[str, Any]) -> str:
         *(
             (f"provider $ per child-hour, {label}", f"${usd:.3f}", "", "", "")
             for label, usd in f["provider_usd_per_child_hour"].items()
+        ),
+        (
+            "$ per conversation-minute: AWS + providers (successors)",
+            f"${f['aws_usd_per_child_hour'] / 60:.4f} + "
+            f"${f['provider_usd_per_child_hour'].get('successors', 0.0) / 60:.4f}",
+            "",
+            "",
+            "",
         ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
