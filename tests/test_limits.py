@@ -363,3 +363,19 @@ def test_the_largest_event(stack) -> None:
     events = child.send({"type": "input_audio_buffer.commit"})
     assert types(events)[0] == "input_audio_buffer.committed"
     assert len(stack.recorder.sizes) and max(stack.recorder.sizes) <= MAX_EVENT_BYTES
+
+
+def test_appends_parked_at_once_are_counted_atomically(monkeypatch, stack, fake_openai) -> None:
+    """Out-of-order appends parked concurrently (their #1 is late) each count once: a burst
+    cannot slip past the per-second limit because parkers wrote their counts over each other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    configure(monkeypatch, MAX_APPENDS_PER_SECOND="4")
+    child = Client(stack)
+    chunk = tone(100)
+    next_second()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda n: child.append(chunk, f"audio#{n}"), range(2, 10)))
+    refused = [r for r in results if "rate_limited" in errors(r)]
+    # 8 appends in one second against a limit of 4: at least 4 are told, whatever the race.
+    assert len(refused) >= 4, [errors(r) for r in results]

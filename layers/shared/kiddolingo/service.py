@@ -494,7 +494,7 @@ class Tutor:
                     log.warning("skipping %d lost event(s)", first - state.next_seq)
                     state = replace(state, next_seq=first)
                 elif seq > state.next_seq:
-                    parked, latest = self._park(seq, own, now_s, count)
+                    parked, latest = self._park(seq, own, now_s, count, state)
                     if parked:
                         break
                     latest = latest or self.store.get_connection(self.connection_id)
@@ -713,17 +713,25 @@ class Tutor:
         raise ConflictError("ready: too many concurrent writers")
 
     def _park(
-        self, seq: int, pcm: bytes, now_s: int, count: int
+        self, seq: int, pcm: bytes, now_s: int, count: int, read: ingestlib.AudioState
     ) -> tuple[bool, dict[str, Any] | None]:
         """Park a chunk that is ahead of the watermark: (True, None); or (False, the item as
-        it is now) when the watermark reached the chunk or the parking filled up meanwhile
-        (the item is ``None``: gone)."""
+        it is now) when the watermark reached the chunk, the parking filled up or another
+        append counted itself meanwhile (the item is ``None``: gone)."""
         try:
             # "Still ahead of the watermark" is checked, not the version: parking never makes
             # the invocation that closes the gap lose its race (no livelock in a burst). And
             # "still room": concurrent parkers cannot grow the item past its bound together
             # (counted in chunks the size of ours, the only bound a condition can check).
             room = max(1, min(ingestlib.MAX_PARKED_CHUNKS, MAX_PARKED_BYTES // max(1, len(pcm))))
+            # The append-rate count is written on the count as read (concurrent parkers would
+            # otherwise each write their own +1 over the same number, and a burst slip past
+            # the limit): in this second's window, the count read; in a new one, no one else
+            # has opened it.
+            if read.rate_window == now_s:
+                counted, values = "rlw = :w AND rln = :prev", {":prev": read.rate_count}
+            else:
+                counted, values = "(attribute_not_exists(rlw) OR rlw <> :w)", {}
             # ``gap``: since when chunks wait for the one missing at the watermark.
             self.store.update_connection(
                 self.connection_id,
@@ -735,9 +743,10 @@ class Tutor:
                     ":mine": seq,
                     ":room": room,
                     ":g": self._stamp,
+                    **values,
                 },
                 names={"#s": str(seq)},
-                condition="seq < :mine AND size(pend) < :room",
+                condition=f"seq < :mine AND size(pend) < :room AND {counted}",
                 item_on_conflict=True,
             )
             return True, None
