@@ -366,3 +366,32 @@ def test_the_local_gateway_never_echoes_a_token_subprotocol(live) -> None:
     with connect(live.ws_url, subprotocols=offered, open_timeout=10) as ws:
         assert ws.subprotocol == "kiddolingo.v1"
         assert token not in str(ws.response.headers)
+
+
+def test_the_childs_flagged_words_are_never_shown_back_through_the_local_gateway(live) -> None:
+    """Issue 21, item 11: the transcript event carries a placeholder, never the flagged words,
+    and the reply is the gentle redirect, ended as the Realtime API ends a filtered response."""
+    fake = live.fake_openai
+    fake.reset()
+    fake.flag("bomba", "violence", 0.9)
+    fake.script_transcripts("Quiero hacer una bomba")
+    with _open(live) as ws:
+        assert _start(ws)["type"] == "session.updated"
+        pcm, step = tone(), 4800
+        for n, i in enumerate(range(0, len(pcm), step), start=1):
+            audio = base64.b64encode(pcm[i : i + step]).decode()
+            _send(ws, {"type": "input_audio_buffer.append", "event_id": f"a#{n}", "audio": audio})
+            time.sleep(0.1)
+        time.sleep(0.5)
+        _send(ws, {"type": "input_audio_buffer.commit"})
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] != "response.done":
+            events.append(json.loads(ws.recv(timeout=30)))
+    (words,) = [
+        e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"
+    ]
+    assert words["transcript"] == "…"
+    assert "bomba" not in json.dumps(events)
+    done = events[-1]["response"]
+    assert done["status"] == "incomplete"
+    assert done["status_details"] == {"type": "incomplete", "reason": "content_filter"}
