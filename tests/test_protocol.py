@@ -293,3 +293,10 @@ def test_an_error_event_stays_small_whatever_it_is_given() -> None:
 
 def test_every_client_event_type_has_a_schema() -> None:
     assert set(CLIENT_EVENT_SCHEMAS) == CLIENT_EVENT_TYPES
+
+
+def test_every_client_event_type_has_one_route() -> None:
+    from kiddolingo.service import ROUTES, Tutor
+
+    assert set(ROUTES) == set(CLIENT_EVENT_TYPES)
+    assert all(callable(getattr(Tutor, handler.__name__)) for handler in ROUTES.values())

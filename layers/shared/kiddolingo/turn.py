@@ -139,6 +139,7 @@ class _AfterOpening:
         if self.opening.done():
             await self.poster.flush()
 
+
 class Strayed:
     """Queued in place of the rest of a sentence the voice model strayed from."""
 
