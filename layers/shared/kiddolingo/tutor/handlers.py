@@ -49,15 +49,7 @@ class EventHandlers(StreamOrder):
         # The audio version moves too: an append processing under the previous settings
         # meanwhile loses its write and goes again under these. The item as the write left it
         # shows the appends processed before it (``_overtaken``).
-        conn = (
-            self.store.update_connection(
-                self.connection_id,
-                "SET cfg = :c, aver = aver + :one",
-                {":c": cfg.to_item(), ":one": 1},
-                return_values="ALL_NEW",
-            )
-            or conn
-        )
+        conn = self.store.set_audio_config(self.connection_id, cfg.to_item()) or conn
         self._pass_turn()
         if refused is not None:
             self.post_error(refused)

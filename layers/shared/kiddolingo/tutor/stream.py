@@ -42,14 +42,7 @@ class StreamOrder(ChunkPath):
                 # Marked as taking effect: the events behind it wait, however long it takes.
                 try:
                     conn = (
-                        self.store.update_connection(
-                            self.connection_id,
-                            "SET #h = :mine, holdt = :t",
-                            {":mine": number, ":t": int(time.time() * 1000)},
-                            names={"#h": "hold"},
-                            condition="seq = :mine",
-                            return_values="ALL_NEW",
-                        )
+                        self.store.hold_stream(self.connection_id, number, int(time.time() * 1000))
                         or conn
                     )
                 except ConflictError:
@@ -73,12 +66,7 @@ class StreamOrder(ChunkPath):
                 if state.next_seq < number and not any(p < number for p in state.pending):
                     log.warning("skipping %d lost event(s)", number - state.next_seq)
                     with contextlib.suppress(ConflictError):
-                        self.store.update_connection(
-                            self.connection_id,
-                            "SET seq = :mine, aver = :n",
-                            {":mine": number, ":n": state.version + 1, ":v": state.version},
-                            condition="aver = :v",
-                        )
+                        self.store.skip_to(self.connection_id, number, state.version)
             else:
                 time.sleep(0.02)
             latest = self.store.get_connection(self.connection_id)
@@ -94,14 +82,7 @@ class StreamOrder(ChunkPath):
         if number is None:
             return
         try:
-            item = self.store.update_connection(
-                self.connection_id,
-                "SET seq = :next, aver = aver + :one REMOVE #h, holdt",
-                {":next": number + 1, ":mine": number, ":one": 1},
-                names={"#h": "hold"},
-                condition="seq = :mine",
-                return_values="ALL_NEW",
-            )
+            item = self.store.pass_stream(self.connection_id, number)
         except ConflictError:
             return  # the stream went on without it (or the connection is gone)
         if item and item.get("pend"):

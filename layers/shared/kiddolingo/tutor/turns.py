@@ -15,6 +15,7 @@ from ..chunks import MissingChunkError
 from ..messenger import ConnectionGoneError
 from ..protocol import new_id
 from ..session import SessionConfig
+from ..vad_limits import DEFAULT_SILENCE_DURATION_MS
 from .base import StartedTurn
 from .responses import speculation_response_id
 from .turn_flow import TurnFlow
@@ -65,7 +66,9 @@ class Turns(TurnFlow):
         if speculative:
             from ..turn_io import SpeculationGate
 
-            silence_ms = int((cfg.turn_detection or {}).get("silence_duration_ms") or 1200)
+            silence_ms = int(
+                (cfg.turn_detection or {}).get("silence_duration_ms") or DEFAULT_SILENCE_DURATION_MS
+            )
             # The verdict cannot come before the window has passed since the last speech sample
             # and the append closing it has landed (a little after): no look before that. (The
             # append that starts a speculation always knows the speech's end.)
