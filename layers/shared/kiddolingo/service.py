@@ -92,7 +92,8 @@ class Tutor(EventHandlers):
         if self._correlate is not None:
             self._correlate(conn["sid"])
         if not conn.get("greeted") and self.store.mark_greeted(self.connection_id):
-            # The server's first message waits for the client's first (DESIGN §3).
+            # The server's first message waits for the client's first: API Gateway refuses
+            # posts to a connection before its $connect handshake completes.
             cfg = SessionConfig.from_item(conn.get("cfg"))
             self.post(
                 server_event(

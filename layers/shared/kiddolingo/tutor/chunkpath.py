@@ -189,8 +189,8 @@ class ChunkPath(AudioCommit):
             extra_sets, extra_removes, released, spec_start = _speculation_changes(
                 conn.get("spec") or {}, result, cfg.create_response, self.settings.lease_s
             )
-            # A speculation released by this write holds the response slot from this write on;
-            # speech that started again after it (in this same run) interrupts it at once.
+            # A speculation released by this write holds the response slot from this write on.
+            # Speech that started again after it, in this same run, interrupts it at once.
             live = extra_sets.get("resp") or (
                 conn.get("resp") if conn.get("cancel") != conn.get("resp") else None
             )
@@ -198,7 +198,7 @@ class ChunkPath(AudioCommit):
             prestarted: StartedTurn | None = None
             if spec_start is not None and result.speculate is not None:
                 # The speculation starts reading and transcribing while this write is on its
-                # way: it posts nothing before its verdict, and a lost write calls it off.
+                # way. It posts nothing before its verdict, and a lost write calls it off.
                 prestarted = self.start_turn(
                     conn,
                     cfg,
@@ -206,19 +206,21 @@ class ChunkPath(AudioCommit):
                     speculative=spec_start,
                     speech_end_at=_speech_end_at(result, result.speculate),
                 )
-            # (Manual mode: an utterance the server committed at its longest gets its turn, as a
-            # client's commit does.)
+            # In manual mode, an utterance the server committed because it reached its longest
+            # gets its turn, as a client's commit does.
             answers = cfg.create_response or not cfg.turn_detection
             turns = [u for u in result.committed if u.id not in released] if answers else []
-            # The loop goes on after this write when our chunk is still ahead (after a skip) or
-            # chunks may wait at the new watermark (lenient): the write returns the item then.
+            # The loop goes on after this write when our chunk is still ahead after a skip, or
+            # when chunks may wait at the new watermark (a lenient commit). The write returns
+            # the item in those cases, so the next pass needs no read.
             goes_on = lenient or (own is not None and not own_in_run)
             precommit: StartedTurn | None = None
             if len(turns) == 1 and not goes_on and not to_run:
                 # The turn that this write commits starts reading and transcribing while the
-                # write is on its way (a DynamoDB round trip off the child's wait): it posts and
-                # claims nothing before the write has landed, and stops if the write loses.
-                # (Only the common case: one utterance, no turn of this invocation before it.)
+                # write is on its way, which takes a DynamoDB round trip off the child's wait.
+                # It posts and claims nothing before the write has landed, and stops if the
+                # write loses. Only the common case starts early: one utterance, and no turn of
+                # this invocation before it.
                 from ..turn_io import WriteVerdict
 
                 precommit = self.start_turn(
@@ -256,9 +258,10 @@ class ChunkPath(AudioCommit):
                     return
                 if int(latest.get("aver", 0)) == state.version and not unverified:
                     # Only a chunk parked at our new watermark made us lose. When writes are
-                    # slower than chunks arrive, waiting for those would never end: from now on
-                    # we commit without them and then process what got parked there ourselves.
-                    # (From a kept item, any write since may have: the retry stays strict.)
+                    # slower than chunks arrive, waiting for those chunks would never end, so
+                    # from now on we commit without them and then process them ourselves. After
+                    # a commit from a kept item, any write since may have made us lose, so the
+                    # retry stays strict.
                     lenient = True
                 conn, retried, lost, unverified = latest, True, lost + 1, False
                 continue
@@ -276,7 +279,8 @@ class ChunkPath(AudioCommit):
                     for ev in result.events:
                         self.post(ev)
                 except ConnectionGoneError:
-                    # 410: the utterances ended here will never get their turn; their audio goes.
+                    # The connection is gone (410), so the utterances ended here will never get
+                    # their turn. Their audio is deleted now.
                     for u in [*result.committed, *(t[2] for t in to_run)]:
                         self.chunks.delete_prefix(utterance_prefix(conn["sid"], u.id))
                     raise
@@ -284,8 +288,8 @@ class ChunkPath(AudioCommit):
                 if precommit is None:  # (a turn started before the write is running already)
                     to_run += [(conn, cfg, u) for u in turns]
             elif result.committed:
-                # No automatic reply: the committed audio waits for the client's response.create
-                # (in S3, all of it: the tail held in memory is written now).
+                # With no automatic reply, the committed audio waits in S3 for the client's
+                # response.create, so the tail still held in memory is written now.
                 waiting = []
                 for u in result.committed:
                     u, writes = u.tail_write(conn["sid"])

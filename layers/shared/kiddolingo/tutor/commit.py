@@ -60,16 +60,19 @@ class AudioCommit(Turns):
     def _park(
         self, seq: int, pcm: bytes, now_s: int, count: int
     ) -> tuple[bool, dict[str, Any] | None]:
-        """Park a chunk that is ahead of the watermark: (True, None); or (False, the item as
-        it is now) when the watermark reached the chunk or the parking filled up meanwhile
-        (the item is ``None``: gone)."""
+        """Park a chunk that is ahead of the watermark in the connection item.
+
+        Returns ``(True, None)`` once it is parked. Returns ``(False, item)`` when the watermark
+        reached the chunk or the parking filled up meanwhile; ``item`` is the connection item as
+        it is now, or ``None`` if the connection is gone."""
         try:
-            # "Still ahead of the watermark" is checked, not the version: parking never makes
-            # the invocation that closes the gap lose its race (no livelock in a burst). And
-            # "still room": concurrent parkers cannot grow the item past its bound together
-            # (counted in chunks the size of ours, the only bound a condition can check).
+            # The write checks that the chunk is still ahead of the watermark, not the audio
+            # version. Parking then never makes the invocation that closes the gap lose its
+            # race, so a burst of chunks cannot livelock. It also checks that there is still
+            # room, so concurrent parkers cannot grow the item past its bound together. The
+            # room is counted in chunks the size of ours, the only bound a condition can check.
             room = max(1, min(ingestlib.MAX_PARKED_CHUNKS, MAX_PARKED_BYTES // max(1, len(pcm))))
-            # ``gap``: since when chunks wait for the one missing at the watermark.
+            # ``gap`` records since when chunks have waited for the one missing at the watermark.
             self.store.update_connection(
                 self.connection_id,
                 "SET pend.#s = :a, rlw = :w, rln = :c, gap = if_not_exists(gap, :g)",
@@ -102,13 +105,15 @@ class AudioCommit(Turns):
         return_item: bool = False,
         known: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """The conditional write of the audio state (see ``kiddolingo.ingest``). A lost race
-        raises ``ConflictError`` carrying the item as it is now (no second read). ``strict``:
-        also lose if a chunk was parked at the new watermark since our read (it is ours to
-        process); otherwise the caller processes it after the write. ``return_item``: the item
-        as the write left it (else ``None``). ``known``: the kept item this write was made
-        from, which must still be the item as stored. The item as the write left it is kept
-        for this container's next append."""
+        """The conditional write of the audio state that ``kiddolingo.ingest`` computed.
+
+        A lost race raises ``ConflictError``, which carries the item as it is now, so the caller
+        need not read it again. With ``strict``, the write also loses when a chunk was parked
+        at the new watermark since our read, because that chunk is ours to process; without
+        it, the caller processes such a chunk after the write. With ``return_item`` the item as
+        the write left it is returned, else ``None``. ``known`` is the kept item this write was
+        made from, and the write checks that it is still the item as stored. The item as the
+        write left it is kept for this container's next append."""
         st = result.state
         sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
         values: dict[str, Any] = {
