@@ -38,7 +38,10 @@ Figures (p50 and p95 over the turns):
   minus the CPU moto spends emulating AWS in that thread (Lambda does not pay it);
 * cold-start import time of each handler module in fresh interpreters (best of N, median too),
   whether the chunk path imports ``openai``; the first turn's SDK imports;
-* S3 writes per minute of conversation; provider requests per turn.
+* S3 writes per minute of conversation; provider requests per turn;
+* the cost of an hour of one child (``infra.cost``): AWS from the measured calls and sizes
+  (DynamoDB through ``infra.dynamo_meter``), the providers from the usage they report, times the
+  dated price tables (``infra.prices``, ``kiddolingo.prices``); and the quotas that bind first.
 
 moto's backends are not thread-safe (concurrent ``UpdateItem`` calls on one item can crash
 inside moto), so moto's request processing is serialized; the handlers still run concurrently.
@@ -78,7 +81,7 @@ import wave
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -114,6 +117,7 @@ AFTER_REPLY_SILENCE_MS = 300
 TURN_TIMEOUT_S = 20.0
 SPECULATIVE_SLACK_MS = 150.0
 FLOOR_SLACK_MS = 60.0
+AWS_USD_PER_HOUR_TARGET = 0.05
 
 #: What the child says (espeak-ng speaks it) and what the tutor answers, turn by turn.
 CHILD_PHRASES = (
@@ -167,6 +171,7 @@ FIGURE_KEYS = (
     "import_ms_disconnect",
     "turn_cold_start_ms",
     "s3_writes_per_minute",
+    "aws_usd_per_child_hour",
 )
 
 
@@ -392,6 +397,8 @@ class Events:
         self._message = _event_file("response_create")
         self._disconnect = _event_file("disconnect")
         self._n = 0
+        #: Sizes of the client's messages (API Gateway bills them in 32 KB units).
+        self.sizes: list[int] = []
 
     def _stamp(self, event: dict[str, Any]) -> dict[str, Any]:
         self._n += 1
@@ -421,6 +428,7 @@ class Events:
     def message(self, body: dict[str, Any]) -> dict[str, Any]:
         event = copy.deepcopy(self._message)
         event["body"] = json.dumps(body, separators=(",", ":"))
+        self.sizes.append(len(event["body"].encode()))
         return self._stamp(event)
 
     def disconnect(self) -> dict[str, Any]:
@@ -479,6 +487,8 @@ class Post:
     type: str
     invocation: Invocation | None
     fields: dict[str, Any]
+    #: The message's size in bytes (0: not known, a container's post; each is under 32 KB).
+    nbytes: int = 0
 
 
 _CURRENT: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar(
@@ -513,15 +523,25 @@ class Observer:
                 inv.calls[op] += 1
         if model.name != "PostToConnection":
             return None
-        return capture_post(params, lambda at, etype, fields: self.record(inv, at, etype, fields))
+        nbytes = len(params.get("body") or b"")
+        return capture_post(
+            params, lambda at, etype, fields: self.record(inv, at, etype, fields, nbytes)
+        )
 
-    def record(self, inv: Invocation | None, at: float, etype: str, fields: dict[str, Any]) -> None:
+    def record(
+        self,
+        inv: Invocation | None,
+        at: float,
+        etype: str,
+        fields: dict[str, Any],
+        nbytes: int = 0,
+    ) -> None:
         """One post to the connection (here, or reported by a container)."""
         if inv is not None:
             with inv.lock:
                 inv.posts.append(etype)
         with self.lock:
-            self.posts.append(Post(at, etype, inv, fields))
+            self.posts.append(Post(at, etype, inv, fields, nbytes))
 
     def mark(self) -> int:
         with self.lock:
@@ -707,6 +727,11 @@ class Turn:
         return (self.speech_stopped_at - self.last_speech_at) * 1000.0
 
 
+#: The benchmark's own reads of the connection item ask for their consumed capacity (the
+#: handlers never do): the DynamoDB meter leaves them out of the bill.
+BENCH_OWN_READ = {"ReturnConsumedCapacity": "TOTAL"}
+
+
 def dynamodb_item_size(item: dict[str, Any]) -> int:
     """An item's size as DynamoDB bills it (low-level attribute values), approximately:
     names + values, numbers at about half their digits, 3 bytes per map or list entry."""
@@ -811,7 +836,7 @@ class Conversation:
                             "interrupt_response": True,
                         },
                     },
-                    "output": {"voice": "nova"},
+                    "output": {"voice": "coral"},
                 },
                 "tutor": {"target_language": "Spanish", "learner_age": 7},
             },
@@ -896,7 +921,10 @@ class Conversation:
         if settle:
             wait([f for f in self.futures if not f.done()], timeout=5.0)
         out = self.ddb.get_item(
-            TableName=TABLE, Key={"pk": {"S": f"conn#{CONNECTION_ID}"}}, ConsistentRead=True
+            TableName=TABLE,
+            Key={"pk": {"S": f"conn#{CONNECTION_ID}"}},
+            ConsistentRead=True,
+            **BENCH_OWN_READ,
         )
         if out.get("Item"):
             into.append(dynamodb_item_size(out["Item"]))
@@ -1001,14 +1029,20 @@ def run_conversation(
     fake.reset()
     fake.set_latency(profile)
 
+    from infra.dynamo_meter import DynamoMeter, read_records
+
     aws_context = contextlib.ExitStack()
+    meter = DynamoMeter()
+    meter_dir = aws_context.enter_context(tempfile.TemporaryDirectory(prefix="bench-meter-"))
+    meter_file = os.path.join(meter_dir, "dynamodb.jsonl")
     if aws_mode == "process":
         from infra.moto_process import moto_process
 
-        env["AWS_ENDPOINT_URL"] = aws_context.enter_context(moto_process())
+        env["AWS_ENDPOINT_URL"] = aws_context.enter_context(moto_process(meter_file))
     else:
         aws_context.enter_context(mock_aws())
         aws_context.enter_context(_serialized_moto())
+        aws_context.enter_context(meter.installed())
     with aws_context, _environment(env):
         fraction = Settings.from_env().speculative_fraction
         for turn in turns:
@@ -1067,6 +1101,8 @@ def run_conversation(
         containers_busy_max = pool.busy_max if pool is not None else 0
         left = s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0)
         _reset_process_caches()
+        # (moto's process writes its records as it goes: all there once the run is over.)
+        dynamodb_calls = meter.calls if aws_mode != "process" else read_records(meter_file)
     fake.wait_idle(5.0)
     log = fake.requests()
     provider_requests = Counter(r.endpoint for r in log)
@@ -1097,6 +1133,10 @@ def run_conversation(
         "connection_item_sizes": conversation.item_sizes,
         "connection_item_sizes_silence": conversation.item_sizes_silence,
         "containers_busy_max": containers_busy_max,
+        "dynamodb_calls": dynamodb_calls,
+        "memory_mb": {route: spec.memory_mb for route, spec in specs.items()},
+        "messages_in": list(conversation.events.sizes),
+        "provider_log": log,
     }
 
 
@@ -1402,6 +1442,175 @@ def _mode_figures(run: dict[str, Any], profile: Any, silence_ms: int) -> dict[st
     }
 
 
+# ------------------------------------------------------------------------------ cost
+
+
+def _route_of(inv: Invocation) -> str:
+    return {"connect": "$connect", "disconnect": "$disconnect"}.get(inv.kind, "$default")
+
+
+def aws_usage(run: dict[str, Any]) -> Any:
+    """What one conversation made AWS do, for ``infra.cost``: DynamoDB as the meter saw it,
+    S3 and Lambda from every invocation's calls and duration, API Gateway from the messages."""
+    from infra.cost import AwsUsage
+
+    seconds = run["audio_ms"] / 1000.0
+    invocations: list[Invocation] = run["invocations"]
+    calls: Counter[str] = Counter()
+    for inv in invocations:
+        calls.update(inv.calls)
+    calls.update(op for _at, op in run["observer"].orphans)
+    memory = run["memory_mb"]
+    usage = AwsUsage(
+        seconds=seconds,
+        dynamodb=list(run["dynamodb_calls"]),
+        messages_in=list(run["messages_in"]),
+        messages_out=[p.nbytes for p in run["observer"].posts],
+        connection_minutes=seconds / 60.0,
+        lambda_invocations=[(inv.wall_ms, memory[_route_of(inv)]) for inv in invocations],
+        s3_put_class=sum(
+            n
+            for op, n in calls.items()
+            if op in ("s3.PutObject", "s3.DeleteObjects", "s3.ListObjectsV2", "s3.CopyObject")
+        ),
+        s3_get_class=sum(n for op, n in calls.items() if op in ("s3.GetObject", "s3.HeadObject")),
+    )
+    return usage
+
+
+def provider_usage(run: dict[str, Any]) -> Any:
+    """What one conversation asked of the providers. As they reported it, when they did: the
+    turns' EMF records carry it (``TranscribedSeconds``, ``ChatInputTokens``,
+    ``ChatOutputTokens``, ``SpeechAudioTokens``, ``SpeechCharacters``: the usage
+    ``kiddolingo.metrics`` emits). What no provider reports is estimated from the fake's request
+    log: the characters a ``/audio/speech`` model would have read (the Realtime model's text
+    input, about four characters a token) and moderation requests; without any reported usage
+    (code before it), all of it: transcribed seconds from the uploaded audio, chat input tokens
+    from the request's text, output tokens as streamed."""
+    from infra.cost import ProviderUsage, estimate_tokens
+    from kiddolingo.speech_text import strip_for_speech
+
+    usage = ProviderUsage(seconds=run["audio_ms"] / 1000.0)
+    emf: list[dict[str, float]] = run["emf"]
+    reported = any("TranscribedSeconds" in r or "ChatInputTokens" in r for r in emf)
+    for r in run["provider_log"]:
+        if r.status not in (200, 101, None):
+            continue
+        body = r.json or {}
+        if r.endpoint == "moderations":
+            usage.moderation_requests += 1
+        if reported:
+            continue
+        if r.endpoint == "transcriptions" and r.pcm is not None:
+            usage.transcription_s += len(r.pcm) / 2 / (r.sample_rate or RATE)
+        elif r.endpoint == "chat":
+            messages = body.get("messages") or []
+            text = "".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
+            usage.chat_input_tokens += estimate_tokens(text)
+            usage.chat_output_tokens += r.tokens_sent
+        elif r.endpoint == "speech":
+            usage.speech_audio_s += (r.bytes_total or r.bytes_sent) / 2 / 24_000
+    # What the speech stage read out: the answered turns' replies, as the child hears them.
+    spoken = "".join(
+        strip_for_speech(t.reply) for t in run["turns"] if t.first_delta_at is not None
+    )
+    usage.speech_characters = len(spoken)
+    usage.speech_text_tokens = estimate_tokens(spoken)
+    if reported:
+        usage.source = "reported by the providers (EMF usage metrics)"
+        usage.transcription_s = sum(r.get("TranscribedSeconds", 0.0) for r in emf)
+        usage.chat_input_tokens = sum(r.get("ChatInputTokens", 0.0) for r in emf)
+        usage.chat_output_tokens = sum(r.get("ChatOutputTokens", 0.0) for r in emf)
+        if any("SpeechAudioTokens" in r for r in emf):
+            usage.realtime_audio_tokens = sum(r.get("SpeechAudioTokens", 0.0) for r in emf)
+        if any("SpeechCharacters" in r for r in emf):
+            usage.speech_characters = int(sum(r.get("SpeechCharacters", 0.0) for r in emf))
+    else:
+        usage.source = "estimated from the fake's request log"
+    if usage.realtime_audio_tokens is None and not usage.speech_audio_s:
+        # Realtime speech without reported tokens: the seconds the fake would speak the replies.
+        from infra.fake_openai import MS_PER_CHAR
+
+        usage.speech_audio_s = usage.speech_characters * MS_PER_CHAR / 1000.0
+    return usage
+
+
+def cost_figures(run: dict[str, Any]) -> dict[str, Any]:
+    """The conversation's bill per child-hour: AWS line by line, and the providers' for each
+    model set of ``infra.prices.MODEL_SETS``."""
+    from infra import cost, prices
+
+    aws = aws_usage(run)
+    provider = provider_usage(run)
+
+    def hourly(lines: list[Any], seconds: float) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": line.name,
+                "per_hour": round(line.quantity * 3600.0 / seconds, 2) if seconds else None,
+                "unit": line.unit,
+                "usd_per_hour": round(cost.per_hour(line.usd, seconds), 5),
+                **({"note": line.note} if line.note else {}),
+            }
+            for line in lines
+        ]
+
+    aws_lines = cost.aws_lines(aws)
+    conn_writes = [c for c in aws.dynamodb if c.is_write and c.item == "conn"]
+    out: dict[str, Any] = {
+        "prices_date": prices.PRICES_DATE,
+        "region": prices.REGION,
+        "conversation_s": round(aws.seconds, 1),
+        "aws_usd_per_hour": round(cost.per_hour(cost.total(aws_lines), aws.seconds), 4),
+        "aws_lines": hourly(aws_lines, aws.seconds),
+        "dynamodb_by_call": _dynamodb_breakdown(aws.dynamodb, aws.seconds),
+        "connection_item_write_wru_mean": _mean([c.wru for c in conn_writes]),
+        "connection_item_write_kb_mean": _mean(
+            [max(c.before, c.after) / 1024.0 for c in conn_writes]
+        ),
+        "provider_usage_source": provider.source,
+        "provider": {},
+        "child_rates": {k: round(v, 3) for k, v in asdict(cost.child_rates(aws)).items()},
+        "quotas": [
+            {
+                "quota": q.name,
+                "limit": q.limit,
+                "unit": q.unit,
+                "children": None if math.isinf(n) else math.floor(n),
+            }
+            for q, n in cost.children_per_quota(cost.child_rates(aws))
+        ],
+    }
+    for label, models in prices.MODEL_SETS.items():
+        lines = cost.provider_lines(provider, models)
+        out["provider"][label] = {
+            "models": list(models),
+            "usd_per_hour": round(cost.per_hour(cost.total(lines), provider.seconds), 3),
+            "lines": hourly(lines, provider.seconds),
+        }
+    return out
+
+
+def _dynamodb_breakdown(calls: list[Any], seconds: float) -> dict[str, dict[str, float]]:
+    """Per operation and kind of item: calls, request units and dollars per hour."""
+    from infra import prices
+
+    groups: dict[str, list[Any]] = {}
+    for c in calls:
+        groups.setdefault(f"{c.op} {c.item}".strip(), []).append(c)
+    out = {}
+    for name, group in sorted(groups.items()):
+        wru = sum(c.wru for c in group)
+        rru = sum(c.rru for c in group)
+        usd = wru * prices.AWS["dynamodb_wru"].usd + rru * prices.AWS["dynamodb_rru"].usd
+        out[name] = {
+            "calls_per_hour": round(len(group) * 3600.0 / seconds) if seconds else 0,
+            "units_per_call": round((wru + rru) / len(group), 2),
+            "usd_per_hour": round(usd * 3600.0 / seconds, 4) if seconds else 0.0,
+        }
+    return out
+
+
 def figures(
     args: argparse.Namespace,
     profile: Any,
@@ -1559,6 +1768,15 @@ def figures(
         ],
         "sequential_ms": [_r(v) for v in sequential],
     }
+    # The bill: per conversation, and the headline from the deployed one (speculative).
+    costs = {mode: cost_figures(run) for mode, run in runs.items()}
+    headline = costs.get("speculative") or next(iter(costs.values()))
+    out["cost"] = costs
+    out["prices_date"] = headline["prices_date"]
+    out["aws_usd_per_child_hour"] = headline["aws_usd_per_hour"]
+    out["provider_usd_per_child_hour"] = {
+        label: v["usd_per_hour"] for label, v in headline["provider"].items()
+    }
     out["targets"] = _targets(out)
     return out
 
@@ -1605,6 +1823,11 @@ def _targets(f: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "value": f["import_ms_audio"],
             "target": 300.0,
             "ok": check(f["import_ms_audio"], 300.0),
+        },
+        "AWS <= $0.05 per child-hour": {
+            "value": f.get("aws_usd_per_child_hour"),
+            "target": AWS_USD_PER_HOUR_TARGET,
+            "ok": check(f.get("aws_usd_per_child_hour"), AWS_USD_PER_HOUR_TARGET),
         },
     }
 
@@ -1790,6 +2013,17 @@ def table(f: dict[str, Any]) -> str:
             "speech + prefix only",
             "",
         ),
+        (
+            f"AWS $ per child-hour (prices of {f['prices_date']})",
+            f"${f['aws_usd_per_child_hour']:.4f}",
+            "",
+            f"≤ ${AWS_USD_PER_HOUR_TARGET:.2f}",
+            _verdict(tgt["AWS <= $0.05 per child-hour"]["ok"]),
+        ),
+        *(
+            (f"provider $ per child-hour, {label}", f"${usd:.3f}", "", "", "")
+            for label, usd in f["provider_usd_per_child_hour"].items()
+        ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [head]
@@ -1879,7 +2113,62 @@ def table(f: dict[str, Any]) -> str:
         f"EMF records captured: {f['emf_records']}; audio objects left in S3: "
         f"{f['audio_objects_left']}; errors posted: {f['errors_posted'] or 'none'}"
     )
+    extra += cost_table(f)
     return "\n".join([*lines, "", *extra])
+
+
+def cost_table(f: dict[str, Any]) -> list[str]:
+    """The bill per child-hour, line by line, of each conversation."""
+    out = []
+    for mode, c in f.get("cost", {}).items():
+        out.append("")
+        out.append(
+            f"cost per child-hour, {mode} conversation ({c['conversation_s']:g} s scaled to an "
+            f"hour; {c['region']} on-demand list prices of {c['prices_date']}, infra/prices.py, "
+            "not checked online): "
+            f"AWS ${c['aws_usd_per_hour']:.4f}"
+        )
+        for line in c["aws_lines"]:
+            out.append(
+                f"  ${line['usd_per_hour']:.4f}  {line['name']}: {line['per_hour']:,.0f} "
+                f"{line['unit']}/h"
+            )
+        out.append(
+            "  DynamoDB by call (per hour: calls, units per call, $): "
+            + "; ".join(
+                f"{name} {v['calls_per_hour']:,}, {v['units_per_call']:g}, ${v['usd_per_hour']:.4f}"
+                for name, v in c["dynamodb_by_call"].items()
+            )
+        )
+        out.append(
+            f"  connection item writes: {_fmt(c['connection_item_write_kb_mean'], ' KB')} "
+            f"(the larger of before and after), {_fmt(c['connection_item_write_wru_mean'], '')} "
+            "WRU each, mean"
+        )
+        rates = c["child_rates"]
+        out.append(
+            f"  one child: {rates['messages_in_per_s']:g} messages/s in, "
+            f"{rates['lambda_concurrency']:g} Lambda executions at once, "
+            f"{rates['wru_per_s']:g} WRU/s ({rates['hot_item_wru_per_s']:g} on its connection "
+            f"item), {rates['rru_per_s']:g} RRU/s; quotas on paper, first to bind first: "
+            + "; ".join(
+                f"{q['quota']} {q['limit']:,.0f} {q['unit']}: "
+                + ("never" if q["children"] is None else f"{q['children']:,} children")
+                for q in c["quotas"]
+            )
+        )
+        for label, v in c["provider"].items():
+            out.append(
+                f"  provider, {label} ({', '.join(v['models'])}): ${v['usd_per_hour']:.3f} "
+                f"(usage {c['provider_usage_source']})"
+            )
+            for line in v["lines"]:
+                note = f" ({line['note']})" if line.get("note") else ""
+                out.append(
+                    f"    ${line['usd_per_hour']:.4f}  {line['name']}: "
+                    f"{line['per_hour']:,.1f} {line['unit']}/h{note}"
+                )
+    return out
 
 
 # ------------------------------------------------------------------------------ main

@@ -155,7 +155,7 @@ async def warm_providers(rate: int = 16000) -> None:
         [{"role": "user", "content": "hola"}], temperature=0.7, max_tokens=5
     ):
         pass
-    async for _ in providers.speech.stream("hola", voice="nova"):
+    async for _ in providers.speech.stream("hola", voice="coral"):
         pass
     await providers.moderator.check("hola")
 

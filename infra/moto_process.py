@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+#: Set (to a file) in its environment, the process meters DynamoDB (``infra.dynamo_meter``).
+METER_ENV = "BENCH_DYNAMODB_METER"
 
 
 class FifoLock:
@@ -110,10 +114,13 @@ def serialized_moto_server(**kwargs: Any) -> Any:
 
 
 @contextlib.contextmanager
-def moto_process() -> Iterator[str]:
-    """Start the server process; yields its endpoint URL; stops it on exit."""
+def moto_process(meter_file: str | None = None) -> Iterator[str]:
+    """Start the server process; yields its endpoint URL; stops it on exit. ``meter_file``:
+    what DynamoDB would bill for each request goes there (``infra.dynamo_meter``)."""
+    env = {**os.environ, METER_ENV: meter_file} if meter_file else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "infra.moto_process"],
+        env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -137,11 +144,17 @@ def main() -> None:
     # group, and the parent shuts its gateway down first, with moto still serving.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # it logs every request at INFO
-    server = serialized_moto_server(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    print(server.get_host_and_port()[1], flush=True)
-    sys.stdin.read()  # until the parent closes it (or exits)
-    server.stop()
+    meter: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if os.environ.get(METER_ENV):  # the benchmark's cost model: what DynamoDB would bill
+        from infra.dynamo_meter import DynamoMeter, file_sink
+
+        meter = DynamoMeter(file_sink(os.environ[METER_ENV])).installed()
+    with meter:
+        server = serialized_moto_server(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        print(server.get_host_and_port()[1], flush=True)
+        sys.stdin.read()  # until the parent closes it (or exits)
+        server.stop()
 
 
 if __name__ == "__main__":

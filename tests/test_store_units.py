@@ -169,8 +169,19 @@ def _in_utterance_state() -> ingest.AudioState:
 
 def _stored(state: ingest.AudioState) -> dict:
     """The connection item's audio attributes as ``_commit_audio`` writes them."""
-    vad_item, shared = state.vad_item()
-    return {"vad": vad_item, "hdup": shared, "hbuf": state.held, "hseq": state.held_seq}
+    sets, _removes = state.audio_attributes(ingest.AudioState())
+    return sets
+
+
+def _ring_stored(item: dict) -> bytes:
+    """The ring as the item holds it (packed after the VAD state's own scalars)."""
+    from kiddolingo import pcm_codec
+
+    data = item["vad"]
+    assert data[0] == pcm_codec.PACKED
+    n = int.from_bytes(data[1:3], "little")
+    assert VadState.from_item(data[3 : 3 + n]).ring == b""
+    return pcm_codec.unpack(data[3 + n :])
 
 
 def test_the_ring_is_stored_once_when_it_is_the_end_of_the_held_audio() -> None:
@@ -179,7 +190,7 @@ def test_the_ring_is_stored_once_when_it_is_the_end_of_the_held_audio() -> None:
     item = _stored(state)
     # the item does not carry the same audio twice: the ring's end is the held audio's end
     assert item["hdup"] == min(len(state.vad.ring), len(state.held)) > 0
-    stored_ring = VadState.from_item(item["vad"]).ring
+    stored_ring = _ring_stored(item)
     assert len(stored_ring) == len(state.vad.ring) - item["hdup"]
     back = ingest.AudioState.from_connection(item)
     assert back.vad == state.vad and back.held == state.held
@@ -192,7 +203,7 @@ def test_a_ring_that_differs_from_the_held_audio_is_stored_whole() -> None:
     assert state.vad is not None
     other = replace(state, vad=replace(state.vad, ring=b"\x01\x02" * 100))
     item = _stored(other)
-    assert item["hdup"] == 0 and VadState.from_item(item["vad"]).ring == b"\x01\x02" * 100
+    assert item["hdup"] == 0 and _ring_stored(item) == b"\x01\x02" * 100
     assert ingest.AudioState.from_connection(item).vad == other.vad
 
 
@@ -244,6 +255,61 @@ def test_a_pause_that_ends_within_the_same_append_is_not_speculated_on() -> None
     # the same pause split over two appends is speculated on, then called off
     results = list(each_append([SILENT] * 5 + [_voiced(100)] * 5 + [gap, _voiced(100)], 0.08))
     assert results[-2].speculate is not None and results[-1].speech_resumed
+
+
+# ---------------------------------------------------------------------------- packed audio
+
+
+@pytest.mark.parametrize(
+    "pcm",
+    [
+        b"",
+        b"\x01",
+        b"\x01\x02\x03",
+        b"\x00\x80\xff\x7f\x00\x80\x00\x00\xff\x7f",  # the extremes, one after the other
+        bytes(range(256)) * 41,
+    ],
+)
+def test_packed_pcm_comes_back_byte_for_byte(pcm: bytes) -> None:
+    from kiddolingo import pcm_codec
+
+    packed = pcm_codec.pack(pcm)
+    assert pcm_codec.is_packed(packed) and pcm_codec.unpack(packed) == pcm
+
+
+def test_room_noise_packs_to_about_half() -> None:
+    import numpy as np
+
+    from kiddolingo import pcm_codec
+
+    rng = np.random.default_rng(3)
+    noise = np.clip(rng.normal(0, 20, 5120), -32768, 32767).astype("<i2").tobytes()
+    assert len(pcm_codec.pack(noise)) < 0.5 * len(noise)
+    with pytest.raises(ValueError):
+        pcm_codec.unpack(noise)
+
+
+def test_an_item_written_before_the_audio_was_packed_is_read_and_moved() -> None:
+    """A connection of an earlier deployment: raw ``hbuf`` and an unpacked ``vad``."""
+    state = _in_utterance_state()
+    assert state.vad is not None
+    legacy = {"vad": state.vad.to_item(), "hdup": 0, "hbuf": state.held, "hseq": state.held_seq}
+    back = ingest.AudioState.from_connection(legacy)
+    assert back.vad == state.vad and back.held == state.held
+    sets, removes = back.audio_attributes(back)
+    assert "hz" in sets and "hbuf" in removes  # the next write stores it packed, once
+    again = ingest.AudioState.from_connection(sets)
+    assert again.vad == state.vad and again.held == state.held
+    assert "hbuf" not in again.audio_attributes(again)[1]
+
+
+def test_the_packed_item_is_smaller_than_the_raw_audio_it_holds() -> None:
+    state = _in_utterance_state()
+    assert state.vad is not None
+    sets, _ = state.audio_attributes(ingest.AudioState())
+    stored = sum(len(v) for v in sets.values() if isinstance(v, bytes))
+    raw = len(state.vad.to_item()) + len(state.held)
+    assert stored < raw
 
 
 def test_a_learners_update_loses_only_the_instructions() -> None:

@@ -300,7 +300,8 @@ def test_child_talks_and_the_tutor_answers_out_loud(
         assert snap["errors"] == []
 
         # What went over the wire: session.update first (children's VAD, the language), then
-        # appends numbered audio#1, #2… each far under API Gateway's 32 KB frame limit.
+        # the appends, every event numbered in one sequence (evt#1 the update, then evt#2…),
+        # each far under API Gateway's 32 KB frame limit.
         mine = [
             inv
             for inv in list(live_stack.gateway.invocations)[seen:]
@@ -308,7 +309,7 @@ def test_child_talks_and_the_tutor_answers_out_loud(
         ]
         bodies = [json.loads(inv.event["body"]) for inv in mine]
         first = bodies[0]
-        assert first["type"] == "session.update"
+        assert first["type"] == "session.update" and first["event_id"] == "evt#1"
         td = first["session"]["audio"]["input"]["turn_detection"]
         assert td == {
             "type": "server_vad", "threshold": 0.3, "prefix_padding_ms": 300,
@@ -317,7 +318,7 @@ def test_child_talks_and_the_tutor_answers_out_loud(
         assert first["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 16000}
         assert first["session"]["tutor"] == {"target_language": "Spanish"}
         appends = [b for b in bodies if b["type"] == "input_audio_buffer.append"]
-        assert [a["event_id"] for a in appends[:3]] == ["audio#1", "audio#2", "audio#3"]
+        assert [a["event_id"] for a in appends[:3]] == ["evt#2", "evt#3", "evt#4"]
         assert max(len(inv.event["body"]) for inv in mine) < 32 * 1024
         # ~100 ms of 16 kHz PCM16 per append.
         import base64
@@ -378,7 +379,8 @@ def test_page_reconnects_by_itself_and_the_session_goes_on(browser: Any, live_st
         )[0]
         assert connect.event["queryStringParameters"]["session_id"] == session_id
         assert connect.result is not None and connect.result.status_code() == 200
-        # ...its appends count from audio#1 again, and nothing captured offline was sent late.
+        # ...its events count from evt#1 again (the session.update first), and nothing captured
+        # offline was sent late.
         received = gateway.wait_for_invocations(
             "$default",
             count=3,
@@ -387,7 +389,7 @@ def test_page_reconnects_by_itself_and_the_session_goes_on(browser: Any, live_st
             predicate=lambda inv: inv.connection_id == new_id and "append" in inv.event["body"],
         )
         appends = [json.loads(inv.event["body"]) for inv in received]
-        assert [a["event_id"] for a in appends[:3]] == ["audio#1", "audio#2", "audio#3"]
+        assert [a["event_id"] for a in appends[:3]] == ["evt#2", "evt#3", "evt#4"]
 
         # The next turn continues the same conversation: its chat request carries the history.
         deadline = time.monotonic() + 45
@@ -483,6 +485,7 @@ def test_child_interrupts_and_only_what_was_heard_is_kept(
             timeout=10,
         )
         body = json.loads(truncates[0].event["body"])
+        assert body.pop("event_id").startswith("evt#")
         assert body == {
             "type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
             "audio_end_ms": played,

@@ -58,9 +58,11 @@ memory (``Utterance.tail``).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import pcm_codec
 from . import vad as vadlib
 from .audio import bytes_to_ms
 from .chunks import chunk_key
@@ -195,11 +197,16 @@ class AudioState:
     hold: int = 0
     hold_since: int = 0
 
+    #: Where ``held`` was read from: ``hz`` (packed), or ``hbuf`` (raw PCM, an item written
+    #: before the audio was packed; the next write moves it).
+    held_attr: str = field(default="hz", compare=False)
+
     @classmethod
     def from_connection(cls, item: dict[str, Any]) -> AudioState:
         vad_item = item.get("vad")
-        held = bytes(item.get("hbuf") or b"")
-        vad = vadlib.VadState.from_item(vad_item) if vad_item else None
+        held_attr = "hbuf" if item.get("hbuf") is not None and item.get("hz") is None else "hz"
+        held = _held_from_item(item)
+        vad = _vad_from_item(vad_item) if vad_item else None
         shared = int(item.get("hdup", 0))
         if vad is not None and shared:
             vad = replace(vad, ring=vad.ring + held[len(held) - shared :])
@@ -220,7 +227,28 @@ class AudioState:
             gap_since=int(item.get("gap", 0)),
             hold=int(item.get("hold", 0)),
             hold_since=int(item.get("holdt", 0)),
+            held_attr=held_attr,
         )
+
+    def audio_attributes(self, before: AudioState) -> tuple[dict[str, Any], list[str]]:
+        """The connection item's audio attributes as this state stores them, for a write made
+        from ``before``: (attribute -> value to set, attributes to remove). The prefix ring
+        and the held audio are packed (``kiddolingo.pcm_codec``): every append rewrites the
+        item, and DynamoDB bills the write by its size."""
+        sets: dict[str, Any] = {}
+        removes: list[str] = []
+        vad_item, shared = self.vad_item()
+        if vad_item is not None:
+            sets["vad"] = vad_item
+            sets["hdup"] = shared
+        if self.held:
+            sets["hz"] = pcm_codec.pack(self.held)
+            sets["hseq"] = self.held_seq
+        elif before.held:
+            removes += ["hz", "hseq"]
+        if before.held_attr == "hbuf":
+            removes.append("hbuf")
+        return sets, removes
 
     def vad_item(self) -> tuple[bytes | None, int]:
         """The VAD state as stored, and how many bytes of its ring are the end of ``held``
@@ -228,7 +256,10 @@ class AudioState:
         if self.vad is None:
             return None, 0
         shared = ring_overlap(self.vad.ring, self.held)
-        return self.vad.to_item(ring=self.vad.ring[: len(self.vad.ring) - shared]), shared
+        head = self.vad.to_item(ring=b"")
+        ring = self.vad.ring[: len(self.vad.ring) - shared]
+        # The state's scalars and carry as VadState stores them, then its ring packed.
+        return _VAD_PACKED.pack(pcm_codec.PACKED, len(head)) + head + pcm_codec.pack(ring), shared
 
     @property
     def audio_ms(self) -> int:
@@ -251,6 +282,27 @@ class IngestResult:
     speculate: Utterance | None = None
     speech_resumed: bool = False
     processed: tuple[int, ...] = ()
+
+
+#: A packed VAD state: the codec's marker, the length of ``VadState.to_item`` without its ring;
+#: then that, then the ring packed. (An unpacked one starts with ``VadState.ITEM_VERSION``.)
+_VAD_PACKED = struct.Struct("<BH")
+
+
+def _vad_from_item(value: Any) -> vadlib.VadState:
+    data = getattr(value, "value", value)
+    if isinstance(data, bytes | bytearray) and data[:1] == bytes((pcm_codec.PACKED,)):
+        _marker, n = _VAD_PACKED.unpack_from(data)
+        head = bytes(data[_VAD_PACKED.size : _VAD_PACKED.size + n])
+        ring = pcm_codec.unpack(bytes(data[_VAD_PACKED.size + n :]))
+        return replace(vadlib.VadState.from_item(head), ring=ring)
+    return vadlib.VadState.from_item(value)
+
+
+def _held_from_item(item: dict[str, Any]) -> bytes:
+    if item.get("hz") is not None:
+        return pcm_codec.unpack(bytes(item["hz"]))
+    return bytes(item.get("hbuf") or b"")  # an item written before the audio was packed
 
 
 def ring_overlap(ring: bytes, held: bytes) -> int:

@@ -126,22 +126,16 @@ class AudioCommit(Turns):
         }
         names: dict[str, str] = {}
         removes: list[str] = []
-        vad_item, shared = st.vad_item()
-        if vad_item is not None:
-            sets += ["vad = :vad", "hdup = :hdup"]
-            values[":vad"] = vad_item
-            values[":hdup"] = shared
+        audio_sets, audio_removes = st.audio_attributes(before)
+        for name, value in audio_sets.items():
+            sets.append(f"{name} = :a_{name}")
+            values[f":a_{name}"] = value
+        removes += audio_removes
         if st.utterance is not None:
             sets.append("utt = :utt")
             values[":utt"] = st.utterance.to_item()
         else:
             removes.append("utt")
-        if st.held:
-            sets += ["hbuf = :hold", "hseq = :hseq"]
-            values[":hold"] = st.held
-            values[":hseq"] = st.held_seq
-        elif before.held:
-            removes += ["hbuf", "hseq"]
         if st.last_item_id:
             sets.append("last_item = :li")
             values[":li"] = st.last_item_id
