@@ -101,6 +101,10 @@ CHUNK_SAMPLES = RATE * CHUNK_MS // 1000
 CHUNK_BYTES = CHUNK_SAMPLES * 2
 
 
+#: Settings of the speech stage over the template's (``--speech-api``).
+SPEECH_ENV: dict[str, str | None] = {}
+
+
 def _set_input_rate(rate: int) -> None:
     global RATE, CHUNK_SAMPLES, CHUNK_BYTES
     RATE = rate
@@ -170,6 +174,8 @@ FIGURE_KEYS = (
     "import_ms_connect",
     "import_ms_disconnect",
     "turn_cold_start_ms",
+    "first_turn_extra_ms_on_demand",
+    "first_turn_extra_ms_snapstart",
     "s3_writes_per_minute",
     "aws_usd_per_child_hour",
 )
@@ -1003,6 +1009,7 @@ def run_conversation(
             "AUTH_SECRET_PARAMETER": None,
         }
     )
+    env.update(SPEECH_ENV)
     if mode == "streaming":
         env["SPECULATIVE_FRACTION"] = "0"
     for stage in ("TRANSCRIPTION", "CHAT", "SPEECH", "MODERATION"):
@@ -1249,6 +1256,89 @@ for resource in (client.audio.transcriptions, client.chat.completions, client.au
 import kiddolingo.turn, kiddolingo.audio, kiddolingo.conversation
 print(json.dumps({"ms": (time.perf_counter() - started) * 1000.0}))
 """
+
+
+_FIRST_TURN_PROBE = r"""
+import asyncio, json, os, sys, time
+from kiddolingo.settings import Settings
+# What the audio handler's INIT loads either way (the chunk path needs it).
+import kiddolingo.service, kiddolingo.audio, kiddolingo.vad
+from kiddolingo.audio import pcm16_to_wav
+from kiddolingo.providers import build_providers
+settings = Settings.from_env()
+if sys.argv[1] == "snapstart":  # the INIT of a snapshot (functions/audio/app.py)
+    from kiddolingo.providers import preload_providers
+    preload_providers(settings)
+
+async def turn():
+    # What a turn asks of the providers, to the first byte of speech (no AWS).
+    started = time.perf_counter()
+    providers = build_providers(settings)
+    speech = providers.speech.open(voice=settings.speech_voice)
+    await providers.transcriber.transcribe(pcm16_to_wav(bytes(9600), 24000), languages=["es"])
+    async for _ in providers.chat.stream([{"role": "user", "content": "hola"}],
+                                         temperature=0.7, max_tokens=20):
+        break
+    async for item in speech.stream("Hola amigo."):
+        if isinstance(item, bytes):
+            break
+    await speech.aclose()
+    return (time.perf_counter() - started) * 1000.0
+
+async def main():
+    return [await turn() for _ in range(4)]
+
+times = asyncio.run(main())
+print(json.dumps({"first_ms": times[0], "warm_ms": min(times[1:])}))
+"""
+
+
+def measure_first_turn(runs: int) -> dict[str, Any]:
+    """What the first turn of a fresh container pays over a warm one, on its way to the first
+    byte of speech (no AWS, a provider with no latency of its own): with an on-demand INIT
+    (the SDK loads in that turn) and from a SnapStart snapshot (its INIT loaded it)."""
+    from infra.fake_openai import LatencyProfile, fake_openai_process
+
+    out: dict[str, Any] = {}
+    with fake_openai_process(latency=LatencyProfile.zero()) as fake:
+        env = {
+            **os.environ,
+            **_LAMBDA_PROCESS,
+            "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_API_KEY": "sk-bench-fake",
+        }
+        # The fake's own first requests are slower too (it is a process of its own): one run
+        # first, not counted, so only the client's first turn is measured.
+        subprocess.run(
+            [sys.executable, "-c", _FIRST_TURN_PROBE, "snapstart"],
+            capture_output=True,
+            cwd=ROOT,
+            env=env,
+            check=False,
+        )
+        for init in ("on_demand", "snapstart"):
+            extra, first, warm = [], [], []
+            for _ in range(max(1, runs)):
+                done = subprocess.run(
+                    [sys.executable, "-c", _FIRST_TURN_PROBE, init],
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                    env=env,
+                    check=False,
+                )
+                if done.returncode != 0:
+                    raise RuntimeError(f"the first-turn probe failed:\n{done.stderr[-2000:]}")
+                got = json.loads(done.stdout.strip().splitlines()[-1])
+                first.append(got["first_ms"])
+                warm.append(got["warm_ms"])
+                extra.append(got["first_ms"] - got["warm_ms"])
+            out[init] = {
+                "extra_ms": round(float(np.median(extra)), 1),
+                "first_ms": round(float(np.median(first)), 1),
+                "warm_ms": round(float(np.median(warm)), 1),
+            }
+    return out
 
 
 #: A probe's fresh interpreter is one Lambda container, and says so as Lambda does (see
@@ -1738,6 +1828,12 @@ def figures(
         "import_ms_disconnect": _r(imports.get("disconnect", {}).get("ms")),
         "chunk_path_imports_openai": imports.get("audio", {}).get("imports_openai"),
         "turn_cold_start_ms": _r(imports.get("turn_cold_start", {}).get("ms")),
+        "first_turn_extra_ms_on_demand": imports.get("first_turn", {})
+        .get("on_demand", {})
+        .get("extra_ms"),
+        "first_turn_extra_ms_snapstart": imports.get("first_turn", {})
+        .get("snapstart", {})
+        .get("extra_ms"),
         "imports": imports,
         "s3_writes": s3_puts,
         "s3_writes_per_minute": _r(s3_puts / minutes if minutes else None),
@@ -1776,6 +1872,10 @@ def figures(
     out["aws_usd_per_child_hour"] = headline["aws_usd_per_hour"]
     out["provider_usd_per_child_hour"] = {
         label: v["usd_per_hour"] for label, v in headline["provider"].items()
+    }
+    out["usd_per_conversation_minute"] = {
+        "aws": headline["aws_usd_per_hour"] / 60,
+        **{label: usd / 60 for label, usd in out["provider_usd_per_child_hour"].items()},
     }
     out["targets"] = _targets(out)
     return out
@@ -1870,7 +1970,8 @@ def table(f: dict[str, Any]) -> str:
         f"AWS: moto {'in this process' if f['aws'] == 'inprocess' else 'in its own process'} · "
         f"{invocations} · "
         f"fake OpenAI {'in this process' if f['provider'] == 'inprocess' else 'in its own process'}"
-        f" · input {f['input_rate'] // 1000} kHz PCM16\n"
+        f" · input {f['input_rate'] // 1000} kHz PCM16"
+        f" · tutor's speech: {SPEECH_ENV.get('SPEECH_API') or 'realtime'} API\n"
         f"profile: transcription {p['transcription_ms']:g} ms, chat first token "
         f"{p['chat_first_token_ms']:g} ms then {('∞' if tps is None else f'{tps:g}')} tok/s, "
         f"speech first byte {p['speech_first_byte_ms']:g} ms "
@@ -2007,6 +2108,20 @@ def table(f: dict[str, Any]) -> str:
             "",
         ),
         (
+            "first turn over a warm one: on-demand INIT",
+            _fmt(f["first_turn_extra_ms_on_demand"]),
+            "",
+            "",
+            "",
+        ),
+        (
+            "  … from a SnapStart snapshot (as deployed)",
+            _fmt(f["first_turn_extra_ms_snapstart"]),
+            "",
+            "≈ 0",
+            "",
+        ),
+        (
             "S3 writes per conversation minute",
             _fmt(f["s3_writes_per_minute"], ""),
             "",
@@ -2023,6 +2138,14 @@ def table(f: dict[str, Any]) -> str:
         *(
             (f"provider $ per child-hour, {label}", f"${usd:.3f}", "", "", "")
             for label, usd in f["provider_usd_per_child_hour"].items()
+        ),
+        (
+            "$ per conversation-minute: AWS + providers (successors)",
+            f"${f['aws_usd_per_child_hour'] / 60:.4f} + "
+            f"${f['provider_usd_per_child_hour'].get('successors', 0.0) / 60:.4f}",
+            "",
+            "",
+            "",
         ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -2236,6 +2359,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "Realtime API's default, also accepted)",
     )
     parser.add_argument(
+        "--speech-api",
+        choices=("realtime", "http"),
+        default="realtime",
+        help="the tutor's speech: a Realtime API voice model (the default) or /audio/speech "
+        "(tts-1-hd, the old default), both on the fake with the same first byte",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="2 turns, no provider latency (for the tests)"
     )
     args = parser.parse_args(argv)
@@ -2255,12 +2385,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _set_input_rate(args.input_rate)
+    if args.speech_api == "http":
+        SPEECH_ENV.update(SPEECH_API="http", SPEECH_MODEL="tts-1-hd", SPEECH_VOICE="nova")
     from infra.fake_openai import FakeOpenAI, fake_openai_process
 
     profile = _profile(args)
     args.load_start = os.getloadavg()
     imports = measure_imports(args.import_runs)
     imports["turn_cold_start"] = measure_turn_cold_start(args.import_runs)
+    imports["first_turn"] = measure_first_turn(args.import_runs)
     modes = ("streaming", "speculative") if args.mode == "both" else (args.mode,)
     runs: dict[str, dict[str, Any]] = {}
     provider = (

@@ -20,22 +20,24 @@ from kiddolingo.providers import (
 from kiddolingo.providers.base import Spoken, Usage
 from kiddolingo.providers.realtime_speech import READ_ALOUD_INSTRUCTIONS
 from kiddolingo.settings import Settings
+from tests.test_providers import with_providers
 from tests.test_voice_turn import speak_turn, start
 
 SENTENCE = "¡Hola, Ana! ¿Cómo estás?"
 
 
 def run(settings: Settings, body: Any) -> Any:
-    from kiddolingo.providers.openai_compat import build_openai_providers
+    """``body(providers)`` on freshly built providers, closed after."""
+    return with_providers(settings, body)
 
-    async def main() -> Any:
-        providers = build_openai_providers(settings)
-        try:
-            return await body(providers)
-        finally:
-            await providers.aclose()
 
-    return asyncio.run(main())
+async def read_one(p: Any, text: str = SENTENCE) -> tuple[bytes, str]:
+    """``text`` read aloud in a session of its own: its audio and its transcript."""
+    session = p.speech.open(voice="coral")
+    try:
+        return await read(session.stream(text))
+    finally:
+        await session.aclose()
 
 
 async def read(stream: Any) -> tuple[bytes, str]:
@@ -164,15 +166,8 @@ def test_a_failed_response_is_a_provider_error(
 ) -> None:
     fake_openai.fail("realtime", kind=kind, after_bytes=0, times=None)
 
-    async def body(p: Any) -> None:
-        session = p.speech.open(voice="coral")
-        try:
-            await read(session.stream(SENTENCE))
-        finally:
-            await session.aclose()
-
     with pytest.raises(error) as info:
-        run(fake_realtime_settings, body)
+        run(fake_realtime_settings, read_one)
     assert info.value.stage == "speech"
     # Retried as the SDK retries HTTP requests (PROVIDER_MAX_RETRIES=2): three in all.
     assert len(fake_openai.realtime_responses()) == 3
@@ -185,14 +180,7 @@ def test_a_response_that_fails_before_its_audio_is_retried(
     """Once, before any audio: the child hears the sentence once, whole."""
     fake_openai.fail("realtime", kind=kind, after_bytes=0)
 
-    async def body(p: Any) -> tuple[bytes, str]:
-        session = p.speech.open(voice="coral")
-        try:
-            return await read(session.stream(SENTENCE))
-        finally:
-            await session.aclose()
-
-    assert run(fake_realtime_settings, body) == (synth_pcm(SENTENCE), SENTENCE)
+    assert run(fake_realtime_settings, read_one) == (synth_pcm(SENTENCE), SENTENCE)
     assert [r.completed for r in fake_openai.realtime_responses()] == [False, True]
 
 
@@ -201,15 +189,8 @@ def test_a_refused_key_is_an_auth_error(
 ) -> None:
     fake_openai.fail("realtime", status=401, times=None)
 
-    async def body(p: Any) -> None:
-        session = p.speech.open(voice="coral")
-        try:
-            await read(session.stream(SENTENCE))
-        finally:
-            await session.aclose()
-
     with pytest.raises(ProviderAuthError):
-        run(fake_realtime_settings, body)
+        run(fake_realtime_settings, read_one)
     assert len(fake_openai.requests("realtime")) == 1  # a refused key is not retried
 
 
@@ -286,17 +267,10 @@ def test_a_wrong_key_is_an_auth_error_and_is_not_retried(
         speech=StageSettings(speech.model, speech.base_url, "sk-wrong", None),
     )
 
-    async def body(p: Any) -> None:
-        session = p.speech.open(voice="coral")
-        try:
-            await read(session.stream(SENTENCE))
-        finally:
-            await session.aclose()
-
     fake_openai.required_api_key = speech.api_key
     try:
         with pytest.raises(ProviderAuthError):
-            run(settings, body)
+            run(settings, read_one)
     finally:
         fake_openai.required_api_key = None
     assert len(fake_openai.requests("realtime")) == 1

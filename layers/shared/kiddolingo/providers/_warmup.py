@@ -8,6 +8,7 @@ turn runs, so nothing made here outlives the snapshot.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 from typing import Any
 
@@ -83,5 +84,9 @@ async def _one_turn() -> None:
 
 
 def warm_up_sdk() -> None:
-    """Run one turn's requests through the SDK, in memory."""
+    """Run one turn's requests through the SDK, in memory, and load what its first real
+    requests would load: the HTTP transport (httpcore2, its TLS context) and the Realtime
+    client's WebSocket connector, which the SDK imports on the first ``connect()``."""
     asyncio.run(_one_turn())
+    asyncio.run(httpx2.AsyncHTTPTransport().aclose())
+    importlib.import_module("openai.lib._websocket")
