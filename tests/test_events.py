@@ -33,7 +33,7 @@ from tests.support.events import (
     message_event,
 )
 
-MAX_FRAME_BYTES = 32 * 1024  # API Gateway WebSocket frame limit (DESIGN §3)
+MAX_FRAME_BYTES = 32 * 1024  # API Gateway WebSocket frame limit
 EVENT_NAMES = sorted(p.stem for p in EVENTS_DIR.glob("*.json"))
 MESSAGE_NAMES = sorted(CLIENT_EVENT_FILES.values())
 DESIGN = Path(__file__).resolve().parents[2] / "shared" / "DESIGN.md"

@@ -222,10 +222,10 @@ def test_transcripts_in_the_logs_only_when_enabled(
     # process, so the audio function's Logger and its connection/session keys are the ones)
     # (the handler modules give the package logger their Logger's handler)
     line = json.loads(logging.getLogger("kiddolingo").handlers[0].format(ours[0]))
-    assert line["level"] == "INFO" and line["name"] == "kiddolingo.service"
+    assert line["level"] == "INFO" and line["name"] == "kiddolingo.tutor.turn_flow"
     # still nothing from the libraries underneath: only our own, deliberate lines
     leaked = {r.name for r in records if WORDS in f"{r.getMessage()} {r.__dict__!r}"}
-    assert leaked == {"kiddolingo.service"}
+    assert leaked == {"kiddolingo.tutor.turn_flow"}
 
 
 # --------------------------------------------------------------------------- template

@@ -293,3 +293,24 @@ def test_an_error_event_stays_small_whatever_it_is_given() -> None:
 
 def test_every_client_event_type_has_a_schema() -> None:
     assert set(CLIENT_EVENT_SCHEMAS) == CLIENT_EVENT_TYPES
+
+
+def test_every_client_event_type_has_one_route() -> None:
+    from kiddolingo.service import ROUTES, Tutor
+
+    assert set(ROUTES) == set(CLIENT_EVENT_TYPES)
+    assert all(callable(getattr(Tutor, handler.__name__)) for handler in ROUTES.values())
+
+
+def test_the_web_clients_copy_of_the_vad_defaults_matches_the_servers() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from kiddolingo.vad_limits import CHILD_VAD_DEFAULTS
+
+    js = (Path(__file__).resolve().parents[1] / "web" / "kiddolingo-client.js").read_text()
+    body = js.split("export const CHILD_VAD_DEFAULTS = Object.freeze(", 1)[1].split(");", 1)[0]
+    copy = json.loads(re.sub(r"(\w+):", r'"\1":', body.replace(",\n}", "\n}")))
+    server = {k: v for k, v in CHILD_VAD_DEFAULTS.items() if v is not None}
+    assert copy == server

@@ -104,7 +104,7 @@ def turns_left_on_the_loop() -> list[str]:
 
     async def turns() -> list[str]:
         coros = [t.get_coro() for t in asyncio.all_tasks()]
-        return [repr(c) for c in coros if getattr(c, "__qualname__", "") == "Tutor._turn"]
+        return [repr(c) for c in coros if getattr(c, "__qualname__", "") == "Turns._turn"]
 
     return runtime.run(turns())
 

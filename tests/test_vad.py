@@ -700,7 +700,7 @@ def test_bench_helper_prints_and_stays_far_inside_the_budget() -> None:
         assert vad.main(["--bench", "--seconds", "2"]) == 0
     lines = out.getvalue().splitlines()
     assert [line.split()[0] for line in lines] == ["24000", "16000"]
-    # DESIGN §4: 5 ms of CPU per 100 ms of audio for the whole chunk path. The VAD alone
+    # The target is 5 ms of CPU per 100 ms of audio for the whole chunk path. The VAD alone
     # measures ~0.2 ms here; this only catches a regression of an order of magnitude.
     for rate, feed_us, round_trip_us in vad._bench(seconds=2.0):
         assert feed_us < 2500, (rate, feed_us)

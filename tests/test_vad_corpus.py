@@ -1,6 +1,6 @@
 """The VAD on real speech made by espeak-ng and shaped by sox, side by side with WebRTC VAD.
 
-The tests assert our behaviour (issue 4, DESIGN §5): every speech case is exactly one turn that
+The tests assert our behaviour (issue 4): every speech case is exactly one turn that
 starts near the true onset and stops near the true end (so no inside pause of 0.6-0.9 s ends it),
 soft speech at -35 dBFS is heard, and steady noise, coughs and silence never start a turn.
 WebRTC VAD (``webrtcvad.Vad(2)``, 30 ms frames at 16 kHz, the same segmentation rules) is only

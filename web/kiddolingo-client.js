@@ -49,7 +49,12 @@ import { Replay, SLOW_RATE } from "./replay.js";
 
 export const PROTOCOL = "kiddolingo.v1";
 
-/** Server VAD tuned for children (the product brief): soft voices, long pauses. */
+/**
+ * Server VAD tuned for children (the product brief): soft voices, long pauses.
+ * A copy of the server's defaults, kept so a page can show them before it connects. The server's
+ * own live in layers/shared/kiddolingo/vad_limits.py (CHILD_VAD_DEFAULTS), with the ranges a
+ * session.update may set; the session.created event carries the values a session starts with.
+ */
 export const CHILD_VAD_DEFAULTS = Object.freeze({
   type: "server_vad",
   threshold: 0.3,

@@ -6,6 +6,7 @@
 // milliseconds of that item were actually played at any moment (for conversation.item.truncate
 // after a barge-in): the part of each segment that lies before `currentTime - outputLatency`.
 
+// The rate of every output audio delta: the server's OUTPUT_RATE (layers/shared/kiddolingo/protocol.py).
 export const OUTPUT_RATE = 24000;
 
 /** An AudioBuffer of PCM16 little-endian mono bytes (an even number of them) at 24 kHz. */

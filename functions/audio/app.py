@@ -1,7 +1,7 @@
-"""``$default``: every client event of the Realtime subset (DESIGN §2).
+"""``$default``: every client event of the Realtime subset (``kiddolingo.protocol``).
 
 This is the audio-chunk path: it imports no ``openai`` and no Powertools data classes (the
-provider SDK loads only when a turn runs), to stay inside the cold-start budget (DESIGN §4).
+provider SDK loads only when a turn runs), to stay inside the cold-start budget (300 ms of imports).
 """
 
 from __future__ import annotations

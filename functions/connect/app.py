@@ -1,6 +1,6 @@
 """``$connect``: authenticate, create or resume a session, map the connection to it.
 
-It cannot post (API Gateway refuses posts before the handshake completes, DESIGN §3): the
+It cannot post (API Gateway refuses posts before the handshake completes): the
 first server message, ``session.created``, goes out with the reply to the client's first event.
 """
 

@@ -26,7 +26,8 @@ from typing import Any
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 
-#: Every client event type of DESIGN §2 and the file holding its sample ``$default`` event.
+#: Every client event type of the wire contract (``protocol.CLIENT_EVENT_TYPES``) and the file
+#: holding its sample ``$default`` event.
 CLIENT_EVENT_FILES: dict[str, str] = {
     "session.update": "session_update",
     "input_audio_buffer.append": "input_audio_buffer_append",
@@ -175,6 +176,6 @@ def disconnect_event(
 
 
 def client_event(event_type: str) -> dict[str, Any]:
-    """The parsed body of the sample ``$default`` event for ``event_type`` (DESIGN §2)."""
+    """The parsed body of the sample ``$default`` event for ``event_type``."""
     body: dict[str, Any] = json.loads(load_event(CLIENT_EVENT_FILES[event_type])["body"])
     return body

@@ -1,8 +1,8 @@
 """PCM16 helpers: WAV wrapping, resampling, durations and levels.
 
 Everything here works on raw PCM16 little-endian mono bytes, the format of the wire contract
-(DESIGN §2). This module is imported on the audio-chunk path, so it stays light: stdlib at import
-time, numpy only inside the functions that do arithmetic on samples.
+(``kiddolingo.protocol``). This module is imported on the audio-chunk path, so it stays light:
+stdlib at import time, numpy only inside the functions that do arithmetic on samples.
 """
 
 from __future__ import annotations

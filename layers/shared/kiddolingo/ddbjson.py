@@ -1,7 +1,8 @@
 """DynamoDB's attribute-value JSON, both ways, for the values this package stores.
 
 boto3's ``TypeSerializer`` would do, but importing boto3 pulls in s3transfer and costs ~80 ms
-on every cold start of the audio-chunk path (DESIGN §4 gives the whole path 300 ms), so the
+on every cold start of the audio-chunk path (the whole path has 300 ms for its
+imports), so the
 handlers talk to botocore directly and use this instead. Supported: None, bool, int, Decimal,
 str, bytes, list/tuple, dict, and sets of str/int/bytes. Floats are refused (DynamoDB has no
 binary floats): callers store them as strings.

@@ -1,6 +1,6 @@
 """Posting server events to a WebSocket connection through the Management API.
 
-Every posted message stays under API Gateway's 32 KB frame limit (DESIGN §3): the turn cuts
+Every posted message stays under API Gateway's 32 KB frame limit: the turn cuts
 audio into deltas well below it, and anything larger is refused here rather than closing the
 child's socket. A 410 becomes ``ConnectionGoneError`` so the caller stops work for *that*
 connection (and cleans up that connection, never the sender's by mistake).

@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .settings import HTTP_VOICES
+from .vad_limits import (
+    IDLE_TIMEOUT_MS_RANGE,
+    PREFIX_PADDING_MS_RANGE,
+    SILENCE_DURATION_MS_RANGE,
+    THRESHOLD_RANGE,
+)
 
 #: API Gateway closes the socket on a client frame over 32 KB; we answer any event over this
 #: size with an error instead, and keep every posted message under it too.
@@ -210,10 +216,10 @@ _SESSION = _obj(
             turn_detection=_obj(
                 nullable=True,
                 type=_choice("server_vad"),
-                threshold=_num(0.0, 1.0),
-                prefix_padding_ms=_int(0, 2000),
-                silence_duration_ms=_int(200, 6000),
-                idle_timeout_ms=_int(1000, 600_000, nullable=True),
+                threshold=_num(*THRESHOLD_RANGE),
+                prefix_padding_ms=_int(*PREFIX_PADDING_MS_RANGE),
+                silence_duration_ms=_int(*SILENCE_DURATION_MS_RANGE),
+                idle_timeout_ms=_int(*IDLE_TIMEOUT_MS_RANGE, nullable=True),
                 create_response=_bool(),
                 interrupt_response=_bool(),
             ),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .protocol import OUTPUT_RATE, TARGET_LANGUAGES, VOICES, ProtocolError
+from .vad_limits import CHILD_VAD_DEFAULTS
 
 __all__ = [
     "CHILD_VAD_DEFAULTS",
@@ -25,16 +26,6 @@ __all__ = [
     "split_update",
 ]
 
-#: Children's server-VAD defaults (product brief, DESIGN §2).
-CHILD_VAD_DEFAULTS: dict[str, Any] = {
-    "type": "server_vad",
-    "threshold": 0.3,
-    "prefix_padding_ms": 300,
-    "silence_duration_ms": 1200,
-    "create_response": True,
-    "interrupt_response": True,
-    "idle_timeout_ms": None,
-}
 
 #: A token's role that may write the tutor's lesson plan (``session.instructions``).
 TEACHER = "teacher"

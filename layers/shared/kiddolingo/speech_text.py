@@ -3,7 +3,8 @@
 :class:`SentenceSplitter` cuts the streamed reply into sentences as soon as each one is
 certainly complete, so speech for the first sentence can start while the model is still
 writing the second. :func:`strip_for_speech` removes what must not be read out (emojis and
-other pictographs); the sentence itself keeps them, because the screen shows them (DESIGN §5).
+other pictographs); the sentence itself keeps them, because the screen shows them to
+the child.
 """
 
 from __future__ import annotations

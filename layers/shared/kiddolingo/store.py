@@ -575,6 +575,53 @@ class SessionStore:
         except ConflictError:
             return False
 
+    # --- the connection's event stream (``kiddolingo.sequencing``) ----------------------
+
+    def hold_stream(self, connection_id: str, number: int, now_ms: int) -> dict[str, Any] | None:
+        """Mark the numbered event ``number`` as taking effect, so the events after it wait:
+        the item as the write left it. ``ConflictError`` if the stream is no longer at it."""
+        return self.update_connection(
+            connection_id,
+            "SET #h = :mine, holdt = :t",
+            {":mine": number, ":t": now_ms},
+            names={"#h": "hold"},
+            condition="seq = :mine",
+            return_values="ALL_NEW",
+        )
+
+    def pass_stream(self, connection_id: str, number: int) -> dict[str, Any] | None:
+        """Move the stream past the numbered event that held it, and let the audio version move
+        on: the item as the write left it. ``ConflictError`` if the stream went on without it."""
+        return self.update_connection(
+            connection_id,
+            "SET seq = :next, aver = aver + :one REMOVE #h, holdt",
+            {":next": number + 1, ":mine": number, ":one": 1},
+            names={"#h": "hold"},
+            condition="seq = :mine",
+            return_values="ALL_NEW",
+        )
+
+    def skip_to(self, connection_id: str, number: int, version: int) -> None:
+        """Skip the events still missing before ``number``, if the audio state is still at
+        ``version``. ``ConflictError`` otherwise."""
+        self.update_connection(
+            connection_id,
+            "SET seq = :mine, aver = :n",
+            {":mine": number, ":n": version + 1, ":v": version},
+            condition="aver = :v",
+        )
+
+    def set_audio_config(self, connection_id: str, config: str) -> dict[str, Any] | None:
+        """Store a connection's new settings and move its audio version, so an append still
+        processing under the previous settings loses its write and goes again under these:
+        the item as the write left it."""
+        return self.update_connection(
+            connection_id,
+            "SET cfg = :c, aver = aver + :one",
+            {":c": config, ":one": 1},
+            return_values="ALL_NEW",
+        )
+
 
 def lease_until(lease_s: float) -> int:
     """The epoch second a response slot taken now for ``lease_s`` expires (``rexp``)."""

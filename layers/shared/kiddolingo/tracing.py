@@ -1,6 +1,6 @@
 """Opt-in X-Ray tracing through Powertools Tracer.
 
-Tracer costs ~0.25 s of imports on a cold start (DESIGN §4), and the audio-chunk path has a
+Tracer costs ~0.25 s of imports on a cold start, and the audio-chunk path has a
 300 ms budget for all of its imports; so it is loaded only when the deployment turns it on
 (``Tracing=Active`` in the template sets ``POWERTOOLS_TRACE_DISABLED=false``).
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .messenger import Messenger
-from .protocol import server_event
+from .protocol import OUTPUT_RATE, server_event
 from .store import SessionStore
 
 
@@ -308,7 +308,9 @@ def failed_response_events(
             "status": "in_progress",
             "output": [],
             "output_modalities": ["audio"],
-            "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": voice}},
+            "audio": {
+                "output": {"format": {"type": "audio/pcm", "rate": OUTPUT_RATE}, "voice": voice}
+            },
         }
         events.append(server_event("response.created", response=response))
     done = {**response, "status": "failed", "status_details": TURN_FAILED}

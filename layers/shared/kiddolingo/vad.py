@@ -53,6 +53,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .vad_limits import (
+    DEFAULT_MIN_SPEECH_MS,
+    DEFAULT_PREFIX_PADDING_MS,
+    DEFAULT_SILENCE_DURATION_MS,
+    DEFAULT_THRESHOLD,
+    MAX_IDLE_TIMEOUT_MS,
+    MAX_MIN_SPEECH_MS,
+    MAX_PREFIX_PADDING_MS,
+    MAX_SILENCE_DURATION_MS,
+)
+
 __all__ = [
     "FRAME_MS",
     "VadConfig",
@@ -95,16 +106,6 @@ _POWER_EPS = 1e-12  # -120 dBFS
 _CANDIDATE_GAP_MS = 100  # a speech candidate survives non-speech gaps up to this long
 _CANDIDATE_SPAN_FACTOR = 3  # … and dies once it spans 3 x min_speech (+ one gap) without starting
 
-# --- configuration limits (the ring of audio lives in a DynamoDB item: < 400 KB) ------------
-_MAX_PREFIX_PADDING_MS = 2000
-_MAX_SILENCE_DURATION_MS = 10_000
-_MAX_MIN_SPEECH_MS = 1000
-_MAX_IDLE_TIMEOUT_MS = 600_000  # the API Gateway idle timeout
-
-DEFAULT_THRESHOLD = 0.3
-DEFAULT_PREFIX_PADDING_MS = 300
-DEFAULT_SILENCE_DURATION_MS = 1200
-DEFAULT_MIN_SPEECH_MS = 160
 #: Of every pause inside an utterance (and of the silence that ends it), only the first this
 #: many milliseconds become utterance audio: transcription needs no more, and the child's
 #: silence is neither stored, uploaded nor billed per second.
@@ -135,7 +136,8 @@ def _milliseconds(name: str, value: Any, maximum: int, minimum: int = 0) -> int:
 
 @dataclass(frozen=True)
 class VadConfig:
-    """Server VAD settings; Realtime ``turn_detection`` names, children's defaults (DESIGN §2)."""
+    """Server VAD settings: Realtime ``turn_detection`` names, and the children's defaults and
+    the limits of ``kiddolingo.vad_limits``."""
 
     threshold: float = DEFAULT_THRESHOLD
     prefix_padding_ms: int = DEFAULT_PREFIX_PADDING_MS
@@ -152,13 +154,13 @@ class VadConfig:
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold!r}")
         object.__setattr__(self, "threshold", threshold)
         for name, maximum in (
-            ("prefix_padding_ms", _MAX_PREFIX_PADDING_MS),
-            ("silence_duration_ms", _MAX_SILENCE_DURATION_MS),
-            ("min_speech_ms", _MAX_MIN_SPEECH_MS),
+            ("prefix_padding_ms", MAX_PREFIX_PADDING_MS),
+            ("silence_duration_ms", MAX_SILENCE_DURATION_MS),
+            ("min_speech_ms", MAX_MIN_SPEECH_MS),
         ):
             object.__setattr__(self, name, _milliseconds(name, getattr(self, name), maximum))
         if self.idle_timeout_ms is not None:
-            idle = _milliseconds("idle_timeout_ms", self.idle_timeout_ms, _MAX_IDLE_TIMEOUT_MS, 1)
+            idle = _milliseconds("idle_timeout_ms", self.idle_timeout_ms, MAX_IDLE_TIMEOUT_MS, 1)
             object.__setattr__(self, "idle_timeout_ms", idle)
         if self.speculative_fraction is not None:
             fraction = _number("speculative_fraction", self.speculative_fraction)

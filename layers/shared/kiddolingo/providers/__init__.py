@@ -1,8 +1,9 @@
 """Providers for transcription, chat, speech and moderation behind small ports.
 
 Importing this package is cheap and never imports ``openai``: the audio-chunk path imports the
-shared package and must not pay for the SDK (DESIGN §4). Only :func:`build_providers` loads the
-OpenAI-compatible implementation, on first use, and caches it for the life of the process.
+shared package and must not pay for the SDK (its cold-start budget, README "Performance").
+Only :func:`build_providers` loads the OpenAI-compatible implementation, on first use, and
+caches it for the life of the process.
 """
 
 from __future__ import annotations

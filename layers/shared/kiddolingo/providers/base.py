@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..protocol import OUTPUT_RATE
 from .moderation import ModerationVerdict
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 
 #: Speech output format: PCM16 little-endian mono at this rate, the one output format of the
 #: wire protocol (``response.output_audio.delta``).
-SPEECH_SAMPLE_RATE = 24_000
+SPEECH_SAMPLE_RATE = OUTPUT_RATE
 
 
 @dataclass

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: Largest speech chunk handed out: 250 ms of 24 kHz PCM16, whose base64 (16 KB) fits a
-#: WebSocket message (32 KB, DESIGN §3) with room to spare.
+#: API Gateway WebSocket frame (32 KB) with room to spare.
 DEFAULT_SPEECH_CHUNK_BYTES = 12_000
 
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
