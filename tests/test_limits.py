@@ -265,7 +265,8 @@ def test_the_audio_waiting_for_response_create_is_bounded(monkeypatch, stack, fa
     """create_response false: committed utterances wait for response.create, which answers
     them in one turn. Past the longest utterance's worth the oldest are dropped (audio and
     all), with an error; the newest are answered."""
-    configure(monkeypatch, MAX_UTTERANCE_MS="1000")
+    # The three utterances are streamed faster than real time: not a test of the append rate.
+    configure(monkeypatch, MAX_UTTERANCE_MS="1000", MAX_APPENDS_PER_SECOND="1000")
     fake_openai.script_transcripts("Tres")
     child = Client(
         stack,
