@@ -33,6 +33,9 @@ class StreamOrder(ChunkPath):
         deadline = time.monotonic() + wait_s
         seen: tuple[int, int] | None = None
         hurry = False
+        # Each look is a read of the connection item: the wait backs off from 20 ms to 250 ms,
+        # so events waiting in a burst do not crowd out (or pay for) the ones they wait for.
+        pause = 0.02
         for _ in range(10_000):  # bounded by the deadline; this only stops a runaway
             state = ingestlib.AudioState.from_connection(conn)
             turn = sequencing.numbered_turn(state.next_seq, number)
@@ -68,7 +71,8 @@ class StreamOrder(ChunkPath):
                     with contextlib.suppress(ConflictError):
                         self.store.skip_to(self.connection_id, number, state.version)
             else:
-                time.sleep(0.02)
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.25)
             latest = self.store.get_connection(self.connection_id)
             if latest is None:
                 return None
