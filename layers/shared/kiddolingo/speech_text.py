@@ -265,12 +265,10 @@ class SpokenCheck:
         self._heard = ""
         self._tolerance = tolerance
         self._slack = slack + self.NUMBER_WORD_LETTERS * len(re.findall(r"\d+", expected))
-        self.matched = 0
 
     def _match(self) -> int:
         self._matcher.set_seq2(self._heard)
-        self.matched = sum(block.size for block in self._matcher.get_matching_blocks())
-        return self.matched
+        return sum(block.size for block in self._matcher.get_matching_blocks())
 
     def feed(self, spoken: str) -> bool:
         """Add a transcript piece; False once what was said strays past the tolerance."""

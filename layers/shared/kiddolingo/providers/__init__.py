@@ -81,7 +81,7 @@ def preload_providers(settings: Settings) -> Providers:
     with long_lived():
         from ._warmup import warm_up_sdk
 
-        warm_up_sdk()
+        warm_up_sdk(providers.chat)
     return providers
 
 

@@ -51,7 +51,7 @@ def _answer(request: httpx2.Request) -> httpx2.Response:
     return httpx2.Response(404, json={"error": {"message": "not found"}})
 
 
-async def _one_turn() -> None:
+async def _one_turn(chat: Any) -> None:
     http = httpx2.AsyncClient(transport=httpx2.MockTransport(_answer))
     client = openai.AsyncOpenAI(api_key="warm-up", base_url="http://warm-up/v1", http_client=http)
     try:
@@ -61,16 +61,13 @@ async def _one_turn() -> None:
             response_format="json",
             languages=["es", "en"],
         )
-        params: dict[str, Any] = {"stream_options": {"include_usage": True}}
-        stream = await client.chat.completions.create(
-            model="gpt-6-luna",
-            messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
-            stream=True,
-            reasoning_effort="none",
-            max_completion_tokens=5,
+        # The request our chat provider makes, as it makes it (its own request builder).
+        params = chat.request(
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
             temperature=0.7,
-            **params,
+            max_tokens=5,
         )
+        stream = await client.chat.completions.create(**params)
         async for _ in stream:
             pass
         async with client.audio.speech.with_streaming_response.create(
@@ -83,10 +80,11 @@ async def _one_turn() -> None:
         await client.close()
 
 
-def warm_up_sdk() -> None:
+def warm_up_sdk(chat: Any) -> None:
     """Run one turn's requests through the SDK, in memory, and load what its first real
     requests would load: the HTTP transport (httpcore2, its TLS context) and the Realtime
-    client's WebSocket connector, which the SDK imports on the first ``connect()``."""
-    asyncio.run(_one_turn())
+    client's WebSocket connector, which the SDK imports on the first ``connect()``. ``chat``
+    is the chat provider, whose own request builder makes the chat request."""
+    asyncio.run(_one_turn(chat))
     asyncio.run(httpx2.AsyncHTTPTransport().aclose())
     importlib.import_module("openai.lib._websocket")
