@@ -307,7 +307,7 @@ def test_the_web_clients_copy_of_the_vad_defaults_matches_the_servers() -> None:
     import re
     from pathlib import Path
 
-    from kiddolingo.vad_limits import CHILD_VAD_DEFAULTS
+    from kiddolingo.vad.limits import CHILD_VAD_DEFAULTS
 
     js = (Path(__file__).resolve().parents[1] / "web" / "kiddolingo-client.js").read_text()
     body = js.split("export const CHILD_VAD_DEFAULTS = Object.freeze(", 1)[1].split(");", 1)[0]

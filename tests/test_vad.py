@@ -20,6 +20,7 @@ import pytest
 
 from kiddolingo import vad
 from kiddolingo.vad import VadConfig, VadEvent, VadState, VadStep, feed, reset_idle, score_frames
+from kiddolingo.vad import bench as vad_bench
 
 RATE = 24000
 KEPT = vad.DEFAULT_MAX_PAUSE_KEPT_MS
@@ -670,9 +671,11 @@ def test_from_turn_detection_fills_missing_and_null_keys_with_childrens_defaults
         ({"prefix_padding_ms": -1}, "prefix_padding_ms must be between 0 and 2000"),
         ({"prefix_padding_ms": 2001}, "prefix_padding_ms must be between 0 and 2000"),
         ({"prefix_padding_ms": 300.5}, "whole number"),
-        ({"silence_duration_ms": 10_001}, "silence_duration_ms must be between 0 and 10000"),
+        ({"silence_duration_ms": 6001}, "silence_duration_ms must be between 200 and 6000"),
+        ({"silence_duration_ms": 199}, "silence_duration_ms must be between 200 and 6000"),
         ({"min_speech_ms": 5000}, "min_speech_ms must be between"),
-        ({"idle_timeout_ms": 0}, "idle_timeout_ms must be between 1 and 600000"),
+        ({"idle_timeout_ms": 0}, "idle_timeout_ms must be between 1000 and 600000"),
+        ({"idle_timeout_ms": 999}, "idle_timeout_ms must be between 1000 and 600000"),
         ({"type": "semantic_vad"}, "type must be 'server_vad'"),
     ],
 )
@@ -680,6 +683,28 @@ def test_from_turn_detection_validates(td: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message) as excinfo:
         VadConfig.from_turn_detection(td, 24000)
     assert str(excinfo.value).startswith("turn_detection")
+
+
+def test_the_vad_accepts_exactly_the_ranges_the_wire_offers() -> None:
+    """One set of limits: every bound of ``session.update``'s turn_detection is the VAD's own."""
+    from kiddolingo.protocol import CLIENT_EVENT_SCHEMAS
+
+    session = CLIENT_EVENT_SCHEMAS["session.update"][1].fields["session"]  # type: ignore[index]
+    td = session.fields["audio"].fields["input"].fields["turn_detection"].fields
+    bounded = {name: spec for name, spec in td.items() if spec.kind in ("int", "num")}
+    assert set(bounded) == {
+        "threshold",
+        "prefix_padding_ms",
+        "silence_duration_ms",
+        "idle_timeout_ms",
+    }
+    for name, spec in bounded.items():
+        step = 0.001 if spec.kind == "num" else 1
+        VadConfig.from_turn_detection({name: spec.lo}, 24000)
+        VadConfig.from_turn_detection({name: spec.hi}, 24000)
+        for outside in (spec.lo - step, spec.hi + step):
+            with pytest.raises(ValueError, match=name):
+                VadConfig.from_turn_detection({name: outside}, 24000)
 
 
 def test_config_validation_of_rate_fraction_and_null() -> None:
@@ -702,7 +727,7 @@ def test_bench_helper_prints_and_stays_far_inside_the_budget() -> None:
     assert [line.split()[0] for line in lines] == ["24000", "16000"]
     # The target is 5 ms of CPU per 100 ms of audio for the whole chunk path. The VAD alone
     # measures ~0.2 ms here; this only catches a regression of an order of magnitude.
-    for rate, feed_us, round_trip_us in vad._bench(seconds=2.0):
+    for rate, feed_us, round_trip_us in vad_bench.measure(seconds=2.0):
         assert feed_us < 2500, (rate, feed_us)
         assert round_trip_us < 2500, (rate, round_trip_us)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiddolingo import vad
-from kiddolingo.vad import VadConfig, VadEvent, VadState, feed, score_frames
+from kiddolingo.vad import VadConfig, VadEvent, VadState, feed, score_frames, segmenter
+from kiddolingo.vad import bench as vad_bench
 from tests.support.speech_corpus import (
     CASE_NAMES,
     RATE,
@@ -119,8 +119,8 @@ def run_ours(
 def segment(decisions: list[bool], frame_ms: int, config: VadConfig) -> list[VadEvent]:
     """Our segmentation rules (kiddolingo.vad.feed) over another VAD's frame decisions."""
     min_frames = max(1, -(-config.min_speech_ms // frame_ms))
-    gap_frames = vad._CANDIDATE_GAP_MS // frame_ms
-    span_frames = vad._CANDIDATE_SPAN_FACTOR * min_frames + gap_frames
+    gap_frames = segmenter.CANDIDATE_GAP_MS // frame_ms
+    span_frames = segmenter.CANDIDATE_SPAN_FACTOR * min_frames + gap_frames
     events: list[VadEvent] = []
     in_utterance = False
     candidate = -1
@@ -326,7 +326,7 @@ def write_report(path: Path) -> str:
     with tempfile.TemporaryDirectory(prefix="vad-corpus-") as directory:
         results = evaluate(SpeechCorpus(Path(directory)).build())
         table = render_table(results)
-    bench = vad._bench()
+    bench = vad_bench.measure()
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     speed = "; ".join(
         f"{rate} Hz: {feed_us:.0f} µs (with to_item/from_item {trip_us:.0f} µs)"
@@ -346,7 +346,7 @@ live in `tests/test_vad_corpus.py` (`pytest tests/test_vad_corpus.py -s` prints 
 - **WebRTC VAD**: `webrtcvad.Vad({WEBRTC_MODE})` on {WEBRTC_FRAME_MS} ms frames of the same audio
   resampled to 16 kHz by sox, its frame decisions run through the same segmentation rules
   (a turn starts once a candidate holds {CONFIG.min_speech_ms} ms of speech frames with gaps of
-  at most {vad._CANDIDATE_GAP_MS} ms, and stops after {CONFIG.silence_duration_ms} ms without
+  at most {segmenter.CANDIDATE_GAP_MS} ms, and stops after {CONFIG.silence_duration_ms} ms without
   speech). It is a reference only: the tests assert our behaviour.
 
 Turns are `speech_started → speech_stopped` on the audio timeline (ms), with the distance to the

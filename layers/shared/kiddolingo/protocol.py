@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .settings import HTTP_VOICES
-from .vad_limits import (
+from .vad.limits import (
     IDLE_TIMEOUT_MS_RANGE,
     PREFIX_PADDING_MS_RANGE,
     SILENCE_DURATION_MS_RANGE,

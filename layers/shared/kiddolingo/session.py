@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .protocol import OUTPUT_RATE, TARGET_LANGUAGES, VOICES, ProtocolError
-from .vad_limits import CHILD_VAD_DEFAULTS
+from .vad.limits import CHILD_VAD_DEFAULTS
 
 __all__ = [
     "CHILD_VAD_DEFAULTS",

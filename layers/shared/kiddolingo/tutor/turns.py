@@ -15,7 +15,7 @@ from ..chunks import MissingChunkError
 from ..messenger import ConnectionGoneError
 from ..protocol import new_id
 from ..session import SessionConfig
-from ..vad_limits import DEFAULT_SILENCE_DURATION_MS
+from ..vad.limits import DEFAULT_SILENCE_DURATION_MS
 from .base import StartedTurn
 from .responses import speculation_response_id
 from .turn_flow import TurnFlow

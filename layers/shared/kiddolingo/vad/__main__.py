@@ -1,0 +1,5 @@
+"""``python -m kiddolingo.vad``: see :mod:`kiddolingo.vad.bench`."""
+
+from .bench import main
+
+raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""Turn-taking: :func:`feed` cuts a chunk into frames, scores them and walks them one by one,
+deciding where speech starts and stops (the rules are in the package docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .config import VadConfig
+from .limits import FRAME_MS
+from .scoring import score
+from .state import VadEvent, VadEventKind, VadState, VadStep
+
+CANDIDATE_GAP_MS = 100  # a speech candidate survives non-speech gaps up to this long
+CANDIDATE_SPAN_FACTOR = 3  # … and dies once it spans 3 x min_speech (+ one gap) without starting
+
+#: The fields of a state with no speech candidate pending.
+_NO_CANDIDATE = {"candidate_start": -1, "candidate_speech_frames": 0, "candidate_gap_frames": 0}
+#: The fields of a state that waits for speech, an utterance neither open nor pausing.
+_BETWEEN_UTTERANCES = {
+    "in_utterance": False,
+    "speech_start_ms": -1,
+    "silence_ms": 0,
+    "speculate_fired": False,
+}
+#: The fields of a state whose idle timer starts again.
+_IDLE_RESET = {"idle_ms": 0, "idle_fired": False}
+
+
+def feed(config: VadConfig, state: VadState, pcm: bytes) -> VadStep:
+    """Advance the VAD by one chunk of PCM16 LE mono audio of any length."""
+    if state.sample_rate != config.sample_rate:
+        raise ValueError(
+            f"VAD state is at {state.sample_rate} Hz but the config is at {config.sample_rate} Hz; "
+            "start a new state with VadState.initial(config, timeline_ms=state.position_ms)"
+        )
+    frame_bytes = config.frame_bytes
+    data = state.carry + bytes(pcm)
+    count = len(data) // frame_bytes
+    carry = data[count * frame_bytes :]
+    if count == 0:
+        return VadStep(replace(state, carry=carry), (), b"")
+
+    frames = np.frombuffer(data, dtype="<i2", count=count * config.frame_samples)
+    scores = score(frames.reshape(count, config.frame_samples), state, config)
+    walk = _Walk(
+        config,
+        replace(
+            state,
+            floor_db=scores.floor_db,
+            floor_frames=scores.floor_frames,
+            smooth=scores.smooth,
+            carry=carry,
+        ),
+    )
+    for index, probability in enumerate(scores.probabilities):
+        frame = data[index * frame_bytes : (index + 1) * frame_bytes]
+        walk.frame(frame, probability >= config.threshold)
+    return walk.finish()
+
+
+class _Walk:
+    """One chunk's walk over its frames: the state it advances (a copy of the caller's, changed
+    in place), the prefix ring as it grows, and the audio and events the chunk emits."""
+
+    def __init__(self, config: VadConfig, state: VadState) -> None:
+        self.config = config
+        self.state = state
+        self.ring = bytearray(state.ring)
+        # Where the candidate's audio begins in the ring (everything before is history).
+        self.history = len(self.ring)
+        if state.candidate_start >= 0:
+            self.history = max(0, len(self.ring) - (state.samples - state.candidate_start) * 2)
+        # The prefix before a frame that may start speech.
+        self.keep = config.prefix_bytes + config.frame_bytes
+        self.gap_frames = CANDIDATE_GAP_MS // FRAME_MS
+        self.span_frames = CANDIDATE_SPAN_FACTOR * config.min_speech_frames + self.gap_frames
+        self.out = bytearray()
+        self.events: list[VadEvent] = []
+        self.offsets: list[int] = []
+
+    def frame(self, frame: bytes, speech: bool) -> None:
+        """Take the next frame, speech or not."""
+        state, rate = self.state, self.config.sample_rate
+        start_ms = state.samples * 1000 // rate
+        state.samples += self.config.frame_samples
+        end_ms = state.samples * 1000 // rate
+        self.ring += frame
+        if state.in_utterance:
+            self._inside(frame, speech, start_ms, end_ms)
+            self._forget_history()
+            return
+        self._tick_idle(end_ms)
+        self._follow_candidate(speech)
+        if (
+            state.candidate_start >= 0
+            and state.candidate_speech_frames >= self.config.min_speech_frames
+        ):
+            self._start(end_ms)
+
+    def finish(self) -> VadStep:
+        """The step: the advanced state with its ring, the audio and events of the chunk."""
+        state = self.state
+        if state.candidate_start < 0:
+            state.candidate_speech_frames = 0
+            state.candidate_gap_frames = 0
+        state.ring = bytes(self.ring)
+        return VadStep(state, tuple(self.events), bytes(self.out), tuple(self.offsets))
+
+    def _emit(self, kind: VadEventKind, audio_ms: int) -> None:
+        self.events.append(VadEvent(kind, audio_ms))
+        self.offsets.append(len(self.out))
+
+    def _forget_history(self) -> None:
+        """Keep only the prefix padding (and one frame) of the ring: no candidate is pending."""
+        del self.ring[: -self.keep]
+        self.history = len(self.ring)
+
+    def _inside(self, frame: bytes, speech: bool, start_ms: int, end_ms: int) -> None:
+        """A frame of an utterance: kept unless deep in a pause; a long silence ends it."""
+        state, config = self.state, self.config
+        if speech or end_ms - state.last_speech_end_ms <= config.max_pause_kept_ms:
+            self.out += frame
+        if speech:
+            if state.speculate_fired:
+                self._emit("speech_resumed", start_ms)
+                state.speculate_fired = False
+            state.last_speech_end_ms = end_ms
+            state.silence_ms = 0
+            return
+        state.silence_ms = end_ms - state.last_speech_end_ms
+        speculate_after = config.speculate_after_ms
+        if (
+            speculate_after is not None
+            and not state.speculate_fired
+            and state.silence_ms >= speculate_after
+        ):
+            self._emit("speculate", state.last_speech_end_ms)
+            state.speculate_fired = True
+        if state.silence_ms >= config.silence_duration_ms:
+            self._emit("speech_stopped", state.last_speech_end_ms)
+            state.in_utterance = False
+            state.speculate_fired = False
+            state.silence_ms = 0
+            state.idle_ms, state.idle_fired = 0, False
+
+    def _tick_idle(self, end_ms: int) -> None:
+        """Between utterances the idle timer runs, and fires once when it reaches the timeout."""
+        state, timeout = self.state, self.config.idle_timeout_ms
+        state.idle_ms += FRAME_MS
+        if timeout is not None and not state.idle_fired and state.idle_ms >= timeout:
+            self._emit("idle_timeout", end_ms)
+            state.idle_fired = True
+
+    def _follow_candidate(self, speech: bool) -> None:
+        """Grow the pending candidate, drop it after a long gap or span, or open a new one."""
+        state = self.state
+        if state.candidate_start >= 0:
+            if speech:
+                state.candidate_speech_frames += 1
+                state.candidate_gap_frames = 0
+            else:
+                state.candidate_gap_frames += 1
+            span = (state.samples - state.candidate_start) // self.config.frame_samples
+            if state.candidate_gap_frames > self.gap_frames or span > self.span_frames:
+                state.candidate_start = -1  # not speech after all: its audio becomes history
+        if state.candidate_start < 0:
+            self._forget_history()
+            if speech:
+                state.candidate_start = state.samples - self.config.frame_samples
+                state.candidate_speech_frames = 1
+                state.candidate_gap_frames = 0
+                self.history = len(self.ring) - self.config.frame_bytes
+
+    def _start(self, end_ms: int) -> None:
+        """The candidate holds enough speech: ``speech_started``, with its prefix and audio."""
+        state, prefix_bytes = self.state, self.config.prefix_bytes
+        state.speech_start_ms = state.candidate_start * 1000 // self.config.sample_rate
+        self._emit("speech_started", state.speech_start_ms)
+        self.out += self.ring[: self.history][-prefix_bytes:] if prefix_bytes else b""
+        self.out += self.ring[self.history :]
+        state.in_utterance = True
+        state.last_speech_end_ms = end_ms
+        state.silence_ms = 0
+        state.speculate_fired = False
+        state.idle_ms, state.idle_fired = 0, False
+        state.candidate_start, state.candidate_speech_frames, state.candidate_gap_frames = -1, 0, 0
+        self._forget_history()
+
+
+def rebase(config: VadConfig, state: VadState) -> VadState:
+    """Go on at ``config``'s sample rate after the session's input rate changed.
+
+    What is kept is counted in ms or dB: the timeline position, an utterance in progress and
+    its silence, the idle timer, the noise floor. An unconfirmed speech candidate (sample
+    positions) and the partial frame are dropped; the ring keeps as many of its newest bytes as
+    the prefix padding takes at the new rate. Those bytes are read at the new rate from now on:
+    right for the usual case, a client whose first ``session.update`` raced its first appends.
+    """
+    if state.sample_rate == config.sample_rate:
+        return state
+    keep = config.prefix_bytes + config.frame_bytes  # at least one frame: never 0
+    samples = state.position_ms * config.sample_rate // 1000
+    ring = state.ring[-keep:]
+    return replace(
+        state,
+        **_NO_CANDIDATE,
+        sample_rate=config.sample_rate,
+        samples=samples,
+        carry=b"",
+        ring=ring,
+    )
+
+
+def end_utterance(state: VadState) -> VadState:
+    """The client ended the utterance itself (``input_audio_buffer.commit`` or ``clear``): the
+    VAD waits for new speech. Left inside the utterance, it would take the silence after the
+    commit for the rest of it and end it again later: a phantom utterance, and a turn on
+    silence. The ring stays: it is the prefix padding of whatever speech comes next."""
+    between = {
+        "in_utterance": False,
+        "speech_start_ms": -1,
+        "silence_ms": 0,
+        "speculate_fired": False,
+    }
+    return replace(state, **_NO_CANDIDATE, **_IDLE_RESET, **between)
+
+
+def reset_idle(state: VadState) -> VadState:
+    """Restart the idle timer (e.g. when the tutor's reply has finished playing)."""
+    return replace(state, **_IDLE_RESET)
