@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .protocol import OUTPUT_RATE, TARGET_LANGUAGES, VOICES, ProtocolError
+from .protocol import DEFAULT_INPUT_RATE, OUTPUT_RATE, TARGET_LANGUAGES, VOICES, ProtocolError
+from .settings import DEFAULT_TARGET_LANGUAGE, DEFAULT_VOICE
 from .vad.limits import CHILD_VAD_DEFAULTS
 
 __all__ = [
@@ -35,17 +36,19 @@ LEARNER = "learner"
 
 @dataclass(frozen=True)
 class SessionConfig:
-    input_rate: int = 24000
+    input_rate: int = DEFAULT_INPUT_RATE
     #: ``None`` means manual commits (``turn_detection: null``).
     turn_detection: dict[str, Any] | None = None
-    voice: str = "coral"
+    voice: str = DEFAULT_VOICE
     #: The lesson plan a teacher's connection set (``session.instructions``), or None.
     instructions: str | None = None
-    target_language: str = "Spanish"
+    target_language: str = DEFAULT_TARGET_LANGUAGE
     learner_age: int | None = None
 
     @classmethod
-    def default(cls, voice: str = "coral", target_language: str = "Spanish") -> SessionConfig:
+    def default(
+        cls, voice: str = DEFAULT_VOICE, target_language: str = DEFAULT_TARGET_LANGUAGE
+    ) -> SessionConfig:
         return cls(
             turn_detection=dict(CHILD_VAD_DEFAULTS), voice=voice, target_language=target_language
         )
@@ -76,13 +79,13 @@ class SessionConfig:
             return cls.default()
         td = item.get("turn_detection")
         return cls(
-            input_rate=int(item.get("input_rate", 24000)),
+            input_rate=int(item.get("input_rate", DEFAULT_INPUT_RATE)),
             turn_detection=_from_item_td(td) if td else None,
-            voice=str(item.get("voice") or "coral"),
+            voice=str(item.get("voice") or DEFAULT_VOICE),
             # Only "plan": an "instructions" value stored before learners were refused it
             # may be a learner's, and is never read.
             instructions=item.get("plan") or None,
-            target_language=str(item.get("target_language") or "Spanish"),
+            target_language=str(item.get("target_language") or DEFAULT_TARGET_LANGUAGE),
             learner_age=int(item["learner_age"]) if item.get("learner_age") is not None else None,
         )
 
@@ -159,7 +162,7 @@ def apply_update(
 
     fmt = audio_in.get("format")
     if fmt is not None:
-        updates["input_rate"] = fmt.get("rate") or 24000
+        updates["input_rate"] = fmt.get("rate") or DEFAULT_INPUT_RATE
     if "turn_detection" in audio_in:
         updates["turn_detection"] = _turn_detection(audio_in["turn_detection"], config)
     voice = audio_out.get("voice")

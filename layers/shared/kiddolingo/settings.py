@@ -29,6 +29,9 @@ REALTIME_VOICES = frozenset(
 )
 #: The voices of OpenAI's ``/audio/speech`` models (the Realtime ones plus three of their own).
 HTTP_VOICES = REALTIME_VOICES | {"fable", "nova", "onyx"}
+#: The voice and the language a session starts with, unless the deployment sets others.
+DEFAULT_VOICE = "coral"
+DEFAULT_TARGET_LANGUAGE = "Spanish"
 #: OpenAI's ``/audio/speech`` models: not served by the Realtime API.
 HTTP_SPEECH_MODELS = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
 #: ``reasoning_effort`` values the chat API takes ("" sends none: models that do not reason).
@@ -91,7 +94,7 @@ class Settings:
         default_factory=lambda: StageSettings("omni-moderation-latest", None, None, None)
     )
     speech_api: str = "realtime"
-    speech_voice: str = "coral"
+    speech_voice: str = DEFAULT_VOICE
     #: The Realtime voice model reads a given sentence: it needs no reasoning.
     speech_reasoning_effort: str = "minimal"
     chat_temperature: float = 0.7
@@ -99,7 +102,7 @@ class Settings:
     #: A short, kind answer to a child needs no deliberation, and reasoning costs first-token
     #: latency; ``none`` also keeps ``temperature`` valid on the reasoning models.
     chat_reasoning_effort: str = "none"
-    target_language: str = "Spanish"
+    target_language: str = DEFAULT_TARGET_LANGUAGE
     #: The deployment's lesson plan, for sessions whose teacher set none.
     lesson_plan: str | None = None
     session_ttl_hours: int = 24
