@@ -9,23 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..vad.limits import (
-    IDLE_TIMEOUT_MS_RANGE,
-    PREFIX_PADDING_MS_RANGE,
-    SILENCE_DURATION_MS_RANGE,
-    THRESHOLD_RANGE,
-)
+from ..vad import limits as vad
+from . import limits as wire
 from .errors import ProtocolError, shown
-from .limits import (
-    MAX_AUDIO_END_MS,
-    MAX_EVENT_BYTES,
-    MAX_ID_CHARS,
-    MAX_INSTRUCTIONS_CHARS,
-    OUTPUT_RATE,
-    SUPPORTED_INPUT_RATES,
-    TARGET_LANGUAGES,
-    VOICES,
-)
 
 
 @dataclass(frozen=True)
@@ -51,7 +37,7 @@ class Field:
     ignore_case: bool = False
 
 
-def _str(lo: int = 0, hi: int = MAX_EVENT_BYTES, **kw: Any) -> Field:
+def _str(lo: int = 0, hi: int = wire.MAX_EVENT_BYTES, **kw: Any) -> Field:
     return Field("str", lo=lo, hi=hi, **kw)
 
 
@@ -75,34 +61,34 @@ def _obj(required: bool = False, nullable: bool = False, **fields: Field) -> Fie
     return Field("obj", fields=fields, required=required, nullable=nullable)
 
 
-_ID = _str(1, MAX_ID_CHARS)
+_ID = _str(1, wire.MAX_ID_CHARS)
 
 _SESSION = _obj(
     required=True,
     type=_choice("realtime"),
     # Who may set it is decided where the connection is known (kiddolingo.session).
-    instructions=_str(0, MAX_INSTRUCTIONS_CHARS, nullable=True),
+    instructions=_str(0, wire.MAX_INSTRUCTIONS_CHARS, nullable=True),
     audio=_obj(
         input=_obj(
-            format=_obj(type=_choice("audio/pcm"), rate=_choice(*SUPPORTED_INPUT_RATES)),
+            format=_obj(type=_choice("audio/pcm"), rate=_choice(*wire.SUPPORTED_INPUT_RATES)),
             turn_detection=_obj(
                 nullable=True,
                 type=_choice("server_vad"),
-                threshold=_num(*THRESHOLD_RANGE),
-                prefix_padding_ms=_int(*PREFIX_PADDING_MS_RANGE),
-                silence_duration_ms=_int(*SILENCE_DURATION_MS_RANGE),
-                idle_timeout_ms=_int(*IDLE_TIMEOUT_MS_RANGE, nullable=True),
+                threshold=_num(*vad.THRESHOLD_RANGE),
+                prefix_padding_ms=_int(*vad.PREFIX_PADDING_MS_RANGE),
+                silence_duration_ms=_int(*vad.SILENCE_DURATION_MS_RANGE),
+                idle_timeout_ms=_int(*vad.IDLE_TIMEOUT_MS_RANGE, nullable=True),
                 create_response=_bool(),
                 interrupt_response=_bool(),
             ),
         ),
         output=_obj(
-            format=_obj(type=_choice("audio/pcm"), rate=_choice(OUTPUT_RATE)),
-            voice=_choice(*VOICES),
+            format=_obj(type=_choice("audio/pcm"), rate=_choice(wire.OUTPUT_RATE)),
+            voice=_choice(*wire.VOICES),
         ),
     ),
     tutor=_obj(
-        target_language=_choice(*TARGET_LANGUAGES, ignore_case=True),
+        target_language=_choice(*wire.TARGET_LANGUAGES, ignore_case=True),
         learner_age=_int(3, 17),
     ),
 )
@@ -116,9 +102,9 @@ CLIENT_EVENT_SCHEMAS: dict[str, tuple[str, Field]] = {
     "conversation.item.truncate": (
         "invalid_truncate",
         _obj(
-            item_id=Field("str", lo=1, hi=MAX_ID_CHARS, required=True),
+            item_id=Field("str", lo=1, hi=wire.MAX_ID_CHARS, required=True),
             content_index=_int(0, 0),
-            audio_end_ms=_num(0, MAX_AUDIO_END_MS, required=True),
+            audio_end_ms=_num(0, wire.MAX_AUDIO_END_MS, required=True),
         ),
     ),
     # ``response.response`` (per-response settings) is not supported and ignored, as unknown
