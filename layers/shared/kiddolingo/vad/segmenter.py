@@ -4,6 +4,7 @@ deciding where speech starts and stops (the rules are in the package docstring).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -16,16 +17,20 @@ CANDIDATE_GAP_MS = 100  # a speech candidate survives non-speech gaps up to this
 CANDIDATE_SPAN_FACTOR = 3  # … and dies once it spans 3 x min_speech (+ one gap) without starting
 
 #: The fields of a state with no speech candidate pending.
-_NO_CANDIDATE = {"candidate_start": -1, "candidate_speech_frames": 0, "candidate_gap_frames": 0}
+_NO_CANDIDATE: dict[str, Any] = {
+    "candidate_start": -1,
+    "candidate_speech_frames": 0,
+    "candidate_gap_frames": 0,
+}
 #: The fields of a state that waits for speech, an utterance neither open nor pausing.
-_BETWEEN_UTTERANCES = {
+_BETWEEN_UTTERANCES: dict[str, Any] = {
     "in_utterance": False,
     "speech_start_ms": -1,
     "silence_ms": 0,
     "speculate_fired": False,
 }
 #: The fields of a state whose idle timer starts again.
-_IDLE_RESET = {"idle_ms": 0, "idle_fired": False}
+_IDLE_RESET: dict[str, Any] = {"idle_ms": 0, "idle_fired": False}
 
 
 def feed(config: VadConfig, state: VadState, pcm: bytes) -> VadStep:
@@ -218,13 +223,7 @@ def end_utterance(state: VadState) -> VadState:
     VAD waits for new speech. Left inside the utterance, it would take the silence after the
     commit for the rest of it and end it again later: a phantom utterance, and a turn on
     silence. The ring stays: it is the prefix padding of whatever speech comes next."""
-    between = {
-        "in_utterance": False,
-        "speech_start_ms": -1,
-        "silence_ms": 0,
-        "speculate_fired": False,
-    }
-    return replace(state, **_NO_CANDIDATE, **_IDLE_RESET, **between)
+    return replace(state, **_NO_CANDIDATE, **_IDLE_RESET, **_BETWEEN_UTTERANCES)
 
 
 def reset_idle(state: VadState) -> VadState:

@@ -4,7 +4,7 @@ and what one chunk produces (:class:`VadEvent`, :class:`VadStep`)."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from decimal import Decimal
@@ -139,12 +139,19 @@ def _from_map(item: Mapping[str, Any]) -> VadState:
         return bool(item[key])
 
     # The annotations are text (``from __future__ import annotations``): "int", "float", ...
-    readers = {"int": integer, "float": real, "bool": flag, "bytes": blob}
+    readers: dict[str, Callable[[str], Any]] = {
+        "int": integer,
+        "float": real,
+        "bool": flag,
+        "bytes": blob,
+    }
     try:
         version = integer("v")
         if version != 1:
             raise ValueError(f"unknown VAD state version {version}")
-        return VadState(**{f.name: readers[f.type](f.name) for f in dataclass_fields(VadState)})
+        return VadState(
+            **{f.name: readers[str(f.type)](f.name) for f in dataclass_fields(VadState)}
+        )
     except KeyError as exc:
         raise ValueError(f"VAD state item lacks {exc.args[0]!r}") from None
 
