@@ -69,7 +69,9 @@ __all__ = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m kiddolingo.vad --bench``: the CPU one chunk costs (``vad.bench``)."""
+    """``python -m kiddolingo.vad --bench``: the CPU one chunk costs (``vad.bench``).
+
+    The benchmark is imported here, when asked for, so the chunk path never loads it."""
     from .bench import main as bench_main
 
     return bench_main(argv)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .config import VadConfig
 from .limits import FRAME_MS
-from .scoring import score
+from .scoring import Scores, score
 from .state import VadEvent, VadEventKind, VadState, VadStep
 
 CANDIDATE_GAP_MS = 100  # a speech candidate survives non-speech gaps up to this long
@@ -49,19 +49,11 @@ def feed(config: VadConfig, state: VadState, pcm: bytes) -> VadStep:
 
     frames = np.frombuffer(data, dtype="<i2", count=count * config.frame_samples)
     scores = score(frames.reshape(count, config.frame_samples), state, config)
-    walk = _Walk(
-        config,
-        replace(
-            state,
-            floor_db=scores.floor_db,
-            floor_frames=scores.floor_frames,
-            smooth=scores.smooth,
-            carry=carry,
-        ),
-    )
+    walk = _Walk(config, state, scores, carry)
+    threshold = config.threshold
     for index, probability in enumerate(scores.probabilities):
         frame = data[index * frame_bytes : (index + 1) * frame_bytes]
-        walk.frame(frame, probability >= config.threshold)
+        walk.frame(frame, probability >= threshold)
     return walk.finish()
 
 
@@ -69,27 +61,64 @@ class _Walk:
     """One chunk's walk over its frames: the state it advances (a copy of the caller's, changed
     in place), the prefix ring as it grows, and the audio and events the chunk emits."""
 
-    def __init__(self, config: VadConfig, state: VadState) -> None:
-        self.config = config
-        self.state = state
+    # Slots: every append runs this, and a slot reads faster than an instance dict.
+    __slots__ = (
+        "events",
+        "frame_bytes",
+        "frame_samples",
+        "gap_frames",
+        "history",
+        "idle_timeout_ms",
+        "keep",
+        "max_pause_kept_ms",
+        "min_frames",
+        "offsets",
+        "out",
+        "prefix_bytes",
+        "rate",
+        "ring",
+        "silence_duration_ms",
+        "span_frames",
+        "speculate_after_ms",
+        "state",
+    )
+
+    def __init__(self, config: VadConfig, state: VadState, scores: Scores, carry: bytes) -> None:
+        # A copy, so the caller's state stays as it is. Its fields are numbers and bytes, so a
+        # shallow one; built by the constructor, which is several times cheaper than copy.copy.
+        self.state = VadState(**vars(state))
+        self.state.floor_db = scores.floor_db
+        self.state.floor_frames = scores.floor_frames
+        self.state.smooth = scores.smooth
+        self.state.carry = carry
         self.ring = bytearray(state.ring)
         # Where the candidate's audio begins in the ring (everything before is history).
         self.history = len(self.ring)
         if state.candidate_start >= 0:
             self.history = max(0, len(self.ring) - (state.samples - state.candidate_start) * 2)
-        # The prefix before a frame that may start speech.
-        self.keep = config.prefix_bytes + config.frame_bytes
+        # The settings each frame reads, computed once per chunk: this runs on every append.
+        self.rate = config.sample_rate
+        self.frame_samples = config.frame_samples
+        self.frame_bytes = config.frame_bytes
+        self.prefix_bytes = config.prefix_bytes
+        # The ring keeps the prefix padding before a frame that may start speech.
+        self.keep = self.prefix_bytes + self.frame_bytes
+        self.min_frames = config.min_speech_frames
         self.gap_frames = CANDIDATE_GAP_MS // FRAME_MS
-        self.span_frames = CANDIDATE_SPAN_FACTOR * config.min_speech_frames + self.gap_frames
+        self.span_frames = CANDIDATE_SPAN_FACTOR * self.min_frames + self.gap_frames
+        self.max_pause_kept_ms = config.max_pause_kept_ms
+        self.silence_duration_ms = config.silence_duration_ms
+        self.speculate_after_ms = config.speculate_after_ms
+        self.idle_timeout_ms = config.idle_timeout_ms
         self.out = bytearray()
         self.events: list[VadEvent] = []
         self.offsets: list[int] = []
 
     def frame(self, frame: bytes, speech: bool) -> None:
         """Take the next frame, speech or not."""
-        state, rate = self.state, self.config.sample_rate
+        state, rate = self.state, self.rate
         start_ms = state.samples * 1000 // rate
-        state.samples += self.config.frame_samples
+        state.samples += self.frame_samples
         end_ms = state.samples * 1000 // rate
         self.ring += frame
         if state.in_utterance:
@@ -98,10 +127,7 @@ class _Walk:
             return
         self._tick_idle(end_ms)
         self._follow_candidate(speech)
-        if (
-            state.candidate_start >= 0
-            and state.candidate_speech_frames >= self.config.min_speech_frames
-        ):
+        if state.candidate_start >= 0 and state.candidate_speech_frames >= self.min_frames:
             self._start(end_ms)
 
     def finish(self) -> VadStep:
@@ -124,8 +150,8 @@ class _Walk:
 
     def _inside(self, frame: bytes, speech: bool, start_ms: int, end_ms: int) -> None:
         """A frame of an utterance: kept unless deep in a pause; a long silence ends it."""
-        state, config = self.state, self.config
-        if speech or end_ms - state.last_speech_end_ms <= config.max_pause_kept_ms:
+        state = self.state
+        if speech or end_ms - state.last_speech_end_ms <= self.max_pause_kept_ms:
             self.out += frame
         if speech:
             if state.speculate_fired:
@@ -135,7 +161,7 @@ class _Walk:
             state.silence_ms = 0
             return
         state.silence_ms = end_ms - state.last_speech_end_ms
-        speculate_after = config.speculate_after_ms
+        speculate_after = self.speculate_after_ms
         if (
             speculate_after is not None
             and not state.speculate_fired
@@ -143,7 +169,7 @@ class _Walk:
         ):
             self._emit("speculate", state.last_speech_end_ms)
             state.speculate_fired = True
-        if state.silence_ms >= config.silence_duration_ms:
+        if state.silence_ms >= self.silence_duration_ms:
             self._emit("speech_stopped", state.last_speech_end_ms)
             state.in_utterance = False
             state.speculate_fired = False
@@ -152,7 +178,7 @@ class _Walk:
 
     def _tick_idle(self, end_ms: int) -> None:
         """Between utterances the idle timer runs, and fires once when it reaches the timeout."""
-        state, timeout = self.state, self.config.idle_timeout_ms
+        state, timeout = self.state, self.idle_timeout_ms
         state.idle_ms += FRAME_MS
         if timeout is not None and not state.idle_fired and state.idle_ms >= timeout:
             self._emit("idle_timeout", end_ms)
@@ -167,21 +193,21 @@ class _Walk:
                 state.candidate_gap_frames = 0
             else:
                 state.candidate_gap_frames += 1
-            span = (state.samples - state.candidate_start) // self.config.frame_samples
+            span = (state.samples - state.candidate_start) // self.frame_samples
             if state.candidate_gap_frames > self.gap_frames or span > self.span_frames:
                 state.candidate_start = -1  # not speech after all: its audio becomes history
         if state.candidate_start < 0:
             self._forget_history()
             if speech:
-                state.candidate_start = state.samples - self.config.frame_samples
+                state.candidate_start = state.samples - self.frame_samples
                 state.candidate_speech_frames = 1
                 state.candidate_gap_frames = 0
-                self.history = len(self.ring) - self.config.frame_bytes
+                self.history = len(self.ring) - self.frame_bytes
 
     def _start(self, end_ms: int) -> None:
         """The candidate holds enough speech: ``speech_started``, with its prefix and audio."""
-        state, prefix_bytes = self.state, self.config.prefix_bytes
-        state.speech_start_ms = state.candidate_start * 1000 // self.config.sample_rate
+        state, prefix_bytes = self.state, self.prefix_bytes
+        state.speech_start_ms = state.candidate_start * 1000 // self.rate
         self._emit("speech_started", state.speech_start_ms)
         self.out += self.ring[: self.history][-prefix_bytes:] if prefix_bytes else b""
         self.out += self.ring[self.history :]
