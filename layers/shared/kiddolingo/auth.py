@@ -43,7 +43,6 @@ __all__ = [
     "ALGORITHM",
     "BEARER_SUBPROTOCOL_PREFIX",
     "ROLES",
-    "SECRETS_MANAGER_PREFIX",
     "AuthError",
     "AuthResult",
     "AuthSecretProvider",
@@ -59,8 +58,6 @@ __all__ = [
 ALGORITHM = "HS256"
 #: A ``Sec-WebSocket-Protocol`` entry carrying the token: ``bearer.<jwt>``.
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
-#: ``AUTH_SECRET_PARAMETER`` values with this prefix name a Secrets Manager secret.
-SECRETS_MANAGER_PREFIX = "secretsmanager:"  # the same as kiddolingo.secrets
 #: Learner ids end up in DynamoDB items and logs: keep them short.
 MAX_LEARNER_ID_LENGTH = 128
 DEFAULT_TTL_S = 3600 * 8
