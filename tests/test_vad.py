@@ -687,10 +687,9 @@ def test_from_turn_detection_validates(td: dict, message: str) -> None:
 
 def test_the_vad_accepts_exactly_the_ranges_the_wire_offers() -> None:
     """One set of limits: every bound of ``session.update``'s turn_detection is the VAD's own."""
-    from kiddolingo.protocol import CLIENT_EVENT_SCHEMAS
+    from kiddolingo.protocol import TURN_DETECTION
 
-    session = CLIENT_EVENT_SCHEMAS["session.update"][1].fields["session"]  # type: ignore[index]
-    td = session.fields["audio"].fields["input"].fields["turn_detection"].fields
+    td = TURN_DETECTION.fields or {}
     bounded = {name: spec for name, spec in td.items() if spec.kind in ("int", "num")}
     assert set(bounded) == {
         "threshold",

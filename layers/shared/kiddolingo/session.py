@@ -12,7 +12,14 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .protocol import DEFAULT_INPUT_RATE, OUTPUT_RATE, TARGET_LANGUAGES, VOICES, ProtocolError
+from .protocol import (
+    DEFAULT_INPUT_RATE,
+    OUTPUT_RATE,
+    TARGET_LANGUAGES,
+    TURN_DETECTION,
+    VOICES,
+    ProtocolError,
+)
 from .settings import DEFAULT_TARGET_LANGUAGE, DEFAULT_VOICE
 from .vad.limits import CHILD_VAD_DEFAULTS
 
@@ -110,15 +117,18 @@ def _to_item_td(td: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _from_item_td(td: dict[str, Any]) -> dict[str, Any]:
-    out = dict(CHILD_VAD_DEFAULTS)
-    for key, value in td.items():
-        if key == "threshold":
-            out[key] = float(value)
-        elif key in ("prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms"):
-            out[key] = int(value)
-        else:
-            out[key] = value
-    return out
+    return {**CHILD_VAD_DEFAULTS, **{key: _as_on_the_wire(key, value) for key, value in td.items()}}
+
+
+def _as_on_the_wire(key: str, value: Any) -> Any:
+    """A stored ``turn_detection`` value back in the type the wire schema gives it: DynamoDB
+    returns numbers as Decimal, and the threshold is stored as text."""
+    spec = (TURN_DETECTION.fields or {}).get(key)
+    if spec is not None and spec.kind == "num":
+        return float(value)
+    if spec is not None and spec.kind == "int":
+        return int(value)
+    return value
 
 
 def split_update(

@@ -22,6 +22,7 @@ from .client import ClientEvent, decode_audio, parse_client_event
 from .errors import ProtocolError, error_event, error_from, shown
 from .limits import (
     DEFAULT_INPUT_RATE,
+    LEARNER_AGE_RANGE,
     MAX_AUDIO_END_MS,
     MAX_ERROR_MESSAGE_CHARS,
     MAX_EVENT_BYTES,
@@ -32,13 +33,14 @@ from .limits import (
     TARGET_LANGUAGES,
     VOICES,
 )
-from .schema import CLIENT_EVENT_SCHEMAS, CLIENT_EVENT_TYPES, Field
+from .schema import CLIENT_EVENT_SCHEMAS, CLIENT_EVENT_TYPES, TURN_DETECTION, Field
 from .server import encode_json, new_id, server_event
 
 __all__ = [
     "CLIENT_EVENT_SCHEMAS",
     "CLIENT_EVENT_TYPES",
     "DEFAULT_INPUT_RATE",
+    "LEARNER_AGE_RANGE",
     "MAX_AUDIO_END_MS",
     "MAX_ERROR_MESSAGE_CHARS",
     "MAX_EVENT_BYTES",
@@ -47,6 +49,7 @@ __all__ = [
     "OUTPUT_RATE",
     "SUPPORTED_INPUT_RATES",
     "TARGET_LANGUAGES",
+    "TURN_DETECTION",
     "VOICES",
     "ClientEvent",
     "Field",

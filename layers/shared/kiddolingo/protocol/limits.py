@@ -66,6 +66,8 @@ TARGET_LANGUAGES = {
     )
 }
 
+#: The ages a learner may give (``session.tutor.learner_age``), inclusive.
+LEARNER_AGE_RANGE = (3, 17)
 #: The longest lesson plan (``session.instructions``, from a teacher's connection).
 MAX_INSTRUCTIONS_CHARS = 4000
 #: No assistant item is longer than a connection, which API Gateway caps at two hours.

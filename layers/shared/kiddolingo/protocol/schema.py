@@ -63,6 +63,18 @@ def _obj(required: bool = False, nullable: bool = False, **fields: Field) -> Fie
 
 _ID = _str(1, wire.MAX_ID_CHARS)
 
+#: What ``session.audio.input.turn_detection`` may hold (null means manual commits).
+TURN_DETECTION = _obj(
+    nullable=True,
+    type=_choice("server_vad"),
+    threshold=_num(*vad.THRESHOLD_RANGE),
+    prefix_padding_ms=_int(*vad.PREFIX_PADDING_MS_RANGE),
+    silence_duration_ms=_int(*vad.SILENCE_DURATION_MS_RANGE),
+    idle_timeout_ms=_int(*vad.IDLE_TIMEOUT_MS_RANGE, nullable=True),
+    create_response=_bool(),
+    interrupt_response=_bool(),
+)
+
 _SESSION = _obj(
     required=True,
     type=_choice("realtime"),
@@ -71,16 +83,7 @@ _SESSION = _obj(
     audio=_obj(
         input=_obj(
             format=_obj(type=_choice("audio/pcm"), rate=_choice(*wire.SUPPORTED_INPUT_RATES)),
-            turn_detection=_obj(
-                nullable=True,
-                type=_choice("server_vad"),
-                threshold=_num(*vad.THRESHOLD_RANGE),
-                prefix_padding_ms=_int(*vad.PREFIX_PADDING_MS_RANGE),
-                silence_duration_ms=_int(*vad.SILENCE_DURATION_MS_RANGE),
-                idle_timeout_ms=_int(*vad.IDLE_TIMEOUT_MS_RANGE, nullable=True),
-                create_response=_bool(),
-                interrupt_response=_bool(),
-            ),
+            turn_detection=TURN_DETECTION,
         ),
         output=_obj(
             format=_obj(type=_choice("audio/pcm"), rate=_choice(wire.OUTPUT_RATE)),
@@ -89,7 +92,7 @@ _SESSION = _obj(
     ),
     tutor=_obj(
         target_language=_choice(*wire.TARGET_LANGUAGES, ignore_case=True),
-        learner_age=_int(3, 17),
+        learner_age=_int(*wire.LEARNER_AGE_RANGE),
     ),
 )
 
