@@ -314,3 +314,14 @@ def test_the_web_clients_copy_of_the_vad_defaults_matches_the_servers() -> None:
     copy = json.loads(re.sub(r"(\w+):", r'"\1":', body.replace(",\n}", "\n}")))
     server = {k: v for k, v in CHILD_VAD_DEFAULTS.items() if v is not None}
     assert copy == server
+
+
+def test_every_name_the_package_offers_loads_from_its_submodule() -> None:
+    """The package loads its submodules on first use: each public name must have a home."""
+    import kiddolingo.protocol as protocol
+
+    assert set(protocol.__all__) == set(protocol._HOMES)
+    for name in protocol.__all__:
+        assert getattr(protocol, name) is not None
+    with pytest.raises(AttributeError):
+        protocol.no_such_name  # noqa: B018
