@@ -1,6 +1,6 @@
 """A small in-process stand-in for the AWS Lambda Python runtime.
 
-The local gateway (``infra.gateway``) invokes the same handlers that run in Lambda. This module
+The local gateway (``infra.apigw``) invokes the same handlers that run in Lambda. This module
 loads a function's handler the way the runtime does and builds the ``context`` object it is
 called with:
 

@@ -15,7 +15,7 @@
 * **Auth**: on by default, with ``AUTH_SECRET`` from the environment or the public dev secret
   of ``infra.token``; the terminal prints a ready page URL carrying a dev token.
   ``AUTH_REQUIRED=false`` runs without auth (printed as a warning).
-* **Gateway**: ``infra.gateway.LocalGateway`` on ``127.0.0.1:$PORT`` (8080): the page at
+* **Gateway**: ``infra.apigw.server.LocalGateway`` on ``127.0.0.1:$PORT`` (8080): the page at
   ``http://127.0.0.1:8080/``, the WebSocket API at ``ws://127.0.0.1:8080/`` (any path), running
   the handlers named by ``template.yaml`` with the environment it gives them.
 
@@ -74,7 +74,8 @@ class LocalStack:
     ``auth_required`` / ``port`` / ``local_aws`` default to ``AUTH_REQUIRED`` / ``PORT`` /
     ``LOCAL_AWS`` of ``env``. ``fake_speech``: what the fake's speech sounds like, ``"tones"``
     (deterministic, for tests) or ``"espeak"`` (words, for a person listening). Extra keyword
-    arguments go to :class:`~infra.gateway.LocalGateway` (``idle_timeout_s``, ``max_workers``…).
+    arguments go to :class:`~infra.apigw.server.LocalGateway` (``idle_timeout_s``,
+    ``max_workers``…).
     """
 
     def __init__(
@@ -148,7 +149,7 @@ class LocalStack:
 
     def _start(self) -> None:
         from infra import template
-        from infra.gateway import LocalGateway
+        from infra.apigw.server import LocalGateway
 
         env = self.env
         overrides: dict[str, str | None] = {}
