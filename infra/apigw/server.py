@@ -254,19 +254,9 @@ class LocalGateway(WebSocketApi):
 
         return self._call_in_loop(close)
 
-    def wait_for_invocations(
-        self,
-        route_key: str | None = None,
-        count: int = 1,
-        *,
-        timeout: float = 5.0,
-        finished: bool = True,
-        predicate: Callable[[Invocation], bool] | None = None,
-    ) -> list[Invocation]:
-        """Block until ``count`` matching invocations exist (finished ones by default)."""
-        return self._invoker.wait_for(
-            route_key, count, timeout=timeout, finished=finished, predicate=predicate
-        )
+    def wait_for_invocations(self, *args: Any, **kwargs: Any) -> list[Invocation]:
+        """Block until matching invocations exist (:meth:`Invoker.wait_for`'s arguments)."""
+        return self._invoker.wait_for(*args, **kwargs)
 
     def wait_for_connections(self, count: int = 1, *, timeout: float = 5.0) -> list[str]:
         """Block until at least ``count`` connections are open; returns their ids."""
