@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 log = logging.getLogger("kiddolingo.local.lambda")
 
@@ -47,31 +47,27 @@ ACCOUNT_ID = "123456789012"
 DEFAULT_REGION = "us-east-1"
 
 
-class FunctionSpecLike(Protocol):
-    """What the runtime needs from ``infra.template.FunctionSpec``."""
-
-    @property
-    def logical_id(self) -> str: ...
-    @property
-    def code_dir(self) -> Path: ...
-    @property
-    def handler(self) -> str: ...
-    @property
-    def environment(self) -> Mapping[str, Any]: ...
-    @property
-    def timeout_s(self) -> float: ...
-
-
 @dataclass(frozen=True)
 class FunctionSpec:
-    """A function to run locally (the shape ``infra.template.functions()`` returns)."""
+    """One Lambda function to run locally (``infra.template.functions()`` reads them from the
+    template; tests write their own). The defaults are Lambda's."""
 
     logical_id: str
+    #: Absolute path of the function's CodeUri.
     code_dir: Path
+    #: ``module.function`` inside code_dir (``app.lambda_handler``).
     handler: str = "app.lambda_handler"
+    #: Globals + function variables, resolved to strings.
     environment: dict[str, Any] = field(default_factory=dict)
-    timeout_s: float = 29.0
-    memory_mb: int = 512
+    timeout_s: float = 3.0
+    memory_mb: int = 128
+    runtime: str = "python3.12"
+    #: The route key served by this function (``$connect``, ``$default``, ``$disconnect``).
+    route_key: str = ""
+    #: Logical ids of its layers.
+    layers: tuple[str, ...] = ()
+    #: ``SnapStart: ApplyOn: PublishedVersions``: INIT runs once, at publication.
+    snap_start: bool = False
 
 
 class LambdaContext:
@@ -152,7 +148,7 @@ class LambdaFunction:
 
     def __init__(
         self,
-        spec: FunctionSpecLike,
+        spec: FunctionSpec,
         *,
         function_name: str | None = None,
         region: str | None = None,
@@ -313,7 +309,7 @@ def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
 
 
 def merged_environment(
-    specs: Mapping[str, FunctionSpecLike] | list[FunctionSpecLike],
+    specs: Mapping[str, FunctionSpec] | list[FunctionSpec],
     overrides: Mapping[str, str | None] | None = None,
 ) -> dict[str, str | None]:
     """One environment for all functions of the process, as Lambda would give each of them.

@@ -44,12 +44,13 @@ import contextlib
 import copy
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from infra.lambda_runtime import FunctionSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
@@ -250,28 +251,6 @@ def _ref(target: str, template: Mapping[str, Any], names: Mapping[str, str], whe
 
 
 # --------------------------------------------------------------------------- functions
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """One Lambda function of the template, ready to run locally."""
-
-    logical_id: str
-    #: Absolute path of the function's CodeUri.
-    code_dir: Path
-    #: ``module.function`` inside code_dir (``app.lambda_handler``).
-    handler: str
-    #: Globals + function variables, resolved to strings.
-    environment: dict[str, str] = field(default_factory=dict)
-    timeout_s: float = 3.0
-    memory_mb: int = 128
-    runtime: str = "python3.12"
-    #: The route key served by this function (``$connect``, ``$default``, ``$disconnect``).
-    route_key: str = ""
-    #: Logical ids of its layers.
-    layers: tuple[str, ...] = ()
-    #: ``SnapStart: ApplyOn: PublishedVersions``: INIT runs once, at publication.
-    snap_start: bool = False
 
 
 def environment_variable_names(path: str | Path | None = None) -> set[str]:

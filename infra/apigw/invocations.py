@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.lambda_runtime import FunctionSpecLike, InvocationResult, LambdaFunction
+from infra.lambda_runtime import FunctionSpec, InvocationResult, LambdaFunction
 
 log = logging.getLogger("kiddolingo.local.gateway")
 #: The error of a message dropped before it started because the gateway is stopping.
@@ -43,7 +43,7 @@ class Invoker:
 
     def __init__(
         self,
-        routes: Mapping[str, FunctionSpecLike],
+        routes: Mapping[str, FunctionSpec],
         *,
         max_workers: int,
         integration_timeout_s: float,

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from infra.lambda_runtime import FunctionSpecLike
+from infra.lambda_runtime import FunctionSpec
 
 DEFAULT_ROUTE_SELECTION = "$request.body.type"
 DEFAULT_STAGE = "local"
@@ -50,10 +50,10 @@ def select_route(path: list[str] | None, body: str, routes: Mapping[str, Any]) -
 
 
 def resolve_routes(
-    functions: Mapping[str, FunctionSpecLike] | None,
+    functions: Mapping[str, FunctionSpec] | None,
     route_selection_expression: str | None,
     stage: str | None,
-) -> tuple[dict[str, FunctionSpecLike], str, str]:
+) -> tuple[dict[str, FunctionSpec], str, str]:
     """The routes, route selection expression and stage: the given ones, else the template's.
 
     The template is read only for what is not given, and it must load only when the functions

@@ -38,7 +38,7 @@ from infra.apigw.websocket import WebSocketApi
 from infra.background import start_loop_thread
 from infra.lambda_runtime import (
     EnvironmentPatch,
-    FunctionSpecLike,
+    FunctionSpec,
     LambdaFunction,
     merged_environment,
 )
@@ -61,7 +61,7 @@ class LocalGateway(WebSocketApi):
 
     def __init__(
         self,
-        functions: Mapping[str, FunctionSpecLike] | None = None,
+        functions: Mapping[str, FunctionSpec] | None = None,
         *,
         route_selection_expression: str | None = None,
         host: str = "127.0.0.1",

@@ -28,7 +28,7 @@ from infra.apigw.events import REASON_GOING_AWAY, REASON_NO_STATUS, Peer, aws_id
 from infra.apigw.invocations import TIMEOUTS, Invoker
 from infra.apigw.limits import GatewayWebSocketResponse
 from infra.apigw.routes import select_route
-from infra.lambda_runtime import FunctionSpecLike, InvocationResult
+from infra.lambda_runtime import FunctionSpec, InvocationResult
 
 log = logging.getLogger("kiddolingo.local.gateway")
 
@@ -36,7 +36,7 @@ log = logging.getLogger("kiddolingo.local.gateway")
 class WebSocketApi:
     """The WebSocket half of :class:`~infra.apigw.server.LocalGateway` (its settings below)."""
 
-    routes: dict[str, FunctionSpecLike]
+    routes: dict[str, FunctionSpec]
     connections: dict[str, Connection]
     stage: str
     api_id: str
