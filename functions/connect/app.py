@@ -13,22 +13,16 @@ from kiddolingo.coldstart import long_lived
 
 # What the container loads once: no collector passes meanwhile, frozen after in Lambda.
 with long_lived():
-    from kiddolingo import aws, service
+    from kiddolingo import aws, lambda_entry, service
     from kiddolingo.auth import AuthError, authenticate, check_resume
-    from kiddolingo.lambda_entry import (
-        APIGatewayWebSocketEvent,
-        connection_handler,
-        function_logger,
-    )
-    from kiddolingo.settings import get_settings
+    from kiddolingo.settings import Settings
 
-    logger = function_logger("kiddolingo-connect")
+    logger = lambda_entry.function_logger("kiddolingo-connect")
 
 
 # The event carries the token (a header, the query or a subprotocol): never logged whole.
-@connection_handler(logger, "kiddolingo-connect")
-def lambda_handler(ws: APIGatewayWebSocketEvent) -> dict[str, Any]:
-    settings = get_settings()
+@lambda_entry.connection_handler(logger)
+def lambda_handler(ws: lambda_entry.APIGatewayWebSocketEvent, settings: Settings) -> dict[str, Any]:
     connection_id = ws.request_context.connection_id
     query = ws.query_string_parameters or {}
     try:

@@ -12,31 +12,20 @@ from kiddolingo.coldstart import long_lived
 
 # What the container loads once: no collector passes meanwhile, frozen after in Lambda.
 with long_lived():
-    from kiddolingo import aws
-    from kiddolingo.lambda_entry import (
-        APIGatewayWebSocketEvent,
-        connection_handler,
-        function_logger,
-    )
+    from kiddolingo import aws, lambda_entry
     from kiddolingo.messenger import ApiGatewayMessenger
     from kiddolingo.service import Tutor
-    from kiddolingo.settings import get_settings
+    from kiddolingo.settings import Settings
 
-    logger = function_logger("kiddolingo-disconnect")
+    logger = lambda_entry.function_logger("kiddolingo-disconnect")
 
 
 # The event's headers are those of the connection, where a token may be: never logged whole.
-@connection_handler(logger, "kiddolingo-disconnect")
-def lambda_handler(ws: APIGatewayWebSocketEvent) -> dict[str, Any]:
-    connection_id = ws.request_context.connection_id
-    settings = get_settings()
+@lambda_entry.connection_handler(logger)
+def lambda_handler(ws: lambda_entry.APIGatewayWebSocketEvent, settings: Settings) -> dict[str, Any]:
     # Disconnect never posts: the messenger only carries the connection id.
-    tutor = Tutor(
-        settings,
-        aws.session_store(settings),
-        aws.chunk_store(settings),
-        ApiGatewayMessenger(None, connection_id),
-    )
+    messenger = ApiGatewayMessenger(None, ws.request_context.connection_id)
+    tutor = Tutor(settings, aws.session_store(settings), aws.chunk_store(settings), messenger)
     tutor.disconnect()
     logger.info("disconnected", extra={"reason": ws.request_context.disconnect_reason})
     return {"statusCode": 200}

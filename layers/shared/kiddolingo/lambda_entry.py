@@ -1,8 +1,8 @@
 """What the handlers of a connection's ``$connect`` and ``$disconnect`` share.
 
 Each function has its own Powertools ``Logger``, and the shared package logs through it. Each
-reads its event as API Gateway's WebSocket event, keys its logs by the connection, never logs
-the whole event (the connection's headers may carry a token, even when
+reads its event as API Gateway's WebSocket event, with the settings, keys its logs by the
+connection, never logs the whole event (the connection's headers may carry a token, even when
 ``POWERTOOLS_LOGGER_LOG_EVENT`` says to log events), and is traced when tracing is on.
 
 The audio-chunk handler does not use this module: it keeps the Powertools data classes off its
@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event im
 )
 
 from kiddolingo import tracing
+from kiddolingo.settings import Settings, get_settings
 
 __all__ = ["APIGatewayWebSocketEvent", "connection_handler", "function_logger"]
 
@@ -37,17 +38,18 @@ def function_logger(service: str) -> Logger:
 
 
 def connection_handler(
-    logger: Logger, service: str
-) -> Callable[[Callable[[APIGatewayWebSocketEvent], Response]], LambdaHandler]:
-    """Make ``handle(ws)`` the Lambda handler of a connection route, as the module doc says."""
+    logger: Logger,
+) -> Callable[[Callable[[APIGatewayWebSocketEvent, Settings], Response]], LambdaHandler]:
+    """Make ``handle(ws, settings)`` the Lambda handler of a connection route, traced under the
+    logger's service name, as the module doc says."""
 
-    def wrap(handle: Callable[[APIGatewayWebSocketEvent], Response]) -> LambdaHandler:
+    def wrap(handle: Callable[[APIGatewayWebSocketEvent, Settings], Response]) -> LambdaHandler:
         @logger.inject_lambda_context(clear_state=True, log_event=False)
         def lambda_handler(event: dict[str, Any], context: Any) -> Response:
             ws = APIGatewayWebSocketEvent(event)
             logger.append_keys(connection_id=ws.request_context.connection_id)
-            return handle(ws)
+            return handle(ws, get_settings())
 
-        return tracing.traced(lambda_handler, service)
+        return tracing.traced(lambda_handler, logger.service)
 
     return wrap
