@@ -13,10 +13,9 @@ from aiohttp import web
 
 from infra.fake_openai.content import chat_tokens
 from infra.fake_openai.faults import abort_point
-from infra.fake_openai.plumbing import error_response
+from infra.fake_openai.plumbing import Exchange, error_response
 
 if TYPE_CHECKING:
-    from infra.fake_openai.faults import Failure
     from infra.fake_openai.profile import LatencyProfile
     from infra.fake_openai.recording import RecordedRequest
 
@@ -36,13 +35,8 @@ class ChatEndpoint:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._serve("chat", request, self._read_json, self._answer_chat)
 
-    async def _answer_chat(
-        self,
-        request: web.Request,
-        record: RecordedRequest,
-        failure: Failure | None,
-        latency: LatencyProfile,
-    ) -> web.StreamResponse:
+    async def _answer_chat(self, exchange: Exchange) -> web.StreamResponse:
+        record, latency = exchange.record, exchange.latency
         body = record.json or {}
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not body.get("model"):
@@ -63,7 +57,7 @@ class ChatEndpoint:
         record.tokens_total = len(tokens)
         record.usage = self._chat_usage(body, len(tokens))
         if body.get("stream"):
-            return await self._stream_chat(request, record, failure, latency, tokens, finish)
+            return await self._stream_chat(exchange, tokens, finish)
         await self._sleep_until(
             self._read_at(record)
             + self._first_token_s(latency, record.usage)
@@ -132,19 +126,16 @@ class ChatEndpoint:
         """The whole stream, event by event: the role, a content token each, the finish, the
         usage when asked for, then ``[DONE]``."""
         body = record.json or {}
-        chunk_id = f"chatcmpl-fake-{uuid.uuid4().hex[:12]}"
-        created = int(time.time())
+        head = {
+            "id": f"chatcmpl-fake-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model"),
+        }
 
         def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-            chunk = {
-                "id": chunk_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": body.get("model"),
-                "choices": [
-                    {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-                ],
-            }
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            chunk = {**head, "choices": [choice]}
             return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
 
         events = [event({"role": "assistant", "content": ""})]
@@ -153,29 +144,17 @@ class ChatEndpoint:
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
             # The last chunk before [DONE], with no choices, as OpenAI sends it.
-            last = {
-                "id": chunk_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": body.get("model"),
-                "choices": [],
-                "usage": record.usage,
-            }
+            last = {**head, "choices": [], "usage": record.usage}
             events.append(f"data: {json.dumps(last)}\n\n".encode())
         events.append(b"data: [DONE]\n\n")
         return events
 
     async def _stream_chat(
-        self,
-        request: web.Request,
-        record: RecordedRequest,
-        failure: Failure | None,
-        latency: LatencyProfile,
-        tokens: list[str],
-        finish: str,
+        self, exchange: Exchange, tokens: list[str], finish: str
     ) -> web.StreamResponse:
         """Send the events, the first content token after the reasoning and each next one at
         the profile's rate; an injected ``abort`` or ``stall`` cuts the stream midway."""
+        request, record, failure, latency = exchange
         events = self._chat_events(record, tokens, finish)
         record.bytes_total = sum(len(e) for e in events)
         abort_at = abort_point(failure, record.bytes_total)

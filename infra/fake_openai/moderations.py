@@ -6,16 +6,11 @@ import json
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from infra.fake_openai.plumbing import error_response
-
-if TYPE_CHECKING:
-    from infra.fake_openai.faults import Failure
-    from infra.fake_openai.profile import LatencyProfile
-    from infra.fake_openai.recording import RecordedRequest
+from infra.fake_openai.plumbing import Exchange, error_response
 
 __all__ = ["API_FLAG_THRESHOLD", "MODERATION_CATEGORIES", "ModerationsEndpoint"]
 
@@ -63,13 +58,8 @@ class ModerationsEndpoint:
     async def _moderations(self, request: web.Request) -> web.StreamResponse:
         return await self._serve("moderations", request, self._read_json, self._answer_moderations)
 
-    async def _answer_moderations(
-        self,
-        request: web.Request,
-        record: RecordedRequest,
-        failure: Failure | None,
-        latency: LatencyProfile,
-    ) -> web.StreamResponse:
+    async def _answer_moderations(self, exchange: Exchange) -> web.StreamResponse:
+        record, latency = exchange.record, exchange.latency
         body = record.json or {}
         texts = list(self._moderation_texts(body.get("input")))
         if not texts:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import web
 
@@ -16,15 +16,24 @@ if TYPE_CHECKING:
     from infra.fake_openai.profile import LatencyProfile
     from infra.fake_openai.recording import RecordedRequest
 
-__all__ = ["Aborted", "HttpPlumbing", "error_body", "error_response"]
+__all__ = ["Aborted", "Exchange", "HttpPlumbing", "error_body", "error_response"]
 
 #: Reads a request's body into its record; told whether the key was accepted.
 BodyReader = Callable[[web.Request, "RecordedRequest", bool], Awaitable[None]]
-#: Answers an accepted request: the request, its record, its injected failure, the profile.
-Answer = Callable[
-    [web.Request, "RecordedRequest", "Failure | None", "LatencyProfile"],
-    Awaitable[web.StreamResponse],
-]
+
+
+class Exchange(NamedTuple):
+    """One accepted request being answered: the request, its record, its injected failure
+    (if any) and the latency profile it is served by."""
+
+    request: web.Request
+    record: RecordedRequest
+    failure: Failure | None
+    latency: LatencyProfile
+
+
+#: Answers an accepted request.
+Answer = Callable[[Exchange], Awaitable[web.StreamResponse]]
 
 
 class Aborted(Exception):
@@ -69,7 +78,7 @@ class HttpPlumbing:
         async def respond() -> web.StreamResponse:
             if denied is not None:
                 return denied
-            return await answer(request, record, failure, latency)
+            return await answer(Exchange(request, record, failure, latency))
 
         return await self._handle(request, record, failure, respond)
 

@@ -4,18 +4,12 @@ in chunks faster than real time by the profile's factor."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from infra.fake_openai.faults import abort_point
-from infra.fake_openai.plumbing import error_response
+from infra.fake_openai.plumbing import Exchange, error_response
 from infra.fake_openai.voices import SPEECH_MODES, espeak_pcm, speech_pcm
-
-if TYPE_CHECKING:
-    from infra.fake_openai.faults import Failure
-    from infra.fake_openai.profile import LatencyProfile
-    from infra.fake_openai.recording import RecordedRequest
 
 __all__ = ["SPEECH_CHUNK_BYTES", "SpeechEndpoint"]
 
@@ -48,13 +42,8 @@ class SpeechEndpoint:
     async def _speech(self, request: web.Request) -> web.StreamResponse:
         return await self._serve("speech", request, self._read_json, self._answer_speech)
 
-    async def _answer_speech(
-        self,
-        request: web.Request,
-        record: RecordedRequest,
-        failure: Failure | None,
-        latency: LatencyProfile,
-    ) -> web.StreamResponse:
+    async def _answer_speech(self, exchange: Exchange) -> web.StreamResponse:
+        request, record, failure, latency = exchange
         body = record.json or {}
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():

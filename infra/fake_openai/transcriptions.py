@@ -12,12 +12,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from infra.fake_openai.plumbing import error_response
+from infra.fake_openai.plumbing import Exchange, error_response
 from kiddolingo.audio import WavFormatError, wav_to_pcm16
 
 if TYPE_CHECKING:
-    from infra.fake_openai.faults import Failure
-    from infra.fake_openai.profile import LatencyProfile
     from infra.fake_openai.recording import RecordedRequest
 
 __all__ = ["TranscriptionsEndpoint"]
@@ -77,13 +75,8 @@ class TranscriptionsEndpoint:
                     form[name] = data.decode("utf-8", "replace")
         record.form = form
 
-    async def _transcribe(
-        self,
-        request: web.Request,
-        record: RecordedRequest,
-        failure: Failure | None,
-        latency: LatencyProfile,
-    ) -> web.StreamResponse:
+    async def _transcribe(self, exchange: Exchange) -> web.StreamResponse:
+        record, latency = exchange.record, exchange.latency
         form = record.form
         if not record.file:
             return error_response(400, "missing file")
