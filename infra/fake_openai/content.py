@@ -88,8 +88,11 @@ class ScriptedContent:
     _transcripts: deque[str]
     _replies: deque[str]
     _rewordings: list[_Rewording]
+    #: What a transcription returns when nothing else says.
     default_transcript: str
+    #: Transcribes a request when no transcript is scripted; None (or its None) gives the default.
     transcriber: Callable[[RecordedRequest], str | None] | None
+    #: The reply to a conversation when no reply is scripted (``demo_reply`` by default).
     reply_for: Callable[[list[dict[str, Any]]], str]
 
     def script_transcripts(self, *texts: str) -> None:
@@ -133,6 +136,7 @@ class ScriptedContent:
         return replacement if isinstance(replacement, str) else replacement(sentence)
 
     def _next_transcript(self, record: RecordedRequest) -> str:
+        """A scripted transcript, else the transcriber's, else the default."""
         with self._lock:
             if self._transcripts:
                 return self._transcripts.popleft()
@@ -145,6 +149,7 @@ class ScriptedContent:
         return default
 
     def _next_reply(self, messages: list[dict[str, Any]]) -> str:
+        """A scripted reply, else ``reply_for``'s."""
         with self._lock:
             if self._replies:
                 return self._replies.popleft()
