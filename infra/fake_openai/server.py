@@ -23,9 +23,8 @@ from infra.fake_openai.plumbing import HttpPlumbing
 from infra.fake_openai.profile import LatencyProfile
 from infra.fake_openai.realtime import RealtimeEndpoint
 from infra.fake_openai.recording import RequestLog
-from infra.fake_openai.speech import SPEECH_CHUNK_BYTES, SpeechEndpoint
+from infra.fake_openai.speech import SPEECH_CHUNK_BYTES, SpeechEndpoint, speech_mode
 from infra.fake_openai.transcriptions import TranscriptionsEndpoint
-from infra.fake_openai.voices import SPEECH_MODES
 
 # ``MODERATION_CATEGORIES`` and ``_DEMO_REPLIES`` are imported from here by tests written when
 # this module held them.
@@ -59,10 +58,8 @@ class FakeOpenAI(
         default_transcript: str = "Hola, me llamo Ana.",
         speech: str = "tones",
     ) -> None:
-        if speech not in SPEECH_MODES:
-            raise ValueError(f"unknown speech mode {speech!r}; one of {SPEECH_MODES}")
         self.host = host
-        self._initial_speech = speech
+        self._initial_speech = speech_mode(speech)
         self._requested_port = port
         self._initial_latency = latency or LatencyProfile()
         self._initial_transcript = default_transcript

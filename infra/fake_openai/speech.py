@@ -11,10 +11,17 @@ from infra.fake_openai.faults import abort_point
 from infra.fake_openai.plumbing import Exchange, error_response
 from infra.fake_openai.voices import SPEECH_MODES, espeak_pcm, speech_pcm
 
-__all__ = ["SPEECH_CHUNK_BYTES", "SpeechEndpoint"]
+__all__ = ["SPEECH_CHUNK_BYTES", "SpeechEndpoint", "speech_mode"]
 
 #: Bytes per streamed speech chunk: 100 ms of 24 kHz PCM16.
 SPEECH_CHUNK_BYTES = 4_800
+
+
+def speech_mode(mode: str) -> str:
+    """``mode`` if the fake can speak that way (``tones`` or ``espeak``), else ValueError."""
+    if mode not in SPEECH_MODES:
+        raise ValueError(f"unknown speech mode {mode!r}; one of {SPEECH_MODES}")
+    return mode
 
 
 class SpeechEndpoint:
@@ -29,9 +36,7 @@ class SpeechEndpoint:
 
     def set_speech(self, mode: str) -> None:
         """``tones`` or ``espeak`` from now on."""
-        if mode not in SPEECH_MODES:
-            raise ValueError(f"unknown speech mode {mode!r}; one of {SPEECH_MODES}")
-        self.speech = mode
+        self.speech = speech_mode(mode)
 
     async def _speech_audio(self, text: str) -> bytes:
         """The PCM of ``text`` in the current speech mode (espeak-ng runs off the loop)."""
