@@ -242,6 +242,7 @@ class ChunkPath(AudioCommit):
                     strict=not lenient,
                     return_item=goes_on,
                     known=conn if unverified else None,
+                    releases=(conn.get("spec") or {}).get("id") if released else None,
                 )
             except BaseException as exc:
                 # Whatever went wrong, the turns started before this write are called off.
@@ -256,12 +257,16 @@ class ChunkPath(AudioCommit):
                     # ($disconnect deleted what the item listed before it).
                     self._delete_written(result.writes)
                     return
-                if int(latest.get("aver", 0)) == state.version and not unverified:
+                withdrawn = bool(released) and (latest.get("spec") or {}).get("id") != (
+                    conn.get("spec") or {}
+                ).get("id")
+                if int(latest.get("aver", 0)) == state.version and not (unverified or withdrawn):
                     # Only a chunk parked at our new watermark made us lose. When writes are
                     # slower than chunks arrive, waiting for those chunks would never end, so
                     # from now on we commit without them and then process them ourselves. After
                     # a commit from a kept item, any write since may have made us lose, so the
-                    # retry stays strict.
+                    # retry stays strict; so it does when the speculation it released was
+                    # withdrawn meanwhile (its turn gets asked for again).
                     lenient = True
                 conn, retried, lost, unverified = latest, True, lost + 1, False
                 continue

@@ -113,6 +113,7 @@ class AudioCommit(Turns):
         strict: bool = True,
         return_item: bool = False,
         known: dict[str, Any] | None = None,
+        releases: str | None = None,
     ) -> dict[str, Any] | None:
         """The conditional write of the audio state that ``kiddolingo.ingest`` computed.
 
@@ -121,8 +122,10 @@ class AudioCommit(Turns):
         at the new watermark since our read, because that chunk is ours to process; without
         it, the caller processes such a chunk after the write. With ``return_item`` the item as
         the write left it is returned, else ``None``. ``known`` is the kept item this write was
-        made from, and the write checks that it is still the item as stored. The item as the
-        write left it is kept for this container's next append."""
+        made from, and the write checks that it is still the item as stored. ``releases``: the
+        id of the speculation this write releases, which must still be the connection's (its
+        turn may have withdrawn it since our read, and then nobody would answer). The item as
+        the write left it is kept for this container's next append."""
         st = result.state
         sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
         values: dict[str, Any] = {
@@ -178,6 +181,9 @@ class AudioCommit(Turns):
         if strict:
             names["#w"] = str(st.next_seq)
             condition += " AND attribute_not_exists(pend.#w)"
+        if releases:
+            condition += " AND spec.id = :rel"
+            values[":rel"] = releases
         if known:
             kept, kept_values = known_version_condition(known)
             condition += f" AND {kept}"
