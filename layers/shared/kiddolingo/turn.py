@@ -40,8 +40,13 @@ from .speech_text import SentenceSplitter, SpokenCheck, emojis_of, strip_for_spe
 
 log = logging.getLogger(__name__)
 
-#: PCM bytes per audio delta: 16 KB (~333 ms) → ~22 KB of base64, well under the 32 KB limit.
+#: PCM bytes a delta gathers from the audio already there: 16 KB (~333 ms). The item that
+#: crosses it still goes along (a batch is cut only past POST_DELTA_PCM).
 MAX_DELTA_PCM = 16 * 1024
+#: The most PCM one posted delta carries: 500 ms → 32,000 characters of base64, so the message
+#: stays one 32 KB unit (what API Gateway bills per message, and its frame limit). Cutting a
+#: batch at 16 KB instead left a ~3 KB piece for a message of its own behind most batches.
+POST_DELTA_PCM = 24_000
 #: After the first delta, deltas carry at least 200 ms of audio (speech arrives faster than
 #: real time, so the child's player never starves while we gather it).
 MIN_DELTA_PCM = 9600
@@ -587,8 +592,8 @@ class TurnRunner:
                         continue
                     assert isinstance(item, bytes)
                     batch += item
-                for i in range(0, len(batch), MAX_DELTA_PCM):
-                    piece = bytes(batch[i : i + MAX_DELTA_PCM])
+                for i in range(0, len(batch), POST_DELTA_PCM):
+                    piece = bytes(batch[i : i + POST_DELTA_PCM])
                     if not checked:
                         await self._check()
                     checked = False
