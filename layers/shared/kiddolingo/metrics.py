@@ -46,6 +46,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from . import observe
+
 log = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "KiddoLingo"
@@ -176,6 +178,7 @@ def emit_turn_metrics(
     ``service`` dimension from ``POWERTOOLS_SERVICE_NAME``. ``POWERTOOLS_METRICS_DISABLED=true``
     silences the output. Never raises: metrics must not break a child's turn.
     """
+    observe.turn_ended(outcome)  # the turn observers (the benchmark) see every outcome
     try:
         figures = turn_figures(outcome, speculative=speculative)
     except Exception:
