@@ -63,37 +63,39 @@ def _head(f: dict[str, Any]) -> str:
     )
 
 
+def _row(
+    figure: str, p50: str = "", p95: str = "", target: str = "", ok: bool | None = None
+) -> Row:
+    """One row of the table; ``ok`` is its target's verdict (``None``: none to meet)."""
+    return (figure, p50, p95, target, verdict(ok))
+
+
 def _voice_to_voice_rows(f: dict[str, Any]) -> list[Row]:
     """speech_stopped, and voice-to-voice with the speculative turn off against its floor."""
-    stream_ok = f["targets"]["streaming: voice-to-voice p50 <= floor + 60 ms"]["ok"]
+    ok = f["targets"]["streaming: voice-to-voice p50 <= floor + 60 ms"]["ok"]
     return [
-        (
+        _row(
             "speech_stopped after the last speech sample",
             fmt(f["speech_stopped_delay_p50_ms"]),
             fmt(f["speech_stopped_delay_p95_ms"]),
             f"≈ silence window ({f['silence_ms']} ms)",
-            "",
         ),
-        (
+        _row(
             "voice-to-voice, streaming (speculation off)",
             fmt(f["voice_to_voice_p50_ms"]),
             fmt(f["voice_to_voice_p95_ms"]),
-            "",
-            "",
         ),
-        (
+        _row(
             "  floor (silence + STT + 1st sentence + TTS TTFB)",
             fmt(f["floor_p50_ms"]),
             fmt(f["floor_p95_ms"]),
-            "",
-            "",
         ),
-        (
+        _row(
             "  overhead over the floor",
             fmt(f["overhead_p50_ms"]),
             fmt(f["overhead_p95_ms"]),
             "≤ 60 ms",
-            verdict(stream_ok),
+            ok,
         ),
     ]
 
@@ -101,50 +103,31 @@ def _voice_to_voice_rows(f: dict[str, Any]) -> list[Row]:
 def _speculative_rows(f: dict[str, Any]) -> list[Row]:
     """Voice-to-voice as deployed, against its floor; the sequential baseline."""
     tgt = f["targets"]
-    spec_ok = tgt["speculative: voice-to-voice <= silence + speech first byte + 150 ms"]["ok"]
     return [
-        (
+        _row(
             "voice-to-voice, speculative (as deployed)",
             fmt(f["speculative_voice_to_voice_p50_ms"]),
             fmt(f["speculative_voice_to_voice_p95_ms"]),
             f"≤ {fmt(f['speculative_target_ms'])}",
-            verdict(spec_ok),
+            tgt["speculative: voice-to-voice <= silence + speech first byte + 150 ms"]["ok"],
         ),
-        (
-            "  its physical floor at this fraction",
-            fmt(f["speculative_floor_p50_ms"]),
-            "",
-            "",
-            "",
-        ),
-        (
+        _row("  its physical floor at this fraction", fmt(f["speculative_floor_p50_ms"])),
+        _row(
             "  speech_stopped (release) → first audio",
             fmt(f["speculative_release_to_first_audio_p50_ms"]),
-            "",
-            "",
-            "",
         ),
-        (
+        _row(
             "sequential baseline (the brief's design)",
             fmt(f["sequential_p50_ms"]),
             fmt(f["sequential_p95_ms"]),
-            "",
-            "",
         ),
-        (
+        _row(
             "speedup vs sequential (best mode, p50)",
             fmt(f["speedup_vs_sequential"], "x"),
-            "",
-            "≥ 2×",
-            verdict(tgt[">= 2x faster than sequential"]["ok"]),
+            target="≥ 2×",
+            ok=tgt[">= 2x faster than sequential"]["ok"],
         ),
-        (
-            "  streaming alone",
-            fmt(f["streaming_speedup_vs_sequential"], "x"),
-            "",
-            "",
-            "",
-        ),
+        _row("  streaming alone", fmt(f["streaming_speedup_vs_sequential"], "x")),
     ]
 
 
@@ -152,34 +135,28 @@ def _aws_rows(f: dict[str, Any]) -> list[Row]:
     """The chunk path's AWS calls and CPU; a turn's calls."""
     tgt = f["targets"]
     return [
-        (
+        _row(
             "AWS calls per append (not ending a turn)",
             f"{fmt(f['aws_calls_per_append_mean'], '')} mean",
             f"{fmt(f['aws_calls_per_append_p95'], '')} / {fmt(f['aws_calls_per_append_max'], '')}"
             " max",
             "≤ 3",
-            verdict(tgt["<= 3 AWS calls per append"]["ok"]),
+            tgt["<= 3 AWS calls per append"]["ok"],
         ),
-        (
+        _row(
             "AWS calls per turn",
             f"{fmt(f['aws_calls_per_turn_mean'], '')} mean",
             f"{fmt(f['aws_calls_per_turn_max'], '')} max",
-            "",
-            "",
         ),
-        (
+        _row(
             "CPU per 100 ms of audio (chunk path, excl. moto)",
             fmt(f["cpu_ms_per_100ms_audio"], "ms2"),
             fmt(f["cpu_ms_per_100ms_audio_p95"], "ms2"),
             "≤ 5 ms",
-            verdict(tgt["<= 5 ms CPU per 100 ms of audio"]["ok"]),
+            tgt["<= 5 ms CPU per 100 ms of audio"]["ok"],
         ),
-        (
-            "  … including moto's AWS emulation",
-            fmt(f["cpu_ms_per_100ms_audio_with_moto"], "ms2"),
-            "",
-            "",
-            "",
+        _row(
+            "  … including moto's AWS emulation", fmt(f["cpu_ms_per_100ms_audio_with_moto"], "ms2")
         ),
     ]
 
@@ -188,75 +165,53 @@ def _import_rows(f: dict[str, Any]) -> list[Row]:
     """Cold starts: the handlers' imports, the first turn of a fresh container."""
     tgt = f["targets"]
     return [
-        (
+        _row(
             "cold-start imports: audio ($default), best of N",
             fmt(f["import_ms_audio"]),
             f"{fmt(f['import_ms_audio_median'])} median",
             "≤ 300 ms",
-            verdict(tgt["<= 300 ms of imports (chunk path cold start)"]["ok"]),
+            tgt["<= 300 ms of imports (chunk path cold start)"]["ok"],
         ),
-        (
+        _row(
             "  openai imported on the chunk path",
             fmt(f["chunk_path_imports_openai"]),
-            "",
-            "no",
-            verdict(tgt["no openai import on the chunk path"]["ok"]),
+            target="no",
+            ok=tgt["no openai import on the chunk path"]["ok"],
         ),
-        ("cold-start imports: connect", fmt(f["import_ms_connect"]), "", "", ""),
-        ("cold-start imports: disconnect", fmt(f["import_ms_disconnect"]), "", "", ""),
-        (
-            "first turn of a fresh container: SDK imports",
-            fmt(f["turn_cold_start_ms"]),
-            "",
-            "",
-            "",
-        ),
-        (
-            "first turn over a warm one: on-demand INIT",
-            fmt(f["first_turn_extra_ms_on_demand"]),
-            "",
-            "",
-            "",
-        ),
-        (
+        _row("cold-start imports: connect", fmt(f["import_ms_connect"])),
+        _row("cold-start imports: disconnect", fmt(f["import_ms_disconnect"])),
+        _row("first turn of a fresh container: SDK imports", fmt(f["turn_cold_start_ms"])),
+        _row("first turn over a warm one: on-demand INIT", fmt(f["first_turn_extra_ms_on_demand"])),
+        _row(
             "  … from a SnapStart snapshot (as deployed)",
             fmt(f["first_turn_extra_ms_snapstart"]),
-            "",
-            "≈ 0",
-            "",
+            target="≈ 0",
         ),
     ]
 
 
 def _cost_rows(f: dict[str, Any]) -> list[Row]:
     """S3 writes, and the bill per child-hour."""
-    tgt = f["targets"]
+    successors = f["provider_usd_per_child_hour"].get("successors", 0.0)
     return [
-        (
+        _row(
             "S3 writes per conversation minute",
             fmt(f["s3_writes_per_minute"], ""),
-            "",
-            "speech + prefix only",
-            "",
+            target="speech + prefix only",
         ),
-        (
+        _row(
             f"AWS $ per child-hour (prices of {f['prices_date']})",
             f"${f['aws_usd_per_child_hour']:.4f}",
-            "",
-            f"≤ ${AWS_USD_PER_HOUR_TARGET:.2f}",
-            verdict(tgt["AWS <= $0.05 per child-hour"]["ok"]),
+            target=f"≤ ${AWS_USD_PER_HOUR_TARGET:.2f}",
+            ok=f["targets"]["AWS <= $0.05 per child-hour"]["ok"],
         ),
         *(
-            (f"provider $ per child-hour, {label}", f"${usd:.3f}", "", "", "")
+            _row(f"provider $ per child-hour, {label}", f"${usd:.3f}")
             for label, usd in f["provider_usd_per_child_hour"].items()
         ),
-        (
+        _row(
             "$ per conversation-minute: AWS + providers (successors)",
-            f"${f['aws_usd_per_child_hour'] / 60:.4f} + "
-            f"${f['provider_usd_per_child_hour'].get('successors', 0.0) / 60:.4f}",
-            "",
-            "",
-            "",
+            f"${f['aws_usd_per_child_hour'] / 60:.4f} + ${successors / 60:.4f}",
         ),
     ]
 

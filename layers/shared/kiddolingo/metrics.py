@@ -2,7 +2,7 @@
 
 One EMF record per tutor turn, printed to stdout (Lambda ships it to CloudWatch Logs, which
 turns it into metrics). The numbers come from :func:`turn_figures`, a pure function of the
-turn's :class:`~kiddolingo.turn.TurnOutcome`; the benchmark (``infra/bench.py``) reads the same
+turn's :class:`~kiddolingo.turn.TurnOutcome`; the benchmark (``infra/bench/``) reads the same
 function, so what it reports is exactly what production emits.
 
 ===================  ============  =====================================================
