@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from infra.dynamo_meter import OWN_READ, item_size
+
 from . import config
 from .child import noise, to_pcm
 from .config import (
@@ -29,6 +31,8 @@ from .observers import CURRENT, Invocation, Observer
 
 @dataclass
 class Turn:
+    """One scripted turn: what the child says and the tutor answers, and what was seen of it."""
+
     index: int
     phrase: str
     reply: str
@@ -73,36 +77,6 @@ class Turn:
         if self.speech_stopped_at is None or self.last_speech_at is None:
             return None
         return (self.speech_stopped_at - self.last_speech_at) * 1000.0
-
-
-#: The benchmark's own reads of the connection item ask for their consumed capacity (the
-#: handlers never do): the DynamoDB meter leaves them out of the bill.
-BENCH_OWN_READ = {"ReturnConsumedCapacity": "TOTAL"}
-
-
-def dynamodb_item_size(item: dict[str, Any]) -> int:
-    """An item's size as DynamoDB bills it (low-level attribute values), approximately:
-    names + values, numbers at about half their digits, 3 bytes per map or list entry."""
-
-    def value(v: dict[str, Any]) -> int:
-        (kind, x), *_ = v.items()
-        if kind == "S":
-            return len(x.encode())
-        if kind == "B":
-            return len(x)
-        if kind == "N":
-            return len(str(x)) // 2 + 1
-        if kind in ("BOOL", "NULL"):
-            return 1
-        if kind == "M":
-            return 3 + sum(len(k.encode()) + value(e) + 1 for k, e in x.items())
-        if kind == "L":
-            return 3 + sum(value(e) + 1 for e in x)
-        if kind in ("SS", "NS", "BS"):
-            return sum(len(str(e)) for e in x)
-        return 0
-
-    return sum(len(k.encode()) + value(v) for k, v in item.items())
 
 
 class Conversation:
@@ -272,10 +246,10 @@ class Conversation:
             TableName=TABLE,
             Key={"pk": {"S": f"conn#{CONNECTION_ID}"}},
             ConsistentRead=True,
-            **BENCH_OWN_READ,
+            **OWN_READ,  # the meter leaves the benchmark's own reads out of the bill
         )
         if out.get("Item"):
-            into.append(dynamodb_item_size(out["Item"]))
+            into.append(item_size(out["Item"]))
 
     def finish(self) -> None:
         for future in self.futures:

@@ -1,6 +1,6 @@
 """What the benchmark sees of each invocation: its AWS calls and posts (botocore hooks on the
-handlers' session), its CPU with moto's share apart, and whether it started a turn; and every
-turn's outcome (``kiddolingo.observe``, the layer's turn observers)."""
+handlers' session), its CPU with moto's share apart, and whether it started a turn (a turn
+observer of ``kiddolingo.observe``)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from . import config
@@ -70,33 +71,23 @@ def _row(
     return (figure, p50, p95, target, verdict(ok))
 
 
+def _p50_p95(f: dict[str, Any], name: str) -> tuple[str, str]:
+    """The cells of the figure ``name``: its ``_p50_ms`` and ``_p95_ms``."""
+    return fmt(f[f"{name}_p50_ms"]), fmt(f[f"{name}_p95_ms"])
+
+
 def _voice_to_voice_rows(f: dict[str, Any]) -> list[Row]:
     """speech_stopped, and voice-to-voice with the speculative turn off against its floor."""
     ok = f["targets"]["streaming: voice-to-voice p50 <= floor + 60 ms"]["ok"]
     return [
         _row(
             "speech_stopped after the last speech sample",
-            fmt(f["speech_stopped_delay_p50_ms"]),
-            fmt(f["speech_stopped_delay_p95_ms"]),
+            *_p50_p95(f, "speech_stopped_delay"),
             f"≈ silence window ({f['silence_ms']} ms)",
         ),
-        _row(
-            "voice-to-voice, streaming (speculation off)",
-            fmt(f["voice_to_voice_p50_ms"]),
-            fmt(f["voice_to_voice_p95_ms"]),
-        ),
-        _row(
-            "  floor (silence + STT + 1st sentence + TTS TTFB)",
-            fmt(f["floor_p50_ms"]),
-            fmt(f["floor_p95_ms"]),
-        ),
-        _row(
-            "  overhead over the floor",
-            fmt(f["overhead_p50_ms"]),
-            fmt(f["overhead_p95_ms"]),
-            "≤ 60 ms",
-            ok,
-        ),
+        _row("voice-to-voice, streaming (speculation off)", *_p50_p95(f, "voice_to_voice")),
+        _row("  floor (silence + STT + 1st sentence + TTS TTFB)", *_p50_p95(f, "floor")),
+        _row("  overhead over the floor", *_p50_p95(f, "overhead"), "≤ 60 ms", ok),
     ]
 
 
@@ -106,8 +97,7 @@ def _speculative_rows(f: dict[str, Any]) -> list[Row]:
     return [
         _row(
             "voice-to-voice, speculative (as deployed)",
-            fmt(f["speculative_voice_to_voice_p50_ms"]),
-            fmt(f["speculative_voice_to_voice_p95_ms"]),
+            *_p50_p95(f, "speculative_voice_to_voice"),
             f"≤ {fmt(f['speculative_target_ms'])}",
             tgt["speculative: voice-to-voice <= silence + speech first byte + 150 ms"]["ok"],
         ),
@@ -116,11 +106,7 @@ def _speculative_rows(f: dict[str, Any]) -> list[Row]:
             "  speech_stopped (release) → first audio",
             fmt(f["speculative_release_to_first_audio_p50_ms"]),
         ),
-        _row(
-            "sequential baseline (the brief's design)",
-            fmt(f["sequential_p50_ms"]),
-            fmt(f["sequential_p95_ms"]),
-        ),
+        _row("sequential baseline (the brief's design)", *_p50_p95(f, "sequential")),
         _row(
             "speedup vs sequential (best mode, p50)",
             fmt(f["speedup_vs_sequential"], "x"),
@@ -233,17 +219,24 @@ def _overhead_lines(f: dict[str, Any]) -> list[str]:
             for m, v in modes.items()
         )
     )
-    for mode, v in modes.items():
-        extra.append(
-            f"provider requests per turn, {mode}: "
-            + ", ".join(f"{k} {n:g}" for k, n in v["provider_requests_per_turn"].items())
-        )
-    for mode, v in modes.items():
-        extra.append(
-            f"the fake provider's lateness over its profile (p50), {mode}: "
-            + ", ".join(f"{k} {fmt(n, 'ms2')}" for k, n in v["provider_lateness_p50_ms"].items())
-        )
+    extra += _by_mode(modes, "provider requests per turn, {mode}: ", "provider_requests_per_turn")
+    extra += _by_mode(
+        modes,
+        "the fake provider's lateness over its profile (p50), {mode}: ",
+        "provider_lateness_p50_ms",
+        lambda n: fmt(n, "ms2"),
+    )
     return extra
+
+
+def _by_mode(
+    modes: dict[str, Any], title: str, key: str, cell: Callable[[Any], str] = "{:g}".format
+) -> list[str]:
+    """A line per mode: ``title`` (with the mode), then each entry of the mode's ``key``."""
+    return [
+        title.format(mode=mode) + ", ".join(f"{k} {cell(n)}" for k, n in v[key].items())
+        for mode, v in modes.items()
+    ]
 
 
 def _chunk_path_lines(f: dict[str, Any]) -> list[str]:
@@ -283,11 +276,7 @@ def _chunk_path_lines(f: dict[str, Any]) -> list[str]:
         + ", ".join(f"{k} {v:g}" for k, v in f["aws_calls_per_append_by_call"].items())
         + f"; distribution {f['aws_calls_per_append_distribution']}"
     )
-    for mode, v in modes.items():
-        extra.append(
-            f"calls per turn, {mode} (mean): "
-            + ", ".join(f"{k} {n:g}" for k, n in v["aws_calls_per_turn_by_call"].items())
-        )
+    extra += _by_mode(modes, "calls per turn, {mode} (mean): ", "aws_calls_per_turn_by_call")
     return extra
 
 

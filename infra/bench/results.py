@@ -89,9 +89,10 @@ def figures(
     # First: the modes' figures fill in each turn's overhead breakdown, which per_turn reads.
     modes = {mode: _mode_figures(run, profile, args.silence_ms) for mode, run in runs.items()}
     invocations: list[Invocation] = [i for run in runs.values() for i in run["invocations"]]
+    speculative_target = args.silence_ms + profile.speech_first_byte_ms + SPECULATIVE_SLACK_MS
     out: dict[str, Any] = {
         **_run_figures(args, profile, runs, turns, invocations),
-        **_latency_figures(args, profile, modes, turns, sequential),
+        **_latency_figures(modes, turns, sequential, speculative_target),
         **_chunk_path_figures(runs, invocations, modes),
         **_import_figures(imports),
         **_conversation_figures(runs, invocations, modes),
@@ -141,11 +142,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _latency_figures(
-    args: argparse.Namespace,
-    profile: Any,
     modes: dict[str, dict[str, Any]],
     turns: list[Turn],
     sequential: list[float],
+    speculative_target_ms: float,
 ) -> dict[str, Any]:
     """speech_stopped's delay; voice-to-voice of both modes against their floors; the baseline."""
     streaming = modes.get("streaming", {})
@@ -170,9 +170,7 @@ def _latency_figures(
         "speculative_turns": spec.get("speculative_turns"),
         "speculative_voice_to_voice_p50_ms": spec.get("voice_to_voice_p50_ms"),
         "speculative_voice_to_voice_p95_ms": spec.get("voice_to_voice_p95_ms"),
-        "speculative_target_ms": (
-            args.silence_ms + profile.speech_first_byte_ms + SPECULATIVE_SLACK_MS
-        ),
+        "speculative_target_ms": speculative_target_ms,
         "speculative_floor_p50_ms": spec.get("speculative_floor_p50_ms"),
         "speculative_overhead_p50_ms": spec.get("overhead_over_speculative_floor_p50_ms"),
         "speculative_release_to_first_audio_p50_ms": spec.get("release_to_first_audio_p50_ms"),
