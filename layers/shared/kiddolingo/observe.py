@@ -40,12 +40,14 @@ def observing(
     *, start: Callable[[], None] | None = None, outcome: Callable[[Any], None] | None = None
 ) -> Iterator[None]:
     """Register ``start`` and ``outcome`` for the ``with`` block, and remove them after it."""
-    hooks = [(on_turn_start, start), (on_turn_outcome, outcome)]
-    added = [(hooks_list, fn) for hooks_list, fn in hooks if fn is not None]
-    for hooks_list, fn in added:
-        hooks_list.append(fn)
+    if start is not None:
+        on_turn_start.append(start)
+    if outcome is not None:
+        on_turn_outcome.append(outcome)
     try:
         yield
     finally:
-        for hooks_list, fn in added:
-            hooks_list.remove(fn)
+        if start is not None:
+            on_turn_start.remove(start)
+        if outcome is not None:
+            on_turn_outcome.remove(outcome)
