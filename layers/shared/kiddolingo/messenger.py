@@ -13,12 +13,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from .protocol import MAX_EVENT_BYTES, encode_json
-
-
-class ConnectionGoneError(Exception):
-    def __init__(self, connection_id: str) -> None:
-        super().__init__(f"connection {connection_id} is gone (410)")
-        self.connection_id = connection_id
+from .turn.ports import ConnectionGoneError
 
 
 class MessageTooLargeError(ValueError):
