@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..providers.base import Usage
@@ -25,42 +26,40 @@ if TYPE_CHECKING:
     from .turn_flow import TurnFlow
 
 
+@dataclass(eq=False)
 class TurnState:
-    """One turn's inputs and the work it has under way."""
+    """One turn's inputs (as ``TurnFlow._turn_body`` got them) and the work it has under way."""
 
-    def __init__(
-        self,
-        flow: TurnFlow,
-        conn: dict[str, Any],
-        cfg: SessionConfig,
-        utt: ingestlib.Utterance | None,
-        poster: MessengerPoster,
-        exits: contextlib.AsyncExitStack,
-        verdict: WriteVerdict | None,
-        ids: tuple[str, str],
-    ) -> None:
-        self.flow = flow
-        self.providers = flow._providers()
-        self.sid: str = conn["sid"]
-        self.cfg = cfg
-        self.utt = utt
-        self.poster = poster
-        self.exits = exits
-        self.verdict = verdict
-        self.response_id, self.item_id = ids
+    flow: TurnFlow
+    conn: dict[str, Any]
+    cfg: SessionConfig
+    utt: ingestlib.Utterance | None
+    poster: MessengerPoster
+    exits: contextlib.AsyncExitStack
+    verdict: WriteVerdict | None
+    ids: tuple[str, str]
+
+    #: The child's words (``None`` for a reply to the history as it stands).
+    user_text: str | None = field(init=False, default=None)
+    #: The child's words as the client is to see them: posted by the reply, once moderated.
+    user_event: dict[str, Any] | None = field(init=False, default=None)
+    transcription_ms: float | None = field(init=False, default=None)
+    usage: Usage = field(init=False, default_factory=Usage)
+    admission: asyncio.Future[bool] | None = field(init=False, default=None)
+    claim: asyncio.Future[None] | None = field(init=False, default=None)
+    _session: asyncio.Future[dict[str, Any] | None] | None = field(init=False, default=None)
+    _speech: Any = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.providers = self.flow._providers()
+        self.sid: str = self.conn["sid"]
+        self.response_id, self.item_id = self.ids
         #: A speculation's gate: it posts nothing, and claims nothing, until released.
-        self.gate: SpeculationGate | None = poster.gate if isinstance(poster, GatedPoster) else None
-        #: The child's words (``None`` for a reply to the history as it stands).
-        self.user_text: str | None = None
-        #: The child's words as the client is to see them: posted by the reply, once moderated.
-        self.user_event: dict[str, Any] | None = None
+        self.gate: SpeculationGate | None = (
+            self.poster.gate if isinstance(self.poster, GatedPoster) else None
+        )
+        #: When the turn began (after the providers, which the first turn of a process builds).
         self.started = time.monotonic()
-        self.transcription_ms: float | None = None
-        self.usage = Usage()
-        self.admission: asyncio.Future[bool] | None = None
-        self.claim: asyncio.Future[None] | None = None
-        self._session: asyncio.Future[dict[str, Any] | None] | None = None
-        self._speech: Any = None
 
     def ask_admission(self) -> None:
         """Turns per minute: asked while the audio is read; no provider is reached before."""
