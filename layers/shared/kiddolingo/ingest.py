@@ -65,7 +65,7 @@ from typing import Any
 from . import pcm_codec
 from . import vad as vadlib
 from .audio import bytes_to_ms
-from .chunks import chunk_key
+from .chunk_keys import chunk_key
 from .protocol import error_event
 from .protocol import server_event as _ev
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import ingest as ingestlib
-from ..chunks import ChunkStore, utterance_prefix
+from ..chunk_keys import utterance_prefix
+from ..chunks import ChunkStore
 from ..messenger import Messenger
 from ..protocol import ProtocolError, error_from
 from ..settings import Settings

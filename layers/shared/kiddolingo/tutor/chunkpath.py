@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import ingest as ingestlib
 from .. import sequencing
-from ..chunks import utterance_prefix
+from ..chunk_keys import utterance_prefix
 from ..messenger import ConnectionGoneError
 from ..protocol import ClientEvent, ProtocolError, decode_audio, error_event, error_from
 from ..session import SessionConfig
