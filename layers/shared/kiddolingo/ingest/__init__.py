@@ -67,6 +67,7 @@ from .limits import (
     SHORT_APPENDS,
     ShortAppends,
 )
+from .order import RunOrder, Verdict, order_run, parking_full
 from .run import IngestResult, clear, commit_manual, ingest, vad_config
 from .state import AudioState, Utterance, ring_overlap
 
@@ -79,11 +80,15 @@ __all__ = [
     "SHORT_APPENDS",
     "AudioState",
     "IngestResult",
+    "RunOrder",
     "ShortAppends",
     "Utterance",
+    "Verdict",
     "clear",
     "commit_manual",
     "ingest",
+    "order_run",
+    "parking_full",
     "ring_overlap",
     "vad_config",
 ]

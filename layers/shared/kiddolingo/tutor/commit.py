@@ -164,8 +164,3 @@ def _speculation_changes(
 def _audio_ms(utterances: list[dict[str, Any]]) -> int:
     """How much audio stored utterances (``Utterance.to_item``) hold, in ms."""
     return sum(int(u.get("end", u["start"])) - int(u["start"]) for u in utterances)
-
-
-def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:
-    parked = sum(len(v) for v in state.pending.values()) + len(pcm)
-    return len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS or parked > MAX_PARKED_BYTES
