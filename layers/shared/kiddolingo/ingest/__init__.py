@@ -1,6 +1,10 @@
 """The audio-chunk path as pure code: the connection's audio state and chunks in, the new
 state, the audio to store, and what happened (speech started / stopped, a turn to run) out.
 
+``order`` places a chunk against the watermark (the sequencing below), ``run`` runs the VAD
+over a run of chunks (``ingest``), ``state`` reads and packs the audio state of the connection
+item, ``limits`` holds the bounds. None of it imports the AWS SDK.
+
 Sequencing under Lambda concurrency
 -----------------------------------
 Every ``input_audio_buffer.append`` is its own Lambda invocation, and API Gateway may run a

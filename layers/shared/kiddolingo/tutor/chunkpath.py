@@ -4,21 +4,19 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import ingest as ingestlib
-from .. import sequencing
 from ..chunk_keys import utterance_prefix
 from ..messenger import ConnectionGoneError
 from ..protocol import ClientEvent, ProtocolError, decode_audio, error_event, error_from
 from ..session import SessionConfig
 from ..store import ConflictError
-from .base import MAX_APPEND_ATTEMPTS, StartedTurn
-from .commit import AudioCommit, _speculation_changes
+from .appendplan import Append, Next, Pass, Plan, placed, speculation_changes, speech_end_at
+from .base import MAX_APPEND_ATTEMPTS
+from .commit import AudioCommit
 
 log = logging.getLogger(__name__)
 
@@ -81,26 +79,26 @@ class ChunkPath(AudioCommit):
         Each pass reads the order of the chunks (``_next_pass``), runs the VAD over the run
         (``_run_vad``), plans and starts what the write commits (``_plan``, ``_start_early``),
         writes (``_write``) and hands the outcome on (``_after_write``)."""
-        a = _Append(conn=conn, event=event, own=pcm, before=before, hurry=hurry, unverified=known)
+        a = Append(conn=conn, event=event, own=pcm, before=before, hurry=hurry, unverified=known)
         while True:
             if a.lost >= MAX_APPEND_ATTEMPTS:
                 raise ConflictError("append: too many concurrent writers")
             step = self._next_pass(a)
-            if step is _Next.GONE:
+            if step is Next.GONE:
                 return
-            if step is _Next.RETRY:
+            if step is Next.RETRY:
                 continue
-            if step is _Next.DONE:
+            if step is Next.DONE:
                 break
-            assert isinstance(step, _Pass)
+            assert isinstance(step, Pass)
             plan = self._plan(a, step, self._run_vad(a, step))
             self._start_early(a, step, plan)
             written = self._write(a, step, plan)
-            if written is _Next.GONE:
+            if written is Next.GONE:
                 return
-            if written is _Next.RETRY:
+            if written is Next.RETRY:
                 continue
-            assert not isinstance(written, _Next)
+            assert not isinstance(written, Next)
             self._after_write(a, step, plan)
             if not plan.goes_on:
                 break
@@ -112,7 +110,7 @@ class ChunkPath(AudioCommit):
                 return
         self._finish_append(a)
 
-    def _next_pass(self, a: _Append) -> _Pass | _Next:
+    def _next_pass(self, a: Append) -> Pass | Next:
         """The pass's read of the item, and where our chunk falls: a run to process, or what
         happened instead (a duplicate, a chunk parked, a race lost while parking)."""
         cfg = SessionConfig.from_item(a.conn.get("cfg"))
@@ -128,17 +126,17 @@ class ChunkPath(AudioCommit):
             assert a.own is not None
             parked, latest = self._park(seq, a.own, now_s, count, state)
             if parked:
-                return _Next.DONE
+                return Next.DONE
             latest = latest or self.store.get_connection(self.connection_id)
             if not latest:
-                return _Next.GONE  # the connection is gone
+                return Next.GONE  # the connection is gone
             a.conn, a.retried, a.lost = latest, True, a.lost + 1
-            return _Next.RETRY
+            return Next.RETRY
         if order.verdict is not ingestlib.Verdict.RUN:
-            return _Next.DONE  # a duplicate delivery, or nothing to process yet
-        return _Pass(cfg, order.state, now_s, count, seq, order.run, order.own_in_run)
+            return Next.DONE  # a duplicate delivery, or nothing to process yet
+        return Pass(cfg, order.state, now_s, count, seq, order.run, order.own_in_run)
 
-    def _limit_rate(self, a: _Append, count: int) -> None:
+    def _limit_rate(self, a: Append, count: int) -> None:
         """Refuse our chunk's audio past the appends-per-second limit (``count`` with ours)."""
         if not a.own or count <= self.settings.max_appends_per_second:
             return
@@ -155,10 +153,10 @@ class ChunkPath(AudioCommit):
         # otherwise every later chunk would wait for it forever.
         a.own = b""
 
-    def _run_vad(self, a: _Append, p: _Pass) -> ingestlib.IngestResult:
+    def _run_vad(self, a: Append, p: Pass) -> ingestlib.IngestResult:
         """The run through the VAD (``kiddolingo.ingest``), and its audio written to S3."""
         if p.own_in_run and a.own is not None:
-            p.state, a.told = _placed(p.state, self._stamp, a.hinted is None, a.event)
+            p.state, a.told = placed(p.state, self._stamp, a.hinted is None, a.event)
         cfg = p.cfg
         vad_cfg = (
             ingestlib.vad_config(
@@ -180,11 +178,11 @@ class ChunkPath(AudioCommit):
             self.chunks.put(key, data)
         return result
 
-    def _plan(self, a: _Append, p: _Pass, result: ingestlib.IngestResult) -> _Plan:
+    def _plan(self, a: Append, p: Pass, result: ingestlib.IngestResult) -> Plan:
         """What the write of ``result`` commits: the speculation's changes, a barge-in, the
         turns it admits, and whether the loop goes on after it."""
         cfg = p.cfg
-        extra_sets, extra_removes, released, spec_start = _speculation_changes(
+        extra_sets, extra_removes, released, spec_start = speculation_changes(
             a.conn.get("spec") or {}, result, cfg.create_response, self.settings.lease_s
         )
         # A speculation released by this write holds the response slot from this write on.
@@ -201,7 +199,7 @@ class ChunkPath(AudioCommit):
         # when chunks may wait at the new watermark (a lenient commit). The write returns
         # the item in those cases, so the next pass needs no read.
         goes_on = a.lenient or (a.own is not None and not p.own_in_run)
-        return _Plan(
+        return Plan(
             result=result,
             extra_sets=extra_sets,
             extra_removes=extra_removes,
@@ -212,7 +210,7 @@ class ChunkPath(AudioCommit):
             goes_on=goes_on,
         )
 
-    def _start_early(self, a: _Append, p: _Pass, plan: _Plan) -> None:
+    def _start_early(self, a: Append, p: Pass, plan: Plan) -> None:
         """Start the turns that may begin before the write lands: they read and transcribe
         while it is on its way, post nothing before its verdict, and a lost write calls them
         off."""
@@ -223,7 +221,7 @@ class ChunkPath(AudioCommit):
                 p.cfg,
                 result.speculate,
                 speculative=plan.spec_start,
-                speech_end_at=_speech_end_at(result, result.speculate),
+                speech_end_at=speech_end_at(result, result.speculate),
             )
         if len(plan.turns) == 1 and not plan.goes_on and not a.to_run:
             # The turn that this write commits takes a DynamoDB round trip off the child's
@@ -235,11 +233,11 @@ class ChunkPath(AudioCommit):
                 a.conn,
                 p.cfg,
                 plan.turns[0],
-                speech_end_at=_speech_end_at(result, plan.turns[0]),
+                speech_end_at=speech_end_at(result, plan.turns[0]),
                 verdict=WriteVerdict(),
             )
 
-    def _write(self, a: _Append, p: _Pass, plan: _Plan) -> dict[str, Any] | _Next | None:
+    def _write(self, a: Append, p: Pass, plan: Plan) -> dict[str, Any] | Next | None:
         """The commit of the pass: the item as it left it (``None`` unless the loop goes on
         or the container keeps it), or, after a lost race, whether to go again."""
         try:
@@ -265,14 +263,14 @@ class ChunkPath(AudioCommit):
         a.unverified = False
         return written
 
-    def _lost_race(self, a: _Append, p: _Pass, plan: _Plan, exc: ConflictError) -> _Next:
+    def _lost_race(self, a: Append, p: Pass, plan: Plan, exc: ConflictError) -> Next:
         # The item comes with the lost race (re-read only if the store did not send it).
         latest = exc.item or self.store.get_connection(self.connection_id)
         if not latest:
             # The connection is gone: nobody else knows the audio this pass wrote
             # ($disconnect deleted what the item listed before it).
             self._delete_written(plan.result.writes)
-            return _Next.GONE
+            return Next.GONE
         if int(latest.get("aver", 0)) == p.state.version and not a.unverified:
             # Only a chunk parked at our new watermark made us lose. When writes are slower
             # than chunks arrive, waiting for those chunks would never end, so from now on we
@@ -280,9 +278,9 @@ class ChunkPath(AudioCommit):
             # item, any write since may have made us lose, so the retry stays strict.
             a.lenient = True
         a.conn, a.retried, a.lost, a.unverified = latest, True, a.lost + 1, False
-        return _Next.RETRY
+        return Next.RETRY
 
-    def _after_write(self, a: _Append, p: _Pass, plan: _Plan) -> None:
+    def _after_write(self, a: Append, p: Pass, plan: Plan) -> None:
         """Hand the landed write's events and utterances on: to the turn started early, to
         the turns still to run, to the client, or to the list waiting for response.create."""
         result = plan.result
@@ -302,12 +300,12 @@ class ChunkPath(AudioCommit):
                     self.chunks.put(key, data)
                 waiting.append(u.to_item())
             self._wait_for_response_create(a.conn, waiting)
-        a.end_at.update((u.id, _speech_end_at(result, u)) for u in result.committed)
+        a.end_at.update((u.id, speech_end_at(result, u)) for u in result.committed)
         if plan.prestarted is not None:
             self.cancel_turn(a.speculation)  # a newer pause of this invocation took over
             a.speculation = plan.prestarted
 
-    def _hand_over_events(self, a: _Append, plan: _Plan) -> None:
+    def _hand_over_events(self, a: Append, plan: Plan) -> None:
         result = plan.result
         if plan.precommit is not None:
             assert plan.precommit.verdict is not None
@@ -326,7 +324,7 @@ class ChunkPath(AudioCommit):
                     self.chunks.delete_prefix(utterance_prefix(a.conn["sid"], u.id))
                 raise
 
-    def _finish_append(self, a: _Append) -> None:
+    def _finish_append(self, a: Append) -> None:
         """Run the turns the append committed, wait for those started early, then tell the
         client what was refused."""
         for conn_, cfg_, utt in a.to_run:
@@ -338,103 +336,3 @@ class ChunkPath(AudioCommit):
         for error in (a.told, a.limited):
             if error is not None:
                 self.post(error_from(error))
-
-
-class _Next(enum.Enum):
-    """What the loop of ``_process_audio`` does when a pass does not write."""
-
-    DONE = "done"
-    RETRY = "retry"
-    GONE = "gone"
-
-
-@dataclass
-class _Append:
-    """One ``_process_audio`` across its passes: what it still has to place, and what it
-    gathered for after the last write."""
-
-    conn: dict[str, Any]
-    event: ClientEvent | None
-    #: Our chunk; ``None`` once it is processed (the loop may go on closing gaps).
-    own: bytes | None
-    before: int | None
-    hurry: bool
-    #: ``conn`` is a kept item: the commit made from it must find the item unchanged.
-    unverified: bool
-    limited: ProtocolError | None = None
-    told: ProtocolError | None = None
-    to_run: list[tuple[dict[str, Any], SessionConfig, ingestlib.Utterance]] = field(
-        default_factory=list
-    )
-    #: The turn started before the write committing its utterance.
-    early: StartedTurn | None = None
-    speculation: StartedTurn | None = None
-    end_at: dict[str, float] = field(default_factory=dict)
-    #: Events held back for the turn to post while it reads the audio (order kept).
-    deferred: list[dict[str, Any]] = field(default_factory=list)
-    retried: bool = False  # a lost race costs a call: the retry writes no S3 object
-    #: Commit without waiting for chunks parked at the new watermark.
-    lenient: bool = False
-    lost: int = 0  # races lost; passes that commit progress do not count
-
-    @property
-    def hinted(self) -> int | None:
-        """The client's number for our chunk, if it numbered it."""
-        return self.event.sequence if self.event is not None else None
-
-
-@dataclass
-class _Pass:
-    """One pass's read of the item: the run of chunks to process and our chunk's place."""
-
-    cfg: SessionConfig
-    state: ingestlib.AudioState
-    now_s: int
-    count: int
-    seq: int
-    run: tuple[tuple[int, bytes], ...]
-    own_in_run: bool
-
-
-@dataclass
-class _Plan:
-    """What a pass's write commits, and the turns started before it lands."""
-
-    result: ingestlib.IngestResult
-    extra_sets: dict[str, Any]
-    extra_removes: list[str]
-    spec_start: str | None
-    #: The response a barge-in cancels.
-    cancel: str | None
-    #: Committed utterances get a turn of their own (else they wait for response.create).
-    answers: bool
-    turns: list[ingestlib.Utterance]
-    goes_on: bool
-    prestarted: StartedTurn | None = None
-    precommit: StartedTurn | None = None
-
-
-def _speech_end_at(result: ingestlib.IngestResult, utt: ingestlib.Utterance) -> float:
-    """Where the child's last speech sample of ``utt`` lies in wall time (the metrics)."""
-    return time.monotonic() - (result.state.audio_ms - (utt.end_ms or 0)) / 1000
-
-
-def _placed(
-    state: ingestlib.AudioState, stamp: int, unnumbered: bool, event: ClientEvent | None
-) -> tuple[ingestlib.AudioState, ProtocolError | None]:
-    """An append's chunk joins the stream: the newest stamp applied moves on to its own. An
-    un-numbered chunk stamped at or before that stamp may be applied out of order: the error
-    that tells the client (at most once a second), or ``None``."""
-    told = None
-    last_told = state.last_told
-    if unnumbered:
-        placement = sequencing.place(state.last_stamp, stamp)
-        if placement is not sequencing.Placement.IN_ORDER and sequencing.should_tell(
-            state.last_told, stamp
-        ):
-            told = sequencing.unordered_error(
-                sequencing.append_placement_message(placement),
-                event.event_id if event is not None else None,
-            )
-            last_told = stamp
-    return replace(state, last_stamp=max(state.last_stamp, stamp), last_told=last_told), told

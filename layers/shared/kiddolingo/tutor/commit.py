@@ -9,10 +9,9 @@ from typing import Any
 
 from .. import ingest as ingestlib
 from ..messenger import ConnectionGoneError
-from ..protocol import error_event, new_id
-from ..store import AudioCommitChange, ConflictError, lease_until
+from ..protocol import error_event
+from ..store import AudioCommitChange, ConflictError
 from .base import MAX_APPEND_ATTEMPTS, MAX_PARKED_BYTES
-from .responses import speculation_response_id
 from .turns import Turns
 
 
@@ -130,35 +129,6 @@ class AudioCommit(Turns):
         except ConflictError:
             return False
         return True
-
-
-def _speculation_changes(
-    spec: dict[str, Any], result: ingestlib.IngestResult, create_response: bool, lease_s: float
-) -> tuple[dict[str, Any], list[str], set[str], str | None]:
-    """What an ingest result does to the speculative turn: (attributes to set, to remove, the
-    utterances whose speculation is released, the id of a speculation to start). A release
-    takes the connection's response slot for the speculation's response in the same write:
-    from then on a barge-in finds it there and cancels it, even before its first post."""
-    sets: dict[str, Any] = {}
-    removes: list[str] = []
-    released: set[str] = set()
-    if result.speech_resumed and spec:
-        removes.append("spec")  # the child went on: the speculation is void
-        spec = {}
-    for utt in result.committed:
-        if spec.get("utt") == utt.id:
-            # The speculative turn for this pause is ready: let it speak.
-            sets["spec_rel"] = spec["id"]
-            sets["resp"] = speculation_response_id(spec["id"])
-            sets["rexp"] = lease_until(lease_s)
-            released.add(utt.id)
-    start = None
-    # The VAD only signals "speculate" when speculation is configured (a fraction > 0).
-    if result.speculate is not None and not result.committed and create_response:
-        start = new_id("spec")
-        sets["spec"] = {"id": start, "utt": result.speculate.id}
-        removes = [r for r in removes if r != "spec"] + ["spec_rel"]
-    return sets, removes, released, start
 
 
 def _audio_ms(utterances: list[dict[str, Any]]) -> int:
