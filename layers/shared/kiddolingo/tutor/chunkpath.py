@@ -76,9 +76,9 @@ class ChunkPath(AudioCommit):
         that holds the stream). ``hurry``: skip any gap now, the event at ``before`` waited
         for it long enough.
 
-        Each pass reads the order of the chunks (``_next_pass``), runs the VAD over the run
-        (``_run_vad``), plans and starts what the write commits (``_plan``, ``_start_early``),
-        writes (``_write``) and hands the outcome on (``_after_write``)."""
+        Each pass places the chunk against the watermark (``_next_pass``), runs the VAD over
+        the run (``_run_vad``), plans and starts what the write commits (``_plan``,
+        ``_start_early``), writes (``_write``) and hands the outcome on (``_after_write``)."""
         a = Append(conn=conn, event=event, own=pcm, before=before, hurry=hurry, unverified=known)
         while True:
             if a.lost >= MAX_APPEND_ATTEMPTS:
