@@ -68,8 +68,10 @@ class Pass:
 
     cfg: SessionConfig
     state: ingestlib.AudioState
+    #: The append-rate window (epoch second) and the count of appends in it, ours included.
     now_s: int
     count: int
+    #: Our chunk's number (0 when the append has no chunk left to place).
     seq: int
     run: tuple[tuple[int, bytes], ...]
     own_in_run: bool
@@ -88,8 +90,11 @@ class Plan:
     #: Committed utterances get a turn of their own (else they wait for response.create).
     answers: bool
     turns: list[ingestlib.Utterance]
+    #: The loop goes on after the write (our chunk still ahead, or a lenient commit).
     goes_on: bool
+    #: The speculative turn started on this run's pause, before the write.
     prestarted: StartedTurn | None = None
+    #: The turn of the one utterance this write commits, started before the write.
     precommit: StartedTurn | None = None
 
 
