@@ -83,6 +83,9 @@ class AudioWrites(Connections):
         if change.strict:
             update.names["#w"] = str(after.next_seq)
             condition += " AND attribute_not_exists(pend.#w)"
+        if change.releases:
+            condition += " AND spec.id = :rel"
+            update.values[":rel"] = change.releases
         if change.known:
             kept, kept_values = known_version_condition(change.known)
             condition += f" AND {kept}"
@@ -167,6 +170,8 @@ class AudioCommitChange:
     return_item: bool = False
     #: The kept item the write was made from: it must still be the item as stored.
     known: dict[str, Any] | None = None
+    #: The speculation this write releases: it must still be the connection's.
+    releases: str | None = None
 
 
 @dataclass

@@ -84,6 +84,8 @@ class Plan:
     result: ingestlib.IngestResult
     extra_sets: dict[str, Any]
     extra_removes: list[str]
+    #: The utterances whose speculation this write releases.
+    released: set[str]
     spec_start: str | None
     #: The response a barge-in cancels.
     cancel: str | None

@@ -203,6 +203,7 @@ class ChunkPath(AudioCommit):
             result=result,
             extra_sets=extra_sets,
             extra_removes=extra_removes,
+            released=released,
             spec_start=spec_start,
             cancel=live if barge_in else None,
             answers=answers,
@@ -252,6 +253,7 @@ class ChunkPath(AudioCommit):
                 strict=not a.lenient,
                 return_item=plan.goes_on,
                 known=a.conn if a.unverified else None,
+                releases=(a.conn.get("spec") or {}).get("id") if plan.released else None,
             )
         except BaseException as exc:
             # Whatever went wrong, the turns started before this write are called off.
@@ -271,11 +273,16 @@ class ChunkPath(AudioCommit):
             # ($disconnect deleted what the item listed before it).
             self._delete_written(plan.result.writes)
             return Next.GONE
-        if int(latest.get("aver", 0)) == p.state.version and not a.unverified:
+        withdrawn = bool(plan.released) and (latest.get("spec") or {}).get("id") != (
+            a.conn.get("spec") or {}
+        ).get("id")
+        if int(latest.get("aver", 0)) == p.state.version and not (a.unverified or withdrawn):
             # Only a chunk parked at our new watermark made us lose. When writes are slower
             # than chunks arrive, waiting for those chunks would never end, so from now on we
             # commit without them and then process them ourselves. After a commit from a kept
-            # item, any write since may have made us lose, so the retry stays strict.
+            # item, any write since may have made us lose, so the retry stays strict; so it
+            # does when the speculation it released was withdrawn meanwhile (its turn gets
+            # asked for again).
             a.lenient = True
         a.conn, a.retried, a.lost, a.unverified = latest, True, a.lost + 1, False
         return Next.RETRY

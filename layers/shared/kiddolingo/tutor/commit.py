@@ -95,6 +95,7 @@ class AudioCommit(Turns):
         strict: bool = True,
         return_item: bool = False,
         known: dict[str, Any] | None = None,
+        releases: str | None = None,
     ) -> dict[str, Any] | None:
         """The conditional write of the audio state that ``kiddolingo.ingest`` computed.
 
@@ -103,7 +104,9 @@ class AudioCommit(Turns):
         at the new watermark since our read, because that chunk is ours to process; without
         it, the caller processes such a chunk after the write. With ``return_item`` the item as
         the write left it is returned, else ``None``. ``known`` is the kept item this write was
-        made from, and the write checks that it is still the item as stored."""
+        made from, and the write checks that it is still the item as stored. ``releases``: the
+        id of the speculation this write releases, which must still be the connection's (its
+        turn may have withdrawn it since our read, and then nobody would answer)."""
         change = AudioCommitChange(
             now_s=now_s,
             count=count,
@@ -115,6 +118,7 @@ class AudioCommit(Turns):
             strict=strict,
             return_item=return_item,
             known=known,
+            releases=releases,
         )
         return self.store.commit_audio(self.connection_id, before, result.state, change)
 
