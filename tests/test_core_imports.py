@@ -18,6 +18,8 @@ CORE = (
     "sequencing",
     "session",
     "turn",
+    "turn.runner",
+    "turn.speech",
     "speech_text",
     "conversation",
     "chunk_keys",
