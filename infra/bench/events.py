@@ -2,63 +2,46 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from typing import Any
 
-from .config import ROOT
-
-EVENTS_DIR = ROOT / "events"
-
-
-def _event_file(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EVENTS_DIR / f"{name}.json").read_text())
-    return data
+from infra.apigw import events as apigw_events
+from infra.apigw.events import REASON_NO_STATUS
+from infra.apigw.samples import sample_headers, sample_peer
 
 
 class Events:
-    """API Gateway WebSocket events from ``events/`` (the files ``sam local invoke`` uses)."""
+    """API Gateway WebSocket events of the sample connection (``events/``), stamped now.
+
+    Built by ``infra.apigw.events``, as the local gateway builds them; anonymous and without a
+    query string, as the bench connects.
+    """
 
     def __init__(self, connection_id: str) -> None:
         self.connection_id = connection_id
-        self._connect = _event_file("connect")
-        self._message = _event_file("response_create")
-        self._disconnect = _event_file("disconnect")
         self._n = 0
         #: Sizes of the client's messages (API Gateway bills them in 32 KB units).
         self.sizes: list[int] = []
 
-    def _stamp(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _ids(self) -> dict[str, Any]:
         self._n += 1
-        ctx = event["requestContext"]
-        now_ms = int(time.time() * 1000)
         rid = f"B{self._n:014d}="[-16:]
-        ctx.update(
-            connectionId=self.connection_id,
-            requestTimeEpoch=now_ms,
-            requestId=rid,
-            extendedRequestId=rid,
-        )
-        if "messageId" in ctx:
-            ctx["messageId"] = rid
-        return event
+        return {"received_ms": int(time.time() * 1000), "request_id": rid}
 
     def connect(self) -> dict[str, Any]:
-        event = copy.deepcopy(self._connect)
-        event.pop("queryStringParameters", None)
-        event.pop("multiValueQueryStringParameters", None)
-        for key in ("headers", "multiValueHeaders"):
-            (event.get(key) or {}).pop("Authorization", None)
-        event = self._stamp(event)
-        event["requestContext"]["connectedAt"] = event["requestContext"]["requestTimeEpoch"]
-        return event
+        ids = self._ids()
+        peer = sample_peer("connect", self.connection_id, connected_at_ms=ids["received_ms"])
+        headers = sample_headers(without=("Authorization",))
+        return apigw_events.connect_event(peer, headers, port=443, proto="https", **ids)
 
     def message(self, body: dict[str, Any]) -> dict[str, Any]:
-        event = copy.deepcopy(self._message)
-        event["body"] = json.dumps(body, separators=(",", ":"))
-        self.sizes.append(len(event["body"].encode()))
-        return self._stamp(event)
+        text = json.dumps(body, separators=(",", ":"))
+        self.sizes.append(len(text.encode()))
+        peer = sample_peer("response_create", self.connection_id)
+        ids = self._ids()
+        return apigw_events.message_event(peer, text, message_id=ids["request_id"], **ids)
 
     def disconnect(self) -> dict[str, Any]:
-        return self._stamp(copy.deepcopy(self._disconnect))
+        peer = sample_peer("disconnect", self.connection_id)
+        return apigw_events.disconnect_event(peer, 1005, REASON_NO_STATUS, **self._ids())
