@@ -166,9 +166,6 @@ class MessengerPoster:
         self._idle: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
-        #: Events queued, and messages posted for them (fewer when audio was joined).
-        self.queued = 0
-        self.posted = 0
         #: The response of the last ``response.created`` posted and not yet ended by its
         #: ``response.done``: what a turn that fails unexpectedly must still end.
         self.open_response: dict[str, Any] | None = None
@@ -183,7 +180,6 @@ class MessengerPoster:
             self._wake, self._idle = asyncio.Event(), asyncio.Event()
             self._worker = asyncio.create_task(self._run(self._wake, self._idle))
         self._pending.append(event)
-        self.queued += 1
         self._idle.clear()
         self._wake.set()
 
@@ -219,7 +215,6 @@ class MessengerPoster:
             event = next_post(pending)
             try:
                 await asyncio.to_thread(self.messenger.post, event)
-                self.posted += 1
             except Exception as exc:
                 self._error = exc
 
