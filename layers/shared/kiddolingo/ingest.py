@@ -420,7 +420,15 @@ def ingest(
         step = vadlib.feed(vad_cfg, vad_state, pcm)
         vad_state = step.state
         audio = step.utterance_audio
-        for ev in step.events:
+        # A chunk may hold several events (a long append): each takes the audio before its
+        # offset, and the rest goes on to the next, so any chunking gives the same utterances.
+        taken = 0
+        for ev, offset in zip(step.events, step.event_offsets, strict=True):
+            before, taken = audio[taken:offset], max(taken, offset)
+            if before and utt is not None:
+                if pending_seq is None:
+                    pending_seq = seq
+                pending_bytes += before
             if ev.kind == "speech_started":
                 flush()
                 if utt is not None:  # a new start while one is open: close the old one first
@@ -435,11 +443,6 @@ def ingest(
                     )
                 )
             elif ev.kind == "speech_stopped":
-                if audio and utt is not None:
-                    if pending_seq is None:
-                        pending_seq = seq
-                    pending_bytes += audio
-                    audio = b""
                 commit(ev.audio_ms)
             elif ev.kind == "speculate" and utt is not None:
                 # The speculative turn takes the held audio along in memory; it stays held.
@@ -447,6 +450,7 @@ def ingest(
             elif ev.kind == "speech_resumed":
                 resumed = True
                 speculate = None  # the pause ended within this very run: nothing to prepare
+        audio = audio[taken:]
         if audio:
             if utt is None:  # speech carrying on after a forced commit: a new item
                 utt = _new_utterance(session_id, vad_state.position_ms)
