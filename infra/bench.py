@@ -88,6 +88,7 @@ from typing import Any, cast
 import numpy as np
 
 from infra.containers import capture_post, warm_providers
+from infra.page_chunking import PageSender
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_DIR = ROOT / "events"
@@ -103,6 +104,11 @@ CHUNK_BYTES = CHUNK_SAMPLES * 2
 
 #: Settings of the speech stage over the template's (``--speech-api``).
 SPEECH_ENV: dict[str, str | None] = {}
+
+
+#: The child sends as the page does (``web/chunk-policy.js``: larger appends where nothing
+#: waits on them); ``--chunking fixed`` sends every 100 ms block as an append of its own.
+PAGE_CHUNKING = True
 
 
 def _set_input_rate(rate: int) -> None:
@@ -450,6 +456,8 @@ class Invocation:
 
     kind: str  # connect | control | speech | silence | disconnect
     seq: int = 0
+    #: Milliseconds of audio in the append (the page sends 100 ms blocks, or several as one).
+    audio_ms: int = 0
     sent_at: float = 0.0
     calls: Counter[str] = field(default_factory=Counter)
     posts: list[str] = field(default_factory=list)
@@ -793,6 +801,9 @@ class Conversation:
         self.futures: list[Future[Invocation]] = []
         self.seq = 0
         self.audio_ms = 0
+        #: What the page holds back for a larger append (``None``: every block at once).
+        self.page: PageSender | None = None
+        self._held_ms = 0
         self.rng = np.random.default_rng(7)
         self._next_at = 0.0
 
@@ -848,16 +859,30 @@ class Conversation:
             },
         }
         self.invoke_now("$default", self.events.message(update), "control")
+        if PAGE_CHUNKING:
+            td = update["session"]["audio"]["input"]["turn_detection"]  # type: ignore[index]
+            self.page = PageSender(RATE, td)
         self._next_at = time.perf_counter() + 0.05
 
     def send(self, pcm: bytes, kind: str) -> float:
-        """Send one 100 ms chunk on the real-time clock; returns the wall time it was sent."""
+        """One 100 ms block on the real-time clock, sent as the page sends it (at once, or held
+        for a larger append); returns the wall time the block was complete."""
         delay = self._next_at - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         self._next_at = max(self._next_at + CHUNK_MS / 1000.0, time.perf_counter() - 0.5)
-        self.seq += 1
         self.audio_ms += CHUNK_MS
+        self._held_ms += CHUNK_MS
+        if self.page is not None:
+            out = self.page.push(pcm)
+            if out is None:
+                return time.perf_counter()
+            pcm = out
+        return self._append(pcm, kind)
+
+    def _append(self, pcm: bytes, kind: str) -> float:
+        self.seq += 1
+        audio_ms, self._held_ms = self._held_ms, 0
         body = {
             "type": "input_audio_buffer.append",
             "event_id": f"audio#{self.seq}",
@@ -865,7 +890,7 @@ class Conversation:
         }
         event = self.events.message(body)
         sent_at = time.perf_counter()
-        inv = Invocation(kind, seq=self.seq, sent_at=sent_at)
+        inv = Invocation(kind, seq=self.seq, sent_at=sent_at, audio_ms=audio_ms)
         self.invocations.append(inv)
         self.futures.append(self.pool.submit(self._invoke, "$default", event, inv))
         return sent_at
@@ -936,6 +961,9 @@ class Conversation:
             into.append(dynamodb_item_size(out["Item"]))
 
     def finish(self) -> None:
+        held = self.page.flush() if self.page is not None else None
+        if held:
+            self._append(held, "silence")
         for future in self.futures:
             future.result(timeout=60)
         self.pool.shutdown(wait=True)
@@ -1730,7 +1758,10 @@ def figures(
         for i in chunk
         if i.n_calls > 3
     ]
-    cpu_net = [max(0.0, i.cpu_ms - i.moto_cpu_ms) for i in chunk]
+    # Per 100 ms of the audio each append carried (the page sends 100-700 ms in one).
+    cpu_net = [
+        max(0.0, i.cpu_ms - i.moto_cpu_ms) * CHUNK_MS / (i.audio_ms or CHUNK_MS) for i in chunk
+    ]
     s3_puts = sum(i.calls.get("s3.PutObject", 0) for i in invocations)
     s3_puts += sum(
         1 for run in runs.values() for _at, op in run["observer"].orphans if op == "s3.PutObject"
@@ -1817,7 +1848,12 @@ def figures(
         or streaming.get("aws_calls_per_turn_max"),
         "cpu_ms_per_100ms_audio": _mean(cpu_net),
         "cpu_ms_per_100ms_audio_p95": _r(_pct(cpu_net, 95), 2),
-        "cpu_ms_per_100ms_audio_with_moto": _mean([i.cpu_ms for i in chunk]),
+        "cpu_ms_per_100ms_audio_with_moto": _mean(
+            [i.cpu_ms * CHUNK_MS / (i.audio_ms or CHUNK_MS) for i in chunk]
+        ),
+        "cpu_ms_per_append": _mean([max(0.0, i.cpu_ms - i.moto_cpu_ms) for i in chunk]),
+        "audio_ms_per_append": _mean([i.audio_ms for i in chunk]),
+        "chunking": "page" if PAGE_CHUNKING else "fixed 100 ms",
         "append_wall_p50_ms": _r(_pct([i.wall_ms for i in chunk], 50)),
         "connection_item_kb_max": largest_kb("connection_item_sizes"),
         # In a pause the item holds the VAD's prefix ring: what most appends read and write.
@@ -2314,6 +2350,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--realtime-connect-ms", type=float, default=None)
     parser.add_argument("--silence-ms", type=int, default=1200, help="VAD silence_duration_ms")
     parser.add_argument(
+        "--chunking",
+        choices=("page", "fixed"),
+        default="page",
+        help="page: the child sends as web/chunk-policy.js does (larger appends where nothing "
+        "waits on them); fixed: every 100 ms block as an append of its own",
+    )
+    parser.add_argument(
         "--mode",
         choices=("both", "streaming", "speculative"),
         default="both",
@@ -2385,6 +2428,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _set_input_rate(args.input_rate)
+    global PAGE_CHUNKING
+    PAGE_CHUNKING = args.chunking == "page"
     if args.speech_api == "http":
         SPEECH_ENV.update(SPEECH_API="http", SPEECH_MODEL="tts-1-hd", SPEECH_VOICE="nova")
     from infra.fake_openai import FakeOpenAI, fake_openai_process
