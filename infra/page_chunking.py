@@ -26,6 +26,9 @@ CLEAR_MAX_CROSSINGS_PER_S = 4000
 ONSET_FINE_MS = 300
 SPEECH_HOLD_MS = 300
 CLOSING_MARGIN_MS = 200
+EARLY_FINE_MS = 300
+CROSSING_GUARD_MS = 300
+CLEAR_RUN_FRAMES = 3
 
 _FLOOR_INITIAL_DB = -60.0
 _FLOOR_MIN_DB = -70.0
@@ -75,6 +78,8 @@ class ChunkPolicy:
         self.quiet_ms = math.inf
         self.active_frames = 0
         self.clear_ms = 0
+        self.since_clear_ms = math.inf
+        self.clear_run = 0
         self.held_ms = 0
         self.held_kind: str | None = None
 
@@ -96,14 +101,21 @@ class ChunkPolicy:
         """True: send this block now with every block held before it; False: hold it."""
         block_ms = math.floor(len(pcm) // 2 * 1000 / self.sample_rate + 0.5)
         maybe = clear = trailing_quiet = 0
+        since_clear: int | None = None
         frames = frame_features(pcm, self.sample_rate)
         max_crossings = CLEAR_MAX_CROSSINGS_PER_S * FRAME_MS / 1000
         for level_db, crossings in frames:
             snr = level_db - self.floor_db
+            if since_clear is not None:
+                since_clear += 1
+            plain = snr >= CLEAR_DB and crossings <= max_crossings
+            self.clear_run = self.clear_run + 1 if plain else 0
+            if self.clear_run >= CLEAR_RUN_FRAMES:
+                since_clear = 0
             if snr >= MAYBE_DB:
                 maybe += 1
                 trailing_quiet = 0
-                if snr >= CLEAR_DB and crossings <= max_crossings:
+                if plain:
                     clear += 1
             else:
                 trailing_quiet += 1
@@ -113,11 +125,16 @@ class ChunkPolicy:
                     rate = max(rate, 1 / (self.floor_frames + _FLOOR_PRIOR_FRAMES))
                 self.floor_db += rate * (level_db - self.floor_db)
                 self.floor_db = min(_FLOOR_MAX_DB, max(_FLOOR_MIN_DB, self.floor_db))
+        tail_ms = block_ms - len(frames) * FRAME_MS
+        if since_clear is None:
+            self.since_clear_ms += block_ms
+        else:
+            self.since_clear_ms = since_clear * FRAME_MS + tail_ms
         onset_done = self.clear_ms >= ONSET_FINE_MS
         all_clear = bool(frames) and clear == len(frames)
         self.clear_ms = self.clear_ms + block_ms if all_clear else 0
         if maybe > 0:
-            self.quiet_ms = trailing_quiet * FRAME_MS + (block_ms - len(frames) * FRAME_MS)
+            self.quiet_ms = trailing_quiet * FRAME_MS + tail_ms
             self.active_frames += maybe
         else:
             self.quiet_ms += block_ms
@@ -131,7 +148,11 @@ class ChunkPolicy:
                 self.quiet_ms >= self.silence_ms + CLOSING_MARGIN_MS
                 or self.active_frames < self.min_speech_frames
             )
-            if closed:
+            middle = (
+                self.quiet_ms >= EARLY_FINE_MS
+                and self.since_clear_ms <= self.silence_ms - CROSSING_GUARD_MS
+            )
+            if closed or middle:
                 kind = "quiet"
         if self.quiet_ms >= self.silence_ms + CLOSING_MARGIN_MS:
             self.active_frames = 0

@@ -170,6 +170,20 @@ def test_every_block_the_server_decides_in_is_sent_at_once(noise, soft) -> None:
     assert sum(sent) < (0.6 if noise == "white" else 0.95) * len(blocks)
 
 
+def test_the_middle_of_the_silence_window_goes_in_one_append() -> None:
+    """Between the speculation (8 % into the window) and where the window may end, nothing is
+    decided but a resumption, which the first block near the threshold sends at once."""
+    blocks = blocks_of(conversation(np.random.default_rng(5)))
+    decided = vad_decision_blocks(blocks)
+    sent, _ = python_decisions(blocks, RATE, TD)
+    stops = [i for i, kinds in decided.items() if "speech_stopped" in kinds]
+    assert len(stops) == 3
+    for stop in stops:
+        speculated = max(i for i, k in decided.items() if "speculate" in k and i < stop)
+        between = range(speculated + 1, stop)
+        assert sum(sent[i] for i in between) <= len(between) - 3
+
+
 def test_appends_are_larger_in_long_quiet_and_in_clear_speech() -> None:
     blocks = blocks_of(conversation(np.random.default_rng(7)))
     sender = PageSender(RATE, TD)

@@ -9,14 +9,18 @@
 //
 // * fine (every 100 ms block at once): when any frame is near the server VAD's threshold, at a
 //   speech onset and until ONSET_FINE_MS of plain speech has been sent since the last frame
-//   that was not (speech_started, the barge-in, the end of a pause inside speech), and from the
-//   first quiet frame after speech until the session's silence window plus CLOSING_MARGIN_MS
-//   has passed (the speculative turn starts 8 % into that window, speech_stopped ends it);
+//   that was not (speech_started, the barge-in, the end of a pause inside speech), for
+//   EARLY_FINE_MS after speech (the speculative turn starts 8 % into the silence window), and
+//   wherever the silence window may end (speech_stopped): from the window after the last
+//   plain speech less CROSSING_GUARD_MS to the window after the last frame near the threshold
+//   plus CLOSING_MARGIN_MS. The server's speech ends between those two: it hears plain speech
+//   as speech, and nothing under the threshold;
 // * speech (up to SPEECH_HOLD_MS): blocks whose every frame is loud and vowel-like, after
 //   ONSET_FINE_MS of such blocks; the first block that is not is sent at once with what was held, so the quiet
 //   after speech reaches the server exactly when it would in 100 ms appends;
 // * quiet (up to what fits one 32 KB message: 700 ms at 16 kHz): room noise while the tutor
-//   talks or the child thinks, long after any speech; the first block with a frame near the
+//   talks or the child thinks, long after any speech, and the middle of the silence window
+//   (nothing is decided there but a resumption); the first block with a frame near the
 //   threshold is sent at once with what was held, so a speech onset never waits.
 //
 // What the server's VAD decides on (kiddolingo/vad.py): a 20 ms frame is speech when
@@ -49,6 +53,12 @@ export const ONSET_FINE_MS = 300;
 export const SPEECH_HOLD_MS = 300;
 /** Fine appends go on this long past the silence window after the last frame near threshold. */
 export const CLOSING_MARGIN_MS = 200;
+/** Fine appends this long after the last frame near the threshold (the speculative turn). */
+export const EARLY_FINE_MS = 300;
+/** … and from this long before the silence window after the last plain speech has passed. */
+export const CROSSING_GUARD_MS = 300;
+/** Plain speech is this many frames in a row (a click or a knock is shorter). */
+export const CLEAR_RUN_FRAMES = 3;
 
 // The server VAD's noise floor tracker (kiddolingo/vad.py), per 20 ms frame in dBFS.
 const FLOOR_INITIAL_DB = -60.0;
@@ -115,6 +125,9 @@ export class ChunkPolicy {
     this.activeFrames = 0;
     // Milliseconds of the current run of blocks of plain speech (every frame clear).
     this.clearMs = 0;
+    // Milliseconds since the end of the last run of CLEAR_RUN_FRAMES plain speech frames.
+    this.sinceClearMs = Infinity;
+    this.clearRun = 0;
     this.heldMs = 0;
     this.heldKind = null; // "speech" | "quiet" | null
   }
@@ -141,14 +154,19 @@ export class ChunkPolicy {
     let maybe = 0;
     let clear = 0;
     let trailingQuiet = 0;
+    let sinceClear = null; // frames since the last plain-speech run ended in this block
     const frames = frameFeatures(samples, this.sampleRate);
     const maxCrossings = (CLEAR_MAX_CROSSINGS_PER_S * FRAME_MS) / 1000;
     for (const { levelDb, crossings } of frames) {
       const snr = levelDb - this.floorDb;
+      if (sinceClear !== null) sinceClear += 1;
+      const plain = snr >= CLEAR_DB && crossings <= maxCrossings;
+      this.clearRun = plain ? this.clearRun + 1 : 0;
+      if (this.clearRun >= CLEAR_RUN_FRAMES) sinceClear = 0;
       if (snr >= MAYBE_DB) {
         maybe += 1;
         trailingQuiet = 0;
-        if (snr >= CLEAR_DB && crossings <= maxCrossings) clear += 1;
+        if (plain) clear += 1;
       } else {
         trailingQuiet += 1;
         // The floor learns from frames that cannot be speech, as the server's does.
@@ -161,11 +179,13 @@ export class ChunkPolicy {
         this.floorDb = Math.min(FLOOR_MAX_DB, Math.max(FLOOR_MIN_DB, this.floorDb));
       }
     }
+    const tailMs = blockMs - frames.length * FRAME_MS; // a partial frame at the end
+    this.sinceClearMs = sinceClear === null ? this.sinceClearMs + blockMs : sinceClear * FRAME_MS + tailMs;
     const onsetDone = this.clearMs >= ONSET_FINE_MS; // before this block
     const allClear = frames.length > 0 && clear === frames.length;
     this.clearMs = allClear ? this.clearMs + blockMs : 0;
     if (maybe > 0) {
-      this.quietMs = trailingQuiet * FRAME_MS + (blockMs - frames.length * FRAME_MS);
+      this.quietMs = trailingQuiet * FRAME_MS + tailMs;
       this.activeFrames += maybe;
     } else {
       this.quietMs += blockMs;
@@ -179,7 +199,11 @@ export class ChunkPolicy {
       const closed =
         this.quietMs >= this.silenceMs + CLOSING_MARGIN_MS ||
         this.activeFrames < this.minSpeechFrames;
-      if (closed) kind = "quiet";
+      // Inside the silence window, between the speculation and where the window may end.
+      const middle =
+        this.quietMs >= EARLY_FINE_MS &&
+        this.sinceClearMs <= this.silenceMs - CROSSING_GUARD_MS;
+      if (closed || middle) kind = "quiet";
     }
     if (this.quietMs >= this.silenceMs + CLOSING_MARGIN_MS) this.activeFrames = 0;
     const limit = kind === "speech" ? SPEECH_HOLD_MS : this.maxQuietMs;
