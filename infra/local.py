@@ -15,7 +15,7 @@
 * **Auth**: on by default, with ``AUTH_SECRET`` from the environment or the public dev secret
   of ``infra.token``; the terminal prints a ready page URL carrying a dev token.
   ``AUTH_REQUIRED=false`` runs without auth (printed as a warning).
-* **Gateway**: ``infra.gateway.LocalGateway`` on ``127.0.0.1:$PORT`` (8080): the page at
+* **Gateway**: ``infra.apigw.server.LocalGateway`` on ``127.0.0.1:$PORT`` (8080): the page at
   ``http://127.0.0.1:8080/``, the WebSocket API at ``ws://127.0.0.1:8080/`` (any path), running
   the handlers named by ``template.yaml`` with the environment it gives them.
 
@@ -58,6 +58,12 @@ _KEY_VARIABLES = ("OPENAI_API_KEY", *(f"{s}_API_KEY" for s in _STAGES))
 _KEY_PARAMETERS = ("OPENAI_API_KEY_PARAMETER", *(f"{s}_API_KEY_PARAMETER" for s in _STAGES))
 
 log = logging.getLogger("kiddolingo.local")
+#: Powertools settings for a terminal: no tracing, no metrics, warnings only.
+_QUIET_POWERTOOLS = {
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
 
 
 def _truthy(value: str | None, default: bool) -> bool:
@@ -74,7 +80,8 @@ class LocalStack:
     ``auth_required`` / ``port`` / ``local_aws`` default to ``AUTH_REQUIRED`` / ``PORT`` /
     ``LOCAL_AWS`` of ``env``. ``fake_speech``: what the fake's speech sounds like, ``"tones"``
     (deterministic, for tests) or ``"espeak"`` (words, for a person listening). Extra keyword
-    arguments go to :class:`~infra.gateway.LocalGateway` (``idle_timeout_s``, ``max_workers``…).
+    arguments go to :class:`~infra.apigw.server.LocalGateway` (``idle_timeout_s``,
+    ``max_workers``…).
     """
 
     def __init__(
@@ -148,96 +155,22 @@ class LocalStack:
 
     def _start(self) -> None:
         from infra import template
-        from infra.gateway import LocalGateway
+        from infra.apigw.server import LocalGateway
 
         env = self.env
-        overrides: dict[str, str | None] = {}
         # Variables the template sets take the user's value when the user gives one.
-        for name in template.environment_variable_names():
-            if name in env:
-                overrides[name] = env[name]
+        overrides: dict[str, str | None] = {
+            name: env[name] for name in template.environment_variable_names() if name in env
+        }
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-
-        # -- AWS ---------------------------------------------------------------------------
-        if self.real_aws:
-            self.table_name = env.get("TABLE_NAME", "")
-            self.bucket_name = env.get("BUCKET_NAME", "")
-            if not self.table_name or not self.bucket_name:
-                raise SystemExit(
-                    "LOCAL_AWS=real needs TABLE_NAME and BUCKET_NAME of an existing table and "
-                    "bucket (e.g. from a deployed stack's outputs)."
-                )
-            overrides["AWS_REGION"] = region
-        else:
-            # moto serves from a process of its own: its emulation is CPU, and under this
-            # process's GIL it competed with the gateway and every handler (a loaded machine
-            # fell behind the audio). As in AWS, a call is then a wait here.
-            from infra.moto_process import moto_process
-
-            self._moto = contextlib.ExitStack()
-            self.aws_endpoint_url = self._moto.enter_context(moto_process())
-            defaults = template.functions()["$default"].environment
-            self.table_name = env.get("TABLE_NAME") or defaults.get(
-                "TABLE_NAME", "kiddolingo-sessions"
-            )
-            self.bucket_name = env.get("BUCKET_NAME") or defaults.get(
-                "BUCKET_NAME", "kiddolingo-audio"
-            )
-            overrides.update(FAKE_CREDENTIALS)
-            overrides.update(
-                {
-                    "AWS_ENDPOINT_URL": self.aws_endpoint_url,
-                    "AWS_REGION": region,
-                    "AWS_DEFAULT_REGION": region,
-                    "AWS_PROFILE": None,
-                    "AWS_DEFAULT_PROFILE": None,
-                }
-            )
-            self._create_resources(region)
+        overrides.update(self._real_aws(region) if self.real_aws else self._moto_aws(region))
         overrides["TABLE_NAME"] = self.table_name
         overrides["BUCKET_NAME"] = self.bucket_name
-
-        # -- models ------------------------------------------------------------------------
-        if self.demo:
-            from infra.fake_openai import FakeOpenAI, LatencyProfile
-
-            self.fake_openai = FakeOpenAI(
-                latency=self.fake_latency or LatencyProfile(), speech=self.fake_speech
-            ).start()
-            self.openai_base_url = self.fake_openai.base_url
-            overrides["OPENAI_BASE_URL"] = self.openai_base_url
-            overrides["OPENAI_API_KEY"] = "sk-local-demo-not-a-key"
-            for stage in _STAGES:
-                overrides[f"{stage}_BASE_URL"] = ""
-                overrides[f"{stage}_API_KEY"] = ""
-            for name in _KEY_PARAMETERS:
-                overrides[name] = ""
-        else:
-            self.openai_base_url = env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-            for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
-                if env.get(name):
-                    overrides[name] = env[name]
-            for name in _KEY_PARAMETERS:
-                # The template's SSM parameter names are for AWS; a local key wins.
-                overrides[name] = env.get(name, "")
-
-        # -- auth --------------------------------------------------------------------------
-        from infra.token import LOCAL_DEV_AUTH_SECRET, dev_token
-
-        self.auth_secret = env.get("AUTH_SECRET") or LOCAL_DEV_AUTH_SECRET
-        overrides["AUTH_REQUIRED"] = "true" if self.auth_required else "false"
-        overrides["AUTH_SECRET"] = self.auth_secret
-        overrides["AUTH_SECRET_PARAMETER"] = ""
-        self.token = dev_token(self.learner_id, secret=self.auth_secret)
-
-        # -- quiet, local-friendly Powertools ------------------------------------------------
-        overrides.setdefault(
-            "POWERTOOLS_TRACE_DISABLED", env.get("POWERTOOLS_TRACE_DISABLED", "true")
-        )
-        overrides.setdefault(
-            "POWERTOOLS_METRICS_DISABLED", env.get("POWERTOOLS_METRICS_DISABLED", "true")
-        )
-        overrides.setdefault("POWERTOOLS_LOG_LEVEL", env.get("POWERTOOLS_LOG_LEVEL", "WARNING"))
+        overrides.update(self._fake_models() if self.demo else self._models())
+        overrides.update(self._auth())
+        # Quiet, local-friendly Powertools, unless the user says otherwise.
+        for name, default in _QUIET_POWERTOOLS.items():
+            overrides.setdefault(name, env.get(name, default))
 
         self.environment = overrides
         page_config = {"demo": self.demo, "authRequired": self.auth_required}
@@ -252,6 +185,87 @@ class LocalStack:
             **gateway_kwargs,
         )
         self.gateway.start_background()
+
+    def _real_aws(self, region: str) -> dict[str, str | None]:
+        """A deployed stack's table and bucket, named by ``TABLE_NAME`` and ``BUCKET_NAME``."""
+        self.table_name = self.env.get("TABLE_NAME", "")
+        self.bucket_name = self.env.get("BUCKET_NAME", "")
+        if not self.table_name or not self.bucket_name:
+            raise SystemExit(
+                "LOCAL_AWS=real needs TABLE_NAME and BUCKET_NAME of an existing table and "
+                "bucket (e.g. from a deployed stack's outputs)."
+            )
+        return {"AWS_REGION": region}
+
+    def _moto_aws(self, region: str) -> dict[str, str | None]:
+        """moto in a process of its own, with the template's table and bucket created in it."""
+        from infra import template
+        from infra.moto_process import moto_process
+
+        # moto serves from a process of its own: its emulation is CPU, and under this
+        # process's GIL it competed with the gateway and every handler (a loaded machine
+        # fell behind the audio). As in AWS, a call is then a wait here.
+        self._moto = contextlib.ExitStack()
+        self.aws_endpoint_url = self._moto.enter_context(moto_process())
+        defaults = template.functions()["$default"].environment
+        self.table_name = self.env.get("TABLE_NAME") or defaults.get(
+            "TABLE_NAME", "kiddolingo-sessions"
+        )
+        self.bucket_name = self.env.get("BUCKET_NAME") or defaults.get(
+            "BUCKET_NAME", "kiddolingo-audio"
+        )
+        self._create_resources(region)
+        return {
+            **FAKE_CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_PROFILE": None,
+            "AWS_DEFAULT_PROFILE": None,
+        }
+
+    def _fake_models(self) -> dict[str, str | None]:
+        """The fake OpenAI server for every stage, and no provider key of any other kind."""
+        from infra.fake_openai import FakeOpenAI, LatencyProfile
+
+        self.fake_openai = FakeOpenAI(
+            latency=self.fake_latency or LatencyProfile(), speech=self.fake_speech
+        ).start()
+        self.openai_base_url = self.fake_openai.base_url
+        overrides: dict[str, str | None] = {
+            "OPENAI_BASE_URL": self.openai_base_url,
+            "OPENAI_API_KEY": "sk-local-demo-not-a-key",
+        }
+        for stage in _STAGES:
+            overrides[f"{stage}_BASE_URL"] = ""
+            overrides[f"{stage}_API_KEY"] = ""
+        for name in _KEY_PARAMETERS:
+            overrides[name] = ""
+        return overrides
+
+    def _models(self) -> dict[str, str | None]:
+        """The real providers, with the user's keys."""
+        env = self.env
+        self.openai_base_url = env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        overrides: dict[str, str | None] = {
+            name: env[name] for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if env.get(name)
+        }
+        for name in _KEY_PARAMETERS:
+            # The template's SSM parameter names are for AWS; a local key wins.
+            overrides[name] = env.get(name, "")
+        return overrides
+
+    def _auth(self) -> dict[str, str | None]:
+        """The auth settings, and a dev token the page can use."""
+        from infra.token import LOCAL_DEV_AUTH_SECRET, dev_token
+
+        self.auth_secret = self.env.get("AUTH_SECRET") or LOCAL_DEV_AUTH_SECRET
+        self.token = dev_token(self.learner_id, secret=self.auth_secret)
+        return {
+            "AUTH_REQUIRED": "true" if self.auth_required else "false",
+            "AUTH_SECRET": self.auth_secret,
+            "AUTH_SECRET_PARAMETER": "",
+        }
 
     def _create_resources(self, region: str) -> None:
         import boto3

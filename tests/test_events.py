@@ -18,6 +18,8 @@ from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayWebSocketMessageEventModel,
 )
 
+from infra.apigw import events
+from infra.apigw.events import Peer
 from tests.support.events import (
     API_ID,
     CLIENT_EVENT_FILES,
@@ -79,6 +81,64 @@ def test_every_file_is_json_with_the_common_shape(name):
     wrapped = APIGatewayWebSocketEvent(event)
     assert wrapped.request_context.connection_id == CONNECTION_ID
     assert wrapped.request_context.route_key == ctx["routeKey"]
+
+
+@pytest.mark.parametrize("name", EVENT_NAMES)
+def test_the_builder_makes_every_file_exactly(name):
+    """Each sample is what ``infra.apigw.events`` builds for its connection, byte for byte.
+
+    The local gateway, the benchmark and the tests build their events there, so the files
+    ``sam local invoke`` reads have the very shape the handlers get everywhere else.
+    """
+    text = (EVENTS_DIR / f"{name}.json").read_text()
+    event = json.loads(text)
+    ctx = event["requestContext"]
+    peer = Peer.of(event)
+    stamps = {"received_ms": ctx["requestTimeEpoch"], "request_id": ctx["requestId"]}
+    if ctx["eventType"] == "CONNECT":
+        headers = event["headers"]
+        query = [
+            (key, value)
+            for key, values in event.get("multiValueQueryStringParameters", {}).items()
+            for value in values
+        ]
+        built = events.connect_event(
+            peer,
+            headers.items(),
+            query,
+            port=int(headers["X-Forwarded-Port"]),
+            proto=headers["X-Forwarded-Proto"],
+            trace=headers["X-Amzn-Trace-Id"],
+            **stamps,
+        )
+    elif ctx["eventType"] == "DISCONNECT":
+        code, reason = ctx["disconnectStatusCode"], ctx["disconnectReason"]
+        built = events.disconnect_event(peer, code, reason, **stamps)
+    else:
+        built = events.message_event(
+            peer, event["body"], route_key=ctx["routeKey"], message_id=ctx["messageId"], **stamps
+        )
+    assert json.dumps(built, indent=2) + "\n" == text
+
+
+def test_the_builder_passes_on_what_api_gateway_passes_on():
+    peer = Peer.of(load_event("connect"))
+    sent = [("Host", DOMAIN_NAME), ("Connection", "Upgrade"), ("Upgrade", "websocket")]
+    sent += [("X-Forwarded-For", "10.0.0.1"), ("Accept", "a"), ("accept", "b")]
+    event = events.connect_event(peer, sent, [("k", "1"), ("k", "2")], port=8080)
+    assert event["multiValueHeaders"]["Accept"] == ["a", "b"]
+    assert event["headers"]["Accept"] == "b"
+    assert {"Connection", "Upgrade"}.isdisjoint(event["headers"])
+    assert event["headers"]["X-Forwarded-For"] == peer.source_ip
+    assert (event["headers"]["X-Forwarded-Port"], event["headers"]["X-Forwarded-Proto"]) == (
+        "8080",
+        "http",
+    )
+    assert event["queryStringParameters"] == {"k": "2"}
+    assert event["multiValueQueryStringParameters"] == {"k": ["1", "2"]}
+    ctx = event["requestContext"]
+    assert ctx["requestTimeEpoch"] >= ctx["connectedAt"] == peer.connected_at_ms
+    APIGatewayWebSocketConnectEventModel.model_validate(event)
 
 
 def test_load_event_returns_fresh_copies_and_merges_overrides():

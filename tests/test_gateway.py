@@ -1,4 +1,4 @@
-"""The local API Gateway (infra/gateway.py) against API Gateway's documented behaviour.
+"""The local API Gateway (infra/apigw/) against API Gateway's documented behaviour.
 
 Driven with the stub handlers of tests/support/stub_handlers (never the real ones), over real
 sockets: a ``websockets`` client on one side, a boto3 ``apigatewaymanagementapi`` client on the
@@ -22,7 +22,9 @@ from botocore.config import Config
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from infra.gateway import LocalGateway, parse_route_selection, request_time, select_route
+from infra.apigw.events import request_time
+from infra.apigw.routes import parse_route_selection, select_route
+from infra.apigw.server import LocalGateway
 from infra.lambda_runtime import FunctionSpec, LambdaFunction, merged_environment
 from tests.support.stub_handlers import specs
 
@@ -592,7 +594,7 @@ def test_stopping_the_gateway_closes_connections_with_1001_and_disconnects() -> 
 def test_stopping_drops_queued_messages_and_waits_for_running_ones() -> None:
     """A backlog at shutdown: the message already running finishes before ``stop`` returns
     (the stores behind it stop next), the ones still queued never start, ``$disconnect`` runs."""
-    from infra.gateway import STOPPING
+    from infra.apigw.invocations import STOPPING
 
     gateway = _gateway(max_workers=1)
     gateway.start_background()

@@ -206,11 +206,14 @@ def test_speculative_turns_count_against_the_turn_limit(monkeypatch, stack, fake
     assert len(fake_openai.requests("audio/transcriptions")) <= 2
     events = stack.recorder.events(CONN)
     codes = [e["error"]["code"] for e in events if e["type"] == "error"]
-    # Under load the VAD may join two of the phrases into one utterance: then no third turn
-    # asks, and nothing is refused. Three utterances make the third one refused, and told.
+    # Every utterance is answered or told why not. How many are answered depends on the
+    # timing (under load the VAD may join two phrases, and a speculation the child talks over
+    # counts too), never more than the limit.
     utterances = [e["type"] for e in events].count("input_audio_buffer.speech_stopped")
-    assert codes == (["rate_limited"] if utterances >= 3 else [])
-    assert [e["type"] for e in events].count("response.done") <= 2
+    answered = [e["type"] for e in events].count("response.created")
+    assert 1 <= answered <= 2
+    assert codes == ["rate_limited"] * (utterances - answered)
+    assert [e["type"] for e in events].count("response.done") == answered
     assert stack.audio_keys() == []
 
 

@@ -129,3 +129,79 @@ def test_a_lost_race_on_the_speculating_write_still_gives_one_answer(
     assert stack.audio_keys() == []
     # the called-off speculation went no further than its transcription: one chat request
     assert len(fake_openai.requests("chat")) == 1
+
+
+def test_a_speculation_refused_before_its_marker_lands_still_tells_the_child(
+    speculative, monkeypatch, stack, fake_openai
+) -> None:
+    """The turn limit refuses a speculation before the write that marks it has landed (the
+    speculation starts while that write is on its way). A withdrawal of the marker at that
+    moment finds nothing to withdraw; the marker then lands, and the pause's end releases it
+    with nobody left to answer: no reply, no error, the response slot taken until its lease
+    ran out. The refused speculation waits for its verdict instead, and tells the child."""
+    import json
+    import threading
+
+    from kiddolingo import aws
+    from tests.support.aws_stack import TABLE
+    from tests.test_faults import Client, configure
+    from tests.test_limits import in_one_minute
+
+    configure(monkeypatch, MAX_TURNS_PER_MINUTE="1")
+    # The provider clients are built by an earlier turn (of another session), as in a warm
+    # container, so the speculation asks the limit at once.
+    assert Client(stack, conn="conn-warm=").turn()[-1]["response"]["status"] == "completed"
+    fake_openai.reset()
+    start_vad(stack)
+    sid = stack.connection_item(CONN)["sid"]
+    frames = [SILENCE] * 3 + chunks(speak("I like cats.")) + [SILENCE] * 16
+    in_one_minute(len(frames) / 10 + 10)
+    # Another connection of the session used this minute's turn.
+    stack.ddb.put_item(
+        TableName=TABLE,
+        Item={
+            "pk": {"S": f"turns#{sid}"},
+            "minute": {"N": str(int(time.time() // 60))},
+            "count": {"N": "1"},
+        },
+    )
+    asked, withdrawing = threading.Event(), threading.Event()
+    held: list[str] = []
+
+    def marker_lands_after_the_refusal(params: dict, **_: object) -> None:
+        body = json.loads(params["body"])
+        key = body["Key"]["pk"]["S"]
+        if key.startswith("turns#"):
+            asked.set()
+        elif key.startswith("conn#") and "spec.id = :s" in body.get("ConditionExpression", ""):
+            withdrawing.set()  # (the code before this fix withdrew the marker here)
+        elif (
+            key.startswith("conn#")
+            and "spec" in (body.get("ExpressionAttributeNames") or {}).values()
+            and not held
+        ):
+            held.append(key)
+            assert asked.wait(10)
+            # The refusal is back (and any withdrawal made) before the marker is written.
+            withdrawing.wait(2)
+            time.sleep(0.2)
+
+    client = aws._client("dynamodb")
+    client.meta.events.register_first(
+        "before-call.dynamodb.UpdateItem", marker_lands_after_the_refusal
+    )
+    try:
+        deliver_in_real_time(stack, frames)
+    finally:
+        client.meta.events.unregister(
+            "before-call.dynamodb.UpdateItem", marker_lands_after_the_refusal
+        )
+
+    events = stack.recorder.events(CONN)
+    assert held
+    types = [e["type"] for e in events]
+    assert [e["error"]["code"] for e in events if e["type"] == "error"] == ["rate_limited"]
+    assert types.index("input_audio_buffer.committed") < types.index("error")
+    assert "response.created" not in types
+    assert fake_openai.requests("audio/transcriptions") == []
+    assert "resp" not in stack.connection_item(CONN)  # the response slot is free

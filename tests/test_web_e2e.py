@@ -33,7 +33,7 @@ from tests.support.local_stack import local_stack
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SPOKEN = "Hola, me llamo Ana. ¿Cómo estás?"
-#: What the fake transcription returns whatever the audio (see infra/fake_openai.py).
+#: What the fake transcription returns whatever the audio (see infra/fake_openai/content.py).
 HEARD = "Hola, me llamo Ana."
 
 HANDLERS_READY = all(

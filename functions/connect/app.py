@@ -13,30 +13,17 @@ from kiddolingo.coldstart import long_lived
 
 # What the container loads once: no collector passes meanwhile, frozen after in Lambda.
 with long_lived():
-    from aws_lambda_powertools import Logger
-    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-    from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event import (
-        APIGatewayWebSocketEvent,
-    )
-
-    from kiddolingo import aws, service, tracing
+    from kiddolingo import aws, lambda_entry, service
     from kiddolingo.auth import AuthError, authenticate, check_resume
-    from kiddolingo.settings import get_settings
+    from kiddolingo.settings import Settings
 
-    logger = Logger(service="kiddolingo-connect")
-    # The shared package logs through module loggers: give them this Logger's JSON format, level
-    # and correlation keys.
-    copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
+    logger = lambda_entry.function_logger("kiddolingo-connect")
 
 
-# The event carries the token (a header, the query or a subprotocol): never logged whole, even
-# when POWERTOOLS_LOGGER_LOG_EVENT says so.
-@logger.inject_lambda_context(clear_state=True, log_event=False)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    ws = APIGatewayWebSocketEvent(event)
-    settings = get_settings()
+# The event carries the token (a header, the query or a subprotocol): never logged whole.
+@lambda_entry.connection_handler(logger)
+def lambda_handler(ws: lambda_entry.APIGatewayWebSocketEvent, settings: Settings) -> dict[str, Any]:
     connection_id = ws.request_context.connection_id
-    logger.append_keys(connection_id=connection_id)
     query = ws.query_string_parameters or {}
     try:
         auth = authenticate(ws.headers, query, settings)
@@ -67,6 +54,3 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # Browsers require one offered subprotocol to be echoed; never a token (kiddolingo.auth).
         response["headers"] = {"Sec-WebSocket-Protocol": auth.subprotocol}
     return response
-
-
-lambda_handler = tracing.traced(lambda_handler, "kiddolingo-connect")

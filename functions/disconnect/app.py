@@ -12,43 +12,20 @@ from kiddolingo.coldstart import long_lived
 
 # What the container loads once: no collector passes meanwhile, frozen after in Lambda.
 with long_lived():
-    from aws_lambda_powertools import Logger
-    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-    from aws_lambda_powertools.utilities.data_classes.api_gateway_websocket_event import (
-        APIGatewayWebSocketEvent,
-    )
-
-    from kiddolingo import aws, tracing
+    from kiddolingo import aws, lambda_entry
     from kiddolingo.messenger import ApiGatewayMessenger
     from kiddolingo.service import Tutor
-    from kiddolingo.settings import get_settings
+    from kiddolingo.settings import Settings
 
-    logger = Logger(service="kiddolingo-disconnect")
-    # The shared package logs through module loggers: give them this Logger's JSON format, level
-    # and correlation keys.
-    copy_config_to_registered_loggers(source_logger=logger, include={"kiddolingo"})
+    logger = lambda_entry.function_logger("kiddolingo-disconnect")
 
 
-# Never the whole event, even when POWERTOOLS_LOGGER_LOG_EVENT says so: its headers are those
-# of the connection, where a token may be.
-@logger.inject_lambda_context(clear_state=True, log_event=False)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    ws = APIGatewayWebSocketEvent(event)
-    connection_id = ws.request_context.connection_id
-    settings = get_settings()
+# The event's headers are those of the connection, where a token may be: never logged whole.
+@lambda_entry.connection_handler(logger)
+def lambda_handler(ws: lambda_entry.APIGatewayWebSocketEvent, settings: Settings) -> dict[str, Any]:
     # Disconnect never posts: the messenger only carries the connection id.
-    tutor = Tutor(
-        settings,
-        aws.session_store(settings),
-        aws.chunk_store(settings),
-        ApiGatewayMessenger(None, connection_id),
-    )
+    messenger = ApiGatewayMessenger(None, ws.request_context.connection_id)
+    tutor = Tutor(settings, aws.session_store(settings), aws.chunk_store(settings), messenger)
     tutor.disconnect()
-    logger.info(
-        "disconnected",
-        extra={"connection_id": connection_id, "reason": ws.request_context.disconnect_reason},
-    )
+    logger.info("disconnected", extra={"reason": ws.request_context.disconnect_reason})
     return {"statusCode": 200}
-
-
-lambda_handler = tracing.traced(lambda_handler, "kiddolingo-disconnect")

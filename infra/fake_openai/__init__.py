@@ -38,27 +38,32 @@ voice, metadata, status, audio bytes sent.
 
 CLI: ``python -m infra.fake_openai --port 0 --profile zero|realistic [--speech espeak]`` prints
 its base URL and serves until interrupted.
+
+Where each part lives:
+
+- ``server``: :class:`FakeOpenAI` itself (its app, routes, lifecycle, state and reset), made
+  of the parts below;
+- ``profile``: :class:`LatencyProfile`; ``faults``: injected failures; ``recording``: the
+  request log and :class:`RecordedRequest`; ``content``: canned replies, the chat tokenizer
+  and scripted transcripts, replies and rewordings; ``plumbing``: what every HTTP endpoint
+  shares (the key check, errors, pacing, the frame of a request);
+- one module per endpoint family: ``transcriptions``, ``chat``, ``speech``, ``moderations``,
+  and the ``realtime`` package;
+- ``voices``: the speech audio (tones, espeak-ng); ``process``: the fake in a process of its
+  own (``fake_openai_process``); ``cli``: ``python -m infra.fake_openai``.
 """
 
+from infra.fake_openai.chat import REASONING_TOKENS
+from infra.fake_openai.cli import main
+from infra.fake_openai.content import chat_tokens, demo_reply
+from infra.fake_openai.faults import FAILURE_KINDS, Failure
+from infra.fake_openai.moderations import API_FLAG_THRESHOLD, MODERATION_CATEGORIES
+from infra.fake_openai.process import RemoteFakeOpenAI, _serve_manager, fake_openai_process
+from infra.fake_openai.profile import LatencyProfile
 from infra.fake_openai.realtime import RealtimeResponse
-from infra.fake_openai.server import (
-    API_FLAG_THRESHOLD,
-    ENDPOINTS,
-    FAILURE_KINDS,
-    MODERATION_CATEGORIES,
-    REASONING_TOKENS,
-    SPEECH_CHUNK_BYTES,
-    Failure,
-    FakeOpenAI,
-    LatencyProfile,
-    RecordedRequest,
-    RemoteFakeOpenAI,
-    _serve_manager,
-    chat_tokens,
-    demo_reply,
-    fake_openai_process,
-    main,
-)
+from infra.fake_openai.recording import ENDPOINTS, RecordedRequest
+from infra.fake_openai.server import FakeOpenAI
+from infra.fake_openai.speech import SPEECH_CHUNK_BYTES
 from infra.fake_openai.voices import (
     MS_PER_CHAR,
     SPEECH_SAMPLE_RATE,

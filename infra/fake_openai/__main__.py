@@ -1,5 +1,5 @@
-"""``python -m infra.fake_openai``: serve the fake until interrupted (see ``server.main``)."""
+"""``python -m infra.fake_openai``: serve the fake until interrupted (see ``cli.main``)."""
 
-from infra.fake_openai.server import main
+from infra.fake_openai.cli import main
 
 main()

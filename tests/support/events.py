@@ -1,7 +1,9 @@
-"""API Gateway WebSocket events for the tests, built from the files in ``events/``.
+"""API Gateway WebSocket events for the tests: the sample connection of ``events/``, built with
+``infra.apigw.events`` (the builder the local gateway and the benchmark use).
 
-``sam local invoke -e events/<name>.json`` and the tests share these files, so the handlers are
-always exercised with the exact shape API Gateway sends (see ``events/connect.json``).
+``sam local invoke -e events/<name>.json`` and the tests share the sample files, and
+``tests/test_events.py`` proves the builder makes each of them exactly, so the handlers are always
+exercised with the shape API Gateway sends (see ``events/connect.json``).
 
 * :func:`load_event` - one file, deep-copied, with optional (deep-merged) overrides;
 * :func:`connect_event`, :func:`message_event`, :func:`disconnect_event` - the three routes,
@@ -19,12 +21,13 @@ import itertools
 import json
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
+from infra.apigw import events
+from infra.apigw.events import REASON_NO_STATUS
+from infra.apigw.samples import EVENTS_DIR, sample_event, sample_headers, sample_peer
+
+__all__ = ["EVENTS_DIR"]
 
 #: Every client event type of the wire contract (``protocol.CLIENT_EVENT_TYPES``) and the file
 #: holding its sample ``$default`` event.
@@ -37,17 +40,6 @@ CLIENT_EVENT_FILES: dict[str, str] = {
     "response.create": "response_create",
     "response.cancel": "response_cancel",
 }
-
-
-@cache
-def _raw(name: str) -> dict[str, Any]:
-    stem = name[:-5] if name.endswith(".json") else name
-    path = EVENTS_DIR / f"{stem}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in EVENTS_DIR.glob("*.json"))
-        raise FileNotFoundError(f"no event file {path} (known: {', '.join(known)})")
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
 
 
 def _merge(target: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,10 +57,10 @@ def load_event(name: str, **overrides: Any) -> dict[str, Any]:
     Keyword overrides replace top-level keys; a mapping given for a key that holds a mapping is
     merged recursively, e.g. ``load_event("disconnect", requestContext={"connectionId": "c2"})``.
     """
-    return _merge(copy.deepcopy(_raw(name)), overrides)
+    return _merge(sample_event(name), overrides)
 
 
-_CONNECT = _raw("connect")
+_CONNECT = sample_event("connect")
 CONNECTION_ID: str = _CONNECT["requestContext"]["connectionId"]
 DOMAIN_NAME: str = _CONNECT["requestContext"]["domainName"]
 STAGE: str = _CONNECT["requestContext"]["stage"]
@@ -86,29 +78,8 @@ def _request_id(prefix: str) -> str:
     return f"{prefix}{next(_ids):014d}="[-16:]
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _request_time(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
-
-
-def _stamp(
-    event: dict[str, Any], connection_id: str, request_time_epoch: int | None
-) -> dict[str, Any]:
-    context = event["requestContext"]
-    epoch = _now_ms() if request_time_epoch is None else int(request_time_epoch)
-    request_id = _request_id("R")
-    context.update(
-        connectionId=connection_id,
-        requestTimeEpoch=epoch,
-        requestTime=_request_time(epoch),
-        requestId=request_id,
-        extendedRequestId=request_id,
-    )
-    context["connectedAt"] = min(context["connectedAt"], epoch)
-    return event
+def _now_ms(request_time_epoch: int | None) -> int:
+    return int(time.time() * 1000) if request_time_epoch is None else int(request_time_epoch)
 
 
 def connect_event(
@@ -118,30 +89,27 @@ def connect_event(
     *,
     request_time_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """A ``$connect`` event from ``events/connect.json``.
+    """A ``$connect`` event of the sample connection, with the sample browser's headers.
 
     ``query`` is the whole query string (None = no query string: API Gateway then omits the
     query keys, and the connect handler starts a new session; pass ``{"session_id": ...}`` to
-    resume). ``headers`` are set over the file's headers, case-insensitively; a None value
+    resume). ``headers`` are set over the sample headers, case-insensitively; a None value
     removes a header (``{"Authorization": None}`` for an anonymous request).
     """
-    event = load_event("connect")
-    if query:
-        event["queryStringParameters"] = dict(query)
-        event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
-    else:
-        event.pop("queryStringParameters", None)
-        event.pop("multiValueQueryStringParameters", None)
-    for name, value in (headers or {}).items():
-        for existing in [k for k in event["headers"] if k.lower() == name.lower()]:
-            del event["headers"][existing]
-            del event["multiValueHeaders"][existing]
-        if value is not None:
-            event["headers"][name] = value
-            event["multiValueHeaders"][name] = [value]
-    _stamp(event, connection_id, request_time_epoch)
-    event["requestContext"]["connectedAt"] = event["requestContext"]["requestTimeEpoch"]
-    return event
+    changed = {name.lower() for name in headers or {}}
+    sent = sample_headers(without=tuple(changed))
+    sent += [(name, value) for name, value in (headers or {}).items() if value is not None]
+    epoch = _now_ms(request_time_epoch)
+    peer = sample_peer("connect", connection_id, connected_at_ms=epoch)
+    return events.connect_event(
+        peer,
+        sent,
+        (query or {}).items(),
+        port=443,
+        proto="https",
+        received_ms=epoch,
+        request_id=_request_id("R"),
+    )
 
 
 def message_event(
@@ -154,25 +122,38 @@ def message_event(
 
     ``message_id`` defaults to a fresh unique id, ``request_time_epoch`` (ms) to now.
     """
-    event = load_event("response_create")
-    event["body"] = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
-    _stamp(event, connection_id, request_time_epoch)
-    event["requestContext"]["messageId"] = message_id or _request_id("M")
-    return event
+    text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+    return events.message_event(
+        _peer("response_create", connection_id, request_time_epoch),
+        text,
+        message_id=message_id or _request_id("M"),
+        received_ms=_now_ms(request_time_epoch),
+        request_id=_request_id("R"),
+    )
 
 
 def disconnect_event(
     connection_id: str = CONNECTION_ID,
     *,
     status_code: int = 1005,
-    reason: str = "Client-side close frame status not set",
+    reason: str = REASON_NO_STATUS,
     request_time_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """A ``$disconnect`` event from ``events/disconnect.json``."""
-    event = load_event("disconnect")
-    _stamp(event, connection_id, request_time_epoch)
-    event["requestContext"].update(disconnectStatusCode=status_code, disconnectReason=reason)
-    return event
+    """A ``$disconnect`` event of the sample connection."""
+    return events.disconnect_event(
+        _peer("disconnect", connection_id, request_time_epoch),
+        status_code,
+        reason,
+        received_ms=_now_ms(request_time_epoch),
+        request_id=_request_id("R"),
+    )
+
+
+def _peer(name: str, connection_id: str, request_time_epoch: int | None) -> events.Peer:
+    # The sample connection opened before any event of it, however early a test stamps one.
+    peer = sample_peer(name, connection_id)
+    connected_at = min(peer.connected_at_ms, _now_ms(request_time_epoch))
+    return sample_peer(name, connection_id, connected_at_ms=connected_at)
 
 
 def client_event(event_type: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Pytest fixtures around the fake OpenAI-compatible server (``infra/fake_openai.py``).
+"""Pytest fixtures around the fake OpenAI-compatible server (``infra/fake_openai``).
 
 Add to a conftest: ``pytest_plugins = ["tests.support.fake_openai_fixtures"]``.
 

@@ -44,19 +44,20 @@ class ResponseSlot(TutorBase):
     async def _refuse_turn(self, poster: MessengerPoster, gate: SpeculationGate | None) -> None:
         """The turn is over the turns-per-minute limit: tell the child, reach no provider.
 
-        A speculation withdraws its marker instead, silently: the utterance then gets its own
-        turn when the pause ends, which asks the limit again (and tells the child if it still
-        refuses). Only a speculation released meanwhile tells the child itself."""
+        A speculation waits for its pause's verdict first, as any speculation does. Released:
+        it is the utterance's turn, and the child is told. Discarded (the child went on): the
+        next pause asks the limit again, and nothing is said. It does not withdraw its marker:
+        its refusal can come before the write that made the marker has landed, and a marker
+        left behind would be released with nobody to answer (no reply, no error)."""
         import asyncio
 
         if gate is not None:
-            withdrawn = await asyncio.to_thread(
-                self.store.withdraw_speculation, self.connection_id, gate.spec_id
-            )
-            if withdrawn:
-                gate.call_off()
+            from ..turn_io import GatedPoster
+
+            assert isinstance(poster, GatedPoster)
+            if not await poster.settle():
                 return
-            # Released meanwhile: the write that released it took the response slot for it.
+            # The write that released it took the response slot for it: free it now.
             await asyncio.to_thread(
                 self.store.release_response,
                 self.connection_id,

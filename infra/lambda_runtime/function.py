@@ -1,25 +1,5 @@
-"""A small in-process stand-in for the AWS Lambda Python runtime.
-
-The local gateway (``infra.gateway``) invokes the same handlers that run in Lambda. This module
-loads a function's handler the way the runtime does and builds the ``context`` object it is
-called with:
-
-* the handler string ``"app.lambda_handler"`` names module ``app`` in the function's code
-  directory and its attribute ``lambda_handler``;
-* the module is imported **once per function** (a warm container), on first invocation, under a
-  private package name so that the three ``app.py`` files of connect/audio/disconnect do not
-  collide in ``sys.modules``; the code directory is appended to ``sys.path`` like ``/var/task``;
-* each invocation gets a fresh :class:`LambdaContext` (request id, remaining time, ARN, log
-  group/stream), and the event is round-tripped through JSON, as Lambda does;
-* a handler that raises returns an error result shaped like Lambda's
-  (``errorMessage``/``errorType``/``stackTrace``) instead of propagating;
-* one ``REPORT`` log line per invocation, with the cold-start ``Init Duration``.
-
-Differences from Lambda, on purpose: invocations run in threads of one process, so the module
-state of one function is shared between concurrent invocations (its module-level caches must be
-thread-safe), all functions share ``os.environ`` (see :func:`merged_environment`), and a timed-out
-invocation cannot be killed — the caller gets the timeout error while the thread finishes.
-"""
+"""One Lambda function run in this process: its spec, its handler loaded once, each
+invocation with a fresh context and Lambda's result shapes."""
 
 from __future__ import annotations
 
@@ -39,7 +19,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 log = logging.getLogger("kiddolingo.local.lambda")
 
@@ -47,31 +27,27 @@ ACCOUNT_ID = "123456789012"
 DEFAULT_REGION = "us-east-1"
 
 
-class FunctionSpecLike(Protocol):
-    """What the runtime needs from ``infra.template.FunctionSpec``."""
-
-    @property
-    def logical_id(self) -> str: ...
-    @property
-    def code_dir(self) -> Path: ...
-    @property
-    def handler(self) -> str: ...
-    @property
-    def environment(self) -> Mapping[str, Any]: ...
-    @property
-    def timeout_s(self) -> float: ...
-
-
 @dataclass(frozen=True)
 class FunctionSpec:
-    """A function to run locally (the shape ``infra.template.functions()`` returns)."""
+    """One Lambda function to run locally (``infra.template.functions()`` reads them from the
+    template; tests write their own). The defaults are Lambda's."""
 
     logical_id: str
+    #: Absolute path of the function's CodeUri.
     code_dir: Path
+    #: ``module.function`` inside code_dir (``app.lambda_handler``).
     handler: str = "app.lambda_handler"
+    #: Globals + function variables, resolved to strings.
     environment: dict[str, Any] = field(default_factory=dict)
-    timeout_s: float = 29.0
-    memory_mb: int = 512
+    timeout_s: float = 3.0
+    memory_mb: int = 128
+    runtime: str = "python3.12"
+    #: The route key served by this function (``$connect``, ``$default``, ``$disconnect``).
+    route_key: str = ""
+    #: Logical ids of its layers.
+    layers: tuple[str, ...] = ()
+    #: ``SnapStart: ApplyOn: PublishedVersions``: INIT runs once, at publication.
+    snap_start: bool = False
 
 
 class LambdaContext:
@@ -152,7 +128,7 @@ class LambdaFunction:
 
     def __init__(
         self,
-        spec: FunctionSpecLike,
+        spec: FunctionSpec,
         *,
         function_name: str | None = None,
         region: str | None = None,
@@ -310,126 +286,3 @@ def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
         "errorType": error_type or type(exc).__name__,
         "stackTrace": traceback.format_exception(exc)[-10:],
     }
-
-
-def merged_environment(
-    specs: Mapping[str, FunctionSpecLike] | list[FunctionSpecLike],
-    overrides: Mapping[str, str | None] | None = None,
-) -> dict[str, str | None]:
-    """One environment for all functions of the process, as Lambda would give each of them.
-
-    Every function's template ``Environment.Variables`` are merged (string values only: an
-    unresolved intrinsic such as ``{"Ref": "Table"}`` is skipped, the overrides supply the local
-    value), then ``overrides`` (table/bucket names, endpoints, credentials, OpenAI settings) win.
-    Two functions giving one variable different values is logged: in-process they share it.
-    """
-    merged: dict[str, str] = {}
-    origin: dict[str, str] = {}
-    values = specs.values() if isinstance(specs, Mapping) else specs
-    seen: set[str] = set()
-    for spec in values:
-        if spec.logical_id in seen:
-            continue
-        seen.add(spec.logical_id)
-        for key, value in (spec.environment or {}).items():
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            if isinstance(value, int | float):
-                value = str(value)
-            if not isinstance(value, str):
-                continue
-            if key in merged and merged[key] != value and key not in (overrides or {}):
-                log.warning(
-                    "env %s differs between %s (%r) and %s (%r); in-process they share %r",
-                    key,
-                    origin[key],
-                    merged[key],
-                    spec.logical_id,
-                    value,
-                    merged[key],
-                )
-                continue
-            merged[key] = value
-            origin.setdefault(key, spec.logical_id)
-    result: dict[str, str | None] = dict(merged)
-    for key, value in (overrides or {}).items():
-        # None removes the variable (e.g. AWS_PROFILE when pointing at moto).
-        result[key] = None if value is None else str(value)
-    return result
-
-
-class EnvironmentPatch:
-    """Apply variables to ``os.environ`` and put the previous values back on :meth:`restore`."""
-
-    def __init__(self, values: Mapping[str, str | None]) -> None:
-        self._values = dict(values)
-        self._saved: dict[str, str | None] = {}
-        self._applied = False
-
-    def apply(self) -> EnvironmentPatch:
-        if self._applied:
-            return self
-        for key, value in self._values.items():
-            self._saved[key] = os.environ.get(key)
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._applied = True
-        reset_shared_caches()
-        return self
-
-    def restore(self) -> None:
-        if not self._applied:
-            return
-        for key, value in self._saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._applied = False
-        reset_shared_caches()
-
-    def __enter__(self) -> EnvironmentPatch:
-        return self.apply()
-
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
-
-
-def reset_shared_caches() -> None:
-    """Forget what the shared package cached from the previous environment.
-
-    ``kiddolingo`` caches its settings, boto3 session/clients, provider clients, the audio it
-    wrote lately and the connection items its commits left, per process (per Lambda container);
-    a new local stack (another environment) needs fresh ones. Only modules already imported are
-    touched.
-    """
-    settings = sys.modules.get("kiddolingo.settings")
-    aws = sys.modules.get("kiddolingo.aws")
-    providers = sys.modules.get("kiddolingo.providers")
-    candidates = [
-        getattr(settings, "get_settings", None),
-        getattr(aws, "_session", None),
-        getattr(aws, "_client", None),
-        getattr(aws, "management_client", None),
-    ]
-    for cached in candidates:
-        cache_clear = getattr(cached, "cache_clear", None)
-        if callable(cache_clear):
-            cache_clear()
-    reset = getattr(providers, "reset_providers", None)
-    if callable(reset):
-        reset()
-    chunks = sys.modules.get("kiddolingo.chunks")
-    recent = getattr(chunks, "RECENT", None)
-    if recent is not None:
-        recent.clear()  # the audio a container kept in memory: another stack's
-    store = sys.modules.get("kiddolingo.store")
-    known = getattr(store, "KNOWN", None)
-    if known is not None:
-        known.clear()  # the connection items a container's commits left: another stack's
-    ingest = sys.modules.get("kiddolingo.ingest")
-    short = getattr(ingest, "SHORT_APPENDS", None)
-    if short is not None:
-        short.clear()  # the connections that streamed short appends: another stack's
