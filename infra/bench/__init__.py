@@ -10,9 +10,12 @@ conversations: ``streaming`` (the speculative turn off, ``SPECULATIVE_FRACTION=0
 ``speculative`` (the deployed setting).
 
 The child speaks real speech (espeak-ng when installed, else a synthetic voiced signal) in
-100 ms ``input_audio_buffer.append`` events **in real time**, with server VAD on (children's
-defaults, ``silence_duration_ms`` 1200), then keeps streaming room noise as a microphone does,
-until the tutor's reply is done. Every append is its own invocation, started from a worker
+100 ms blocks **in real time**, with server VAD on (children's defaults, ``silence_duration_ms``
+1200), then keeps streaming room noise as a microphone does, until the tutor's reply is done.
+It sends them as the page does (``web/chunk-policy.js``, the same policy in
+``infra/page_chunking.py``): one ``input_audio_buffer.append`` per block where the server decides
+from timing, several blocks in one where nothing waits on them (``--chunking fixed``: one per
+block). Every append is its own invocation, started from a worker
 thread on the 100 ms clock, so the sender keeps its pace while the invocation that ends the
 utterance (or prepares the answer during the pause) runs the turn inline. Posts are captured
 message by message by a botocore ``before-call`` hook (moto concatenates them), which also

@@ -79,6 +79,13 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime-connect-ms", type=float, default=None)
     parser.add_argument("--silence-ms", type=int, default=1200, help="VAD silence_duration_ms")
     parser.add_argument(
+        "--chunking",
+        choices=("page", "fixed"),
+        default="page",
+        help="page: the child sends as web/chunk-policy.js does (larger appends where nothing "
+        "waits on them); fixed: every 100 ms block as an append of its own",
+    )
+    parser.add_argument(
         "--mode",
         choices=("both", "streaming", "speculative"),
         default="both",
@@ -147,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     """Probes, both conversations, the baseline; the table, and ``BENCH_JSON`` when set."""
     args = parse_args(argv)
     config.set_input_rate(args.input_rate)
+    config.PAGE_CHUNKING = args.chunking == "page"
     if args.speech_api == "http":
         config.SPEECH_ENV.update(SPEECH_API="http", SPEECH_MODEL="tts-1-hd", SPEECH_VOICE="nova")
     from infra.fake_openai import FakeOpenAI, fake_openai_process

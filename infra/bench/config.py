@@ -24,6 +24,11 @@ CHUNK_BYTES = CHUNK_SAMPLES * 2
 SPEECH_ENV: dict[str, str | None] = {}
 
 
+#: The child sends as the page does (``web/chunk-policy.js``: larger appends where nothing
+#: waits on them); ``--chunking fixed`` sends every 100 ms block as an append of its own.
+PAGE_CHUNKING = True
+
+
 def set_input_rate(rate: int) -> None:
     """The microphone's rate (``--input-rate``), and the chunk sizes that follow from it."""
     global RATE, CHUNK_SAMPLES, CHUNK_BYTES

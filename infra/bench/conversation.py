@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from infra.dynamo_meter import OWN_READ, item_size
+from infra.page_chunking import PageSender
 
 from . import config
 from .child import noise, to_pcm
@@ -109,6 +110,9 @@ class Conversation:
         self.futures: list[Future[Invocation]] = []
         self.seq = 0
         self.audio_ms = 0
+        #: What the page holds back for a larger append (``None``: every block at once).
+        self.page: PageSender | None = None
+        self._held_ms = 0
         self.rng = np.random.default_rng(7)
         self._next_at = 0.0
 
@@ -164,16 +168,30 @@ class Conversation:
             },
         }
         self.invoke_now("$default", self.events.message(update), "control")
+        if config.PAGE_CHUNKING:
+            td = update["session"]["audio"]["input"]["turn_detection"]  # type: ignore[index]
+            self.page = PageSender(config.RATE, td)
         self._next_at = time.perf_counter() + 0.05
 
     def send(self, pcm: bytes, kind: str) -> float:
-        """Send one 100 ms chunk on the real-time clock; returns the wall time it was sent."""
+        """One 100 ms block on the real-time clock, sent as the page sends it (at once, or held
+        for a larger append); returns the wall time the block was complete."""
         delay = self._next_at - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         self._next_at = max(self._next_at + CHUNK_MS / 1000.0, time.perf_counter() - 0.5)
-        self.seq += 1
         self.audio_ms += CHUNK_MS
+        self._held_ms += CHUNK_MS
+        if self.page is not None:
+            out = self.page.push(pcm)
+            if out is None:
+                return time.perf_counter()
+            pcm = out
+        return self._append(pcm, kind)
+
+    def _append(self, pcm: bytes, kind: str) -> float:
+        self.seq += 1
+        audio_ms, self._held_ms = self._held_ms, 0
         body = {
             "type": "input_audio_buffer.append",
             "event_id": f"audio#{self.seq}",
@@ -181,7 +199,7 @@ class Conversation:
         }
         event = self.events.message(body)
         sent_at = time.perf_counter()
-        inv = Invocation(kind, seq=self.seq, sent_at=sent_at)
+        inv = Invocation(kind, seq=self.seq, sent_at=sent_at, audio_ms=audio_ms)
         self.invocations.append(inv)
         self.futures.append(self.pool.submit(self._invoke, "$default", event, inv))
         return sent_at
@@ -252,6 +270,9 @@ class Conversation:
             into.append(item_size(out["Item"]))
 
     def finish(self) -> None:
+        held = self.page.flush() if self.page is not None else None
+        if held:
+            self._append(held, "silence")
         for future in self.futures:
             future.result(timeout=60)
         self.pool.shutdown(wait=True)

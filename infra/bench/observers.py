@@ -21,6 +21,8 @@ class Invocation:
     """One handler invocation: its AWS calls, posts and CPU."""
 
     kind: str  # connect | control | speech | silence | disconnect
+    #: Milliseconds of audio in the append (the page sends 100 ms blocks, or several as one).
+    audio_ms: int = 0
     seq: int = 0
     sent_at: float = 0.0
     calls: Counter[str] = field(default_factory=Counter)

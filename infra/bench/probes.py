@@ -40,7 +40,8 @@ client = openai.AsyncOpenAI(api_key="sk-probe", base_url="http://127.0.0.1:9/v1"
 for resource in (client.audio.transcriptions, client.chat.completions, client.audio.speech,
                  client.moderations):
     pass
-import kiddolingo.turn.runner, kiddolingo.tutor.turn_state, kiddolingo.audio, kiddolingo.conversation
+import kiddolingo.turn.runner, kiddolingo.tutor.turn_state
+import kiddolingo.audio, kiddolingo.conversation
 print(json.dumps({"ms": (time.perf_counter() - started) * 1000.0}))
 """
 

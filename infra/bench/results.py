@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from . import config
-from .config import AWS_USD_PER_HOUR_TARGET, FLOOR_SLACK_MS, SPECULATIVE_SLACK_MS
+from .config import AWS_USD_PER_HOUR_TARGET, CHUNK_MS, FLOOR_SLACK_MS, SPECULATIVE_SLACK_MS
 from .conversation import Turn
 from .costs import cost_figures
 from .floors import STAGES, overhead_breakdown
@@ -190,7 +190,10 @@ def _chunk_path_figures(
     spec = modes.get("speculative", {})
     chunk = [i for i in invocations if i.chunk_path]
     calls_per_append = [i.n_calls for i in chunk]
-    cpu_net = [max(0.0, i.cpu_ms - i.moto_cpu_ms) for i in chunk]
+    # Per 100 ms of the audio each append carried (the page sends 100-700 ms in one).
+    cpu_net = [
+        max(0.0, i.cpu_ms - i.moto_cpu_ms) * CHUNK_MS / (i.audio_ms or CHUNK_MS) for i in chunk
+    ]
 
     def largest_kb(sizes: str) -> float | None:
         """The largest connection item sampled into ``sizes`` in any conversation, in KB."""
@@ -217,7 +220,12 @@ def _chunk_path_figures(
         or streaming.get("aws_calls_per_turn_max"),
         "cpu_ms_per_100ms_audio": mean(cpu_net),
         "cpu_ms_per_100ms_audio_p95": rnd(pct(cpu_net, 95), 2),
-        "cpu_ms_per_100ms_audio_with_moto": mean([i.cpu_ms for i in chunk]),
+        "cpu_ms_per_100ms_audio_with_moto": mean(
+            [i.cpu_ms * CHUNK_MS / (i.audio_ms or CHUNK_MS) for i in chunk]
+        ),
+        "cpu_ms_per_append": mean([max(0.0, i.cpu_ms - i.moto_cpu_ms) for i in chunk]),
+        "audio_ms_per_append": mean([i.audio_ms for i in chunk]),
+        "chunking": "page" if config.PAGE_CHUNKING else "fixed 100 ms",
         "append_wall_p50_ms": rnd(pct([i.wall_ms for i in chunk], 50)),
         "connection_item_kb_max": largest_kb("connection_item_sizes"),
         # In a pause the item holds the VAD's prefix ring: what most appends read and write.

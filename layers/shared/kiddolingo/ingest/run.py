@@ -174,8 +174,15 @@ class _Run:
         step = vadlib.feed(self.vad_cfg, self.vad_state, pcm)
         self.vad_state = step.state
         audio = step.utterance_audio
-        for ev in step.events:
-            audio = self.on_vad_event(ev, seq, audio)
+        # A chunk may hold several events (a long append): each takes the audio before its
+        # offset, and the rest goes on to the next, so any chunking gives the same utterances.
+        taken = 0
+        for ev, offset in zip(step.events, step.event_offsets, strict=True):
+            before, taken = audio[taken:offset], max(taken, offset)
+            if before and self.utt is not None:
+                self.hold(seq, before)
+            self.on_vad_event(ev)
+        audio = audio[taken:]
         if audio:
             if self.utt is None:  # speech carrying on after a forced commit: a new item
                 self.start_utterance(self.vad_state.position_ms)
@@ -185,8 +192,8 @@ class _Run:
             if now_ms - self.utt.start_ms >= self.max_utterance_ms:
                 self.commit(now_ms)  # the longest utterance: a forced commit, the turn goes on
 
-    def on_vad_event(self, ev: vadlib.VadEvent, seq: int, audio: bytes) -> bytes:
-        """Apply one VAD event of chunk ``seq``; returns the chunk's speech still to keep."""
+    def on_vad_event(self, ev: vadlib.VadEvent) -> None:
+        """Apply one VAD event (the chunk's audio before it is already held)."""
         if ev.kind == "speech_started":
             self.flush()
             if self.utt is not None:  # a new start while one is open: close the old one first
@@ -194,9 +201,6 @@ class _Run:
             self.start_utterance(ev.audio_ms)
             self.started = True
         elif ev.kind == "speech_stopped":
-            if audio and self.utt is not None:
-                self.hold(seq, audio)
-                audio = b""
             self.commit(ev.audio_ms)
         elif ev.kind == "speculate" and self.utt is not None:
             # The speculative turn takes the held audio along in memory; it stays held.
@@ -204,7 +208,6 @@ class _Run:
         elif ev.kind == "speech_resumed":
             self.resumed = True
             self.speculate = None  # the pause ended within this very run: nothing to prepare
-        return audio
 
     def start_utterance(self, start_ms: int) -> None:
         self.utt = _new_utterance(self.session_id, start_ms)
