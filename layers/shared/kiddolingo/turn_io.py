@@ -62,7 +62,6 @@ def _join_words(event: dict[str, Any], pending: deque[dict[str, Any]]) -> dict[s
     what comes after it lands in the same sentence whether it comes in this message or the
     next. Past a sentence's end (or an emoji, a bracket) a delta keeps a message of its own."""
     text = event.get("delta") or ""
-    size = len(encode_json(event))
     joined = False
     while (
         pending
@@ -71,11 +70,10 @@ def _join_words(event: dict[str, Any], pending: deque[dict[str, Any]]) -> dict[s
         and all(event.get(k) == pending[0].get(k) for k in _PART)
     ):
         more = pending[0].get("delta") or ""
-        grown = size + len(encode_json(more)) - 2
-        if grown >= MAX_EVENT_BYTES:
+        if len(encode_json({**event, "delta": text + more})) >= MAX_EVENT_BYTES:
             break
         pending.popleft()
-        text, size, joined = text + more, grown, True
+        text, joined = text + more, True
     return {**event, "delta": text} if joined else event
 
 
