@@ -74,74 +74,113 @@ def capture_post(
     return CapturedPost(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
 
-def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
-    """One container: load the handlers, warm the SDK, then serve invocations until ``None``."""
-    for key, value in env.items():
+def apply_environment(values: dict[str, str | None]) -> None:
+    """Set each variable of ``values`` in this process's environment (``None``: unset it)."""
+    for key, value in values.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    # Lambda's marker of a process that is one container: ``kiddolingo.coldstart`` freezes
-    # what the container loads once, as it does in Lambda (never in threads of one process).
-    os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", "kiddolingo-bench-container")
-    from infra import template as tpl
-    from infra.bench import tap_submit, tap_turns
-    from infra.lambda_runtime import LambdaFunction
-    from kiddolingo import aws, runtime
-    from kiddolingo.metrics import turn_figures
 
-    send_lock = threading.Lock()
 
-    def send(message: tuple[Any, ...]) -> None:
-        with send_lock:
-            conn.send(message)
+class _Invocations:
+    """What the container reports over its pipe: every post and turn outcome as it happens, and
+    per invocation its AWS calls and whether it started a turn.
 
-    current: dict[str, Any] = {"id": None, "calls": Counter(), "ran_turn": False}
-    calls_lock = threading.Lock()
+    The container runs one invocation at a time: every AWS call made meanwhile belongs to it
+    (the turn's thread pools included)."""
 
-    def before_call(model: Any, params: dict[str, Any], **_kwargs: Any) -> Any:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self.id: int | None = None
+        self.calls: Counter[str] = Counter()
+        self.ran_turn = False
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+    def before_call(self, model: Any, params: dict[str, Any], **_kwargs: Any) -> Any:
+        """botocore's ``before-call`` hook: count the call, capture a post."""
         op = f"{model.service_model.service_name}.{model.name}"
-        with calls_lock:
-            # One invocation at a time: every call in this container belongs to it (the
-            # turn's thread pools included).
-            current["calls"][op] += 1
-            inv_id = current["id"]
+        with self._lock:
+            self.calls[op] += 1
+            inv_id = self.id
         if model.name != "PostToConnection":
             return None
         return capture_post(
-            params, lambda at, etype, fields: send(("post", inv_id, at, etype, fields))
+            params, lambda at, etype, fields: self.send(("post", inv_id, at, etype, fields))
         )
 
-    aws._session().events.register("before-call", before_call)
+    def on_outcome(self, outcome: Any) -> None:
+        from kiddolingo.metrics import turn_figures
 
-    def on_outcome(outcome: Any) -> None:
-        send(("outcome", time.perf_counter(), outcome.status, turn_figures(outcome)))
+        self.send(("outcome", time.perf_counter(), outcome.status, turn_figures(outcome)))
 
-    with tap_turns(on_outcome), tap_submit(lambda: current.update(ran_turn=True)):
-        specs = tpl.functions({"TABLE_NAME": env["TABLE_NAME"], "BUCKET_NAME": env["BUCKET_NAME"]})
-        functions = {route: LambdaFunction(spec) for route, spec in specs.items()}
-        for fn in functions.values():
-            fn.load()
+    def on_turn_start(self) -> None:
+        self.ran_turn = True
+
+    def begin(self, inv_id: int) -> None:
+        with self._lock:
+            self.id, self.calls, self.ran_turn = inv_id, Counter(), False
+
+    def end(self) -> tuple[dict[str, int], bool]:
+        """The invocation is over: its calls, and whether it started a turn."""
+        with self._lock:
+            self.id = None
+            return dict(self.calls), self.ran_turn
+
+
+def _load_handlers(env: dict[str, str | None]) -> dict[str, Any]:
+    from infra import template as tpl
+    from infra.lambda_runtime import LambdaFunction
+
+    specs = tpl.functions({"TABLE_NAME": env["TABLE_NAME"], "BUCKET_NAME": env["BUCKET_NAME"]})
+    functions = {route: LambdaFunction(spec) for route, spec in specs.items()}
+    for fn in functions.values():
+        fn.load()
+    return functions
+
+
+def _serve(conn: Any, functions: dict[str, Any], invocations: _Invocations) -> None:
+    """Run each invocation the pipe brings, one at a time, until ``None``."""
+    while True:
+        message = conn.recv()
+        if message is None:
+            break
+        inv_id, route, event = message
+        invocations.begin(inv_id)
+        out = io.StringIO()
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        with contextlib.redirect_stdout(out):
+            result = functions[route].invoke(event)
+        cpu_ms = (time.thread_time() - cpu0) * 1000.0
+        wall_ms = (time.perf_counter() - wall0) * 1000.0
+        calls, ran_turn = invocations.end()
+        invocations.send(
+            ("done", inv_id, cpu_ms, wall_ms, result.error, calls, ran_turn, out.getvalue())
+        )
+
+
+def _container_main(conn: Any, env: dict[str, str | None], warm: bool) -> None:
+    """One container: load the handlers, warm the SDK, then serve invocations until ``None``."""
+    apply_environment(env)
+    # Lambda's marker of a process that is one container: ``kiddolingo.coldstart`` freezes
+    # what the container loads once, as it does in Lambda (never in threads of one process).
+    os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", "kiddolingo-bench-container")
+    from kiddolingo import aws, runtime
+    from kiddolingo.observe import observing
+
+    invocations = _Invocations(conn)
+    aws._session().events.register("before-call", invocations.before_call)
+    with observing(start=invocations.on_turn_start, outcome=invocations.on_outcome):
+        functions = _load_handlers(env)
         if warm:
             runtime.run(warm_providers())
-        send(("ready",))
-        while True:
-            message = conn.recv()
-            if message is None:
-                break
-            inv_id, route, event = message
-            with calls_lock:
-                current.update(id=inv_id, calls=Counter(), ran_turn=False)
-            out = io.StringIO()
-            cpu0, wall0 = time.thread_time(), time.perf_counter()
-            with contextlib.redirect_stdout(out):
-                result = functions[route].invoke(event)
-            cpu_ms = (time.thread_time() - cpu0) * 1000.0
-            wall_ms = (time.perf_counter() - wall0) * 1000.0
-            with calls_lock:
-                calls, ran_turn = dict(current["calls"]), current["ran_turn"]
-                current["id"] = None
-            send(("done", inv_id, cpu_ms, wall_ms, result.error, calls, ran_turn, out.getvalue()))
+        invocations.send(("ready",))
+        _serve(conn, functions, invocations)
 
 
 async def warm_providers(rate: int = 16000) -> None:

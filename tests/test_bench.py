@@ -167,6 +167,28 @@ def test_importing_metrics_loads_neither_powertools_nor_openai() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_turn_observers_see_every_outcome_the_metrics_emit_while_registered(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``kiddolingo.observe``: the benchmark's hook into the turns, instead of patching them."""
+    from kiddolingo import observe
+
+    started: list[str] = []
+    seen: list[TurnOutcome] = []
+    turn = outcome(transcription_ms=1.0)
+    with observe.observing(start=lambda: started.append("turn"), outcome=seen.append):
+        observe.turn_started()
+        emit_turn_metrics(turn, speculative="hit")
+    assert started == ["turn"] and seen == [turn]
+    assert observe.on_turn_start == [] and observe.on_turn_outcome == []
+    emit_turn_metrics(turn)  # no observer any more
+    assert seen == [turn]
+    with pytest.raises(RuntimeError), observe.observing(outcome=seen.append):
+        raise RuntimeError("the benchmark failed")
+    assert observe.on_turn_outcome == []  # removed on the way out, whatever happened
+    capsys.readouterr()
+
+
 def test_the_audio_handler_loads_no_turn_machinery_on_a_cold_start() -> None:
     """The chunk path's imports (≤ 300 ms): no provider SDK and no asyncio, which only a turn
     needs (and imports when it runs)."""
@@ -174,7 +196,8 @@ def test_the_audio_handler_loads_no_turn_machinery_on_a_cold_start() -> None:
         "import sys, importlib.util\n"
         "spec = importlib.util.spec_from_file_location('app', 'functions/audio/app.py')\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        "print(sorted(m for m in ('openai', 'httpx', 'asyncio', 'kiddolingo.turn_io') "
+        "print(sorted(m for m in ('openai', 'httpx', 'asyncio', 'kiddolingo.turn_io', "
+        "'kiddolingo.observe') "
         "if m in sys.modules))\n"
     )
     env = {
@@ -313,7 +336,10 @@ def test_bench_quick_runs_and_reports_every_figure(
             sum(line["usd_per_hour"] for line in bill["aws_lines"]), abs=1e-3
         )
         # Every append writes the connection item: the meter saw those writes (in any mode).
-        assert bill["dynamodb_by_call"]["UpdateItem conn"]["calls_per_hour"] > 30_000
+        assert bill["dynamodb_by_call"]["UpdateItem conn"]["calls_per_hour"] > 10_000
+    # The child sends as the page does: several 100 ms blocks in one append where nothing
+    # waits on them.
+    assert figures["chunking"] == "page" and figures["audio_ms_per_append"] > 120
 
     # An append over the 3-call budget is named in the table, with what it cost.
     from infra.bench import table

@@ -320,11 +320,14 @@ def test_child_talks_and_the_tutor_answers_out_loud(
         appends = [b for b in bodies if b["type"] == "input_audio_buffer.append"]
         assert [a["event_id"] for a in appends[:3]] == ["evt#2", "evt#3", "evt#4"]
         assert max(len(inv.event["body"]) for inv in mine) < 32 * 1024
-        # ~100 ms of 16 kHz PCM16 per append.
+        # Whole 100 ms blocks of 16 kHz PCM16: one per append where the server decides from
+        # timing, up to seven (700 ms, one 32 KB message) where nothing waits on them.
         import base64
 
-        sizes = {len(base64.b64decode(a["audio"])) for a in appends[:20]}
-        assert sizes == {3200}, sizes
+        sizes = [len(base64.b64decode(a["audio"])) for a in appends]
+        assert all(n % 3200 == 0 and 3200 <= n <= 7 * 3200 for n in sizes), sizes
+        assert 3200 in sizes and max(sizes) > 3200, sizes
+        assert page.evaluate("kiddo.client.blocksSent") >= sum(sizes) // 3200 > len(sizes)
 
         # The provider saw the child's audio as a 16 kHz WAV, and answered.
         # (A speculation on a pause inside the phrase may have sent its first words before.)

@@ -14,9 +14,13 @@
 //   to send, store and upload than 24 kHz), server VAD with the children's defaults, the target
 //   language;
 // * captures the microphone (echo cancellation, noise suppression, auto gain) through an
-//   AudioWorklet that converts it to PCM16 at 16 kHz, and sends input_audio_buffer.append about
-//   every 100 ms (each frame ~4.4 KB, far under API Gateway's 32 KB); every event it sends is
-//   numbered "evt#<n>" from 1 per WebSocket connection, so the server keeps their order;
+//   AudioWorklet that converts it to PCM16 at 16 kHz in 100 ms blocks, and sends them as
+//   input_audio_buffer.append: one block at a time wherever the server decides something from
+//   timing (an onset, the quiet after speech, the silence window), several in one append in
+//   clear speech (300 ms) and in long quiet (up to 700 ms, one 32 KB message): fewer messages,
+//   the same decisions at the same moments (chunk-policy.js); every event it sends is
+//   numbered "evt#<n>" from 1 per WebSocket connection, so the server keeps their order, and
+//   the audio held for a larger append goes out before any other event;
 // * plays response.output_audio.delta gaplessly (see player.js), tracking per item how many ms
 //   were actually played;
 // * barge-in: on input_audio_buffer.speech_started it stops playback at once and sends
@@ -43,6 +47,7 @@
 //   "microphone" {active}, "error" {kind: "microphone" | "connection" | "server" | "auth", code, message}
 //   "server-event" {event}  (every server event, raw)
 
+import { ChunkPolicy } from "./chunk-policy.js";
 import { PcmPlayer } from "./player.js";
 import { ReadAlong } from "./read-along.js";
 import { Replay, SLOW_RATE } from "./replay.js";
@@ -96,6 +101,8 @@ export class KiddoLingoClient extends EventTarget {
     this.learnerAge = options.learnerAge || null;
     this.inputRate = options.inputRate || 16000; // 24000 also accepted
     this.chunkMs = options.chunkMs || 100;
+    // Larger appends where nothing waits on them (chunk-policy.js); false: every block at once.
+    this.largerAppends = options.largerAppends !== false;
     this.turnDetection =
       options.turnDetection === null ? null : { ...CHILD_VAD_DEFAULTS, ...(options.turnDetection || {}) };
     this.voice = options.voice || null;
@@ -118,7 +125,10 @@ export class KiddoLingoClient extends EventTarget {
     // server then applies them in the order they were sent, whatever order they arrive in.
     this.eventSeq = 0;
     this.appendsSent = 0;
+    this.blocksSent = 0; // 100 ms blocks of microphone audio sent, in appendsSent appends
     this.chunksDropped = 0;
+    this.chunkPolicy = new ChunkPolicy({ sampleRate: this.inputRate, turnDetection: this.turnDetection });
+    this.heldBlocks = []; // captured blocks waiting for a larger append (Int16Array each)
     this.eventsReceived = 0;
 
     this.ctx = null;
@@ -212,6 +222,8 @@ export class KiddoLingoClient extends EventTarget {
       this.reconnectAttempts = 0;
       // Whatever the worklet buffered while we were away is stale: drop it.
       if (this.workletNode) this.workletNode.port.postMessage({ type: "reset" });
+      this.heldBlocks = [];
+      this.chunkPolicy.reset();
       this._sendSessionUpdate();
       this._setConnection("open");
       if (reconnected) {
@@ -282,6 +294,8 @@ export class KiddoLingoClient extends EventTarget {
   /** Send one client event (dropped when not connected). Returns true if sent. */
   send(event) {
     if (!this.ws || this.ws.readyState !== 1) return false;
+    // Audio captured before this event is sent before it (a commit covers exactly it).
+    if (event.type !== "input_audio_buffer.append") this._sendHeldAudio();
     this.eventSeq += 1;
     this.ws.send(JSON.stringify({ ...event, event_id: `evt#${this.eventSeq}` }));
     return true;
@@ -395,6 +409,7 @@ export class KiddoLingoClient extends EventTarget {
     if (this.sinkNode) this.sinkNode.disconnect();
     if (this.stream) for (const track of this.stream.getTracks()) track.stop();
     this.workletNode = this.sourceNode = this.sinkNode = this.stream = null;
+    this._sendHeldAudio();
     if (this.userSpeaking && this.turnDetection) {
       // The child stopped mid-sentence: end the turn now rather than wait for silence.
       this.send({ type: "input_audio_buffer.commit" });
@@ -408,12 +423,41 @@ export class KiddoLingoClient extends EventTarget {
     if (!data || data.type !== "audio") return;
     this.micLevel = data.rms || 0;
     if (!this.ws || this.ws.readyState !== 1 || this.connectionState !== "open") {
-      this.chunksDropped += 1; // captured while disconnected: never sent stale
+      this.chunksDropped += 1 + this.heldBlocks.length; // captured while disconnected: never sent stale
+      this.heldBlocks = [];
+      this.chunkPolicy.reset();
       return;
     }
-    const audio = bytesToBase64(new Uint8Array(data.pcm));
+    const block = new Int16Array(data.pcm);
+    this.heldBlocks.push(block);
+    if (this.largerAppends && !this.chunkPolicy.push(block)) return;
+    this._sendHeldAudio();
+  }
+
+  /** The session's settings as the server holds them: when fine appends matter. */
+  _configureChunking(session) {
+    const input = session && session.audio && session.audio.input;
+    if (!input) return;
+    if (input.turn_detection !== undefined) this.chunkPolicy.configure(input.turn_detection);
+  }
+
+  /** Send the captured blocks held for a larger append, as one append. */
+  _sendHeldAudio() {
+    const blocks = this.heldBlocks;
+    if (blocks.length === 0) return;
+    this.heldBlocks = [];
+    this.chunkPolicy.reset();
+    const samples = blocks.reduce((n, b) => n + b.length, 0);
+    const pcm = new Int16Array(samples);
+    let at = 0;
+    for (const b of blocks) {
+      pcm.set(b, at);
+      at += b.length;
+    }
+    const audio = bytesToBase64(new Uint8Array(pcm.buffer));
     if (this.send({ type: "input_audio_buffer.append", audio })) {
       this.appendsSent += 1;
+      this.blocksSent += blocks.length;
     }
   }
 
@@ -439,9 +483,13 @@ export class KiddoLingoClient extends EventTarget {
       case "session.created": {
         const id = event.session && event.session.id;
         if (id) this.sessionId = id;
+        this._configureChunking(event.session);
         this._emit("session", { id, session: event.session });
         break;
       }
+      case "session.updated":
+        this._configureChunking(event.session);
+        break;
       case "input_audio_buffer.speech_started":
         this.userSpeaking = true;
         this.awaitingResponse = false;

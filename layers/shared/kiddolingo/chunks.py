@@ -1,12 +1,9 @@
 """S3 adapter for the audio of the utterance being spoken.
 
-Keys are ``audio/<session>/<utterance>/<seq:09d>-<digest>.pcm``: the sequence number of the run's
-first chunk, then a digest of the run's bytes. A key names one content and never another, so a
-retried write of the same run rewrites the same object, and a run written again with other bytes
-(a lost race that took more chunks along, a duplicate delivery, an invocation that failed after
-its write) gets a key of its own instead of overwriting the one a committed state lists. The
-turn reads exactly the keys recorded in the connection's audio state, in order, and deletes the
-utterance's prefix when it is done (the bucket's one-day lifecycle rule is the backstop).
+Keys come from ``kiddolingo.chunk_keys`` (pure: the chunk path computes them without
+botocore), and a key names one content and never another. The turn reads exactly the keys
+recorded in the connection's audio state, in order, and deletes the utterance's prefix when it
+is done (the bucket's one-day lifecycle rule is the backstop).
 
 Because a key's bytes never change, the container that wrote a chunk keeps it in memory for a
 while (``RecentChunks``) and reads it from there, not from S3: the appends of one child come
@@ -17,7 +14,6 @@ evicted) is read from S3 as before.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from .chunk_keys import chunk_key, utterance_prefix
 
 #: What a container keeps of the audio it wrote: ~2 minutes of 16 kHz speech (the audio
 #: function has 1 GB), and for no longer than an utterance can last plus its turn.
@@ -36,14 +34,14 @@ class MissingChunkError(Exception):
     """A chunk recorded for an utterance is not in S3 (deleted, expired or never written)."""
 
 
-def utterance_prefix(session_id: str, utterance_id: str) -> str:
-    return f"audio/{session_id}/{utterance_id}/"
-
-
-def chunk_key(session_id: str, utterance_id: str, seq: int, pcm: bytes) -> str:
-    """The key of a run of audio starting at chunk ``seq``: it names these bytes only."""
-    digest = hashlib.blake2b(pcm, digest_size=8).hexdigest()
-    return f"{utterance_prefix(session_id, utterance_id)}{seq:09d}-{digest}.pcm"
+__all__ = [
+    "RECENT",
+    "ChunkStore",
+    "MissingChunkError",
+    "RecentChunks",
+    "chunk_key",
+    "utterance_prefix",
+]
 
 
 class RecentChunks:

@@ -4,21 +4,17 @@ Every posted message stays under API Gateway's 32 KB frame limit: the turn cuts
 audio into deltas well below it, and anything larger is refused here rather than closing the
 child's socket. A 410 becomes ``ConnectionGoneError`` so the caller stops work for *that*
 connection (and cleans up that connection, never the sender's by mistake).
+
+The turn imports ``ConnectionGoneError`` from here, so botocore loads only when a post is made:
+the pure core never pulls in the AWS SDK.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from botocore.exceptions import ClientError
-
 from .protocol import MAX_EVENT_BYTES, encode_json
-
-
-class ConnectionGoneError(Exception):
-    def __init__(self, connection_id: str) -> None:
-        super().__init__(f"connection {connection_id} is gone (410)")
-        self.connection_id = connection_id
+from .turn.ports import ConnectionGoneError
 
 
 class MessageTooLargeError(ValueError):
@@ -52,6 +48,8 @@ class ApiGatewayMessenger:
             raise MessageTooLargeError(
                 f"{event.get('type')} is {len(data)} bytes; posts must stay under {MAX_EVENT_BYTES}"
             )
+        from botocore.exceptions import ClientError  # loaded already by the client that posts
+
         try:
             self.client.post_to_connection(ConnectionId=self.connection_id, Data=data)
         except ClientError as exc:

@@ -2,7 +2,7 @@
 
 One EMF record per tutor turn, printed to stdout (Lambda ships it to CloudWatch Logs, which
 turns it into metrics). The numbers come from :func:`turn_figures`, a pure function of the
-turn's :class:`~kiddolingo.turn.TurnOutcome`; the benchmark (``infra/bench.py``) reads the same
+turn's :class:`~kiddolingo.turn.TurnOutcome`; the benchmark (``infra/bench/``) reads the same
 function, so what it reports is exactly what production emits.
 
 ===================  ============  =====================================================
@@ -45,6 +45,8 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import Any
+
+from . import observe
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,7 @@ def emit_turn_metrics(
     ``service`` dimension from ``POWERTOOLS_SERVICE_NAME``. ``POWERTOOLS_METRICS_DISABLED=true``
     silences the output. Never raises: metrics must not break a child's turn.
     """
+    observe.turn_ended(outcome)  # the turn observers (the benchmark) see every outcome
     try:
         figures = turn_figures(outcome, speculative=speculative)
     except Exception:

@@ -63,22 +63,10 @@ class Tutor(EventHandlers):
             bad: ProtocolError | None = None
         except ProtocolError as exc:
             event, bad = None, exc
-        if (
-            event is not None
-            and event.type == "input_audio_buffer.append"
-            and self._refused_short(event)
-        ):
+        is_append = event is not None and event.type == "input_audio_buffer.append"
+        if is_append and event is not None and self._refused_short(event):
             return
-        # An append goes on from the item this container's previous append left, when that was
-        # a moment ago: its commit then checks that nothing else wrote the item since.
-        known = None
-        if event is not None and event.type == "input_audio_buffer.append":
-            known = self.store.known_connection(self.connection_id)
-            if known is not None and event.sequence not in (None, known.get("seq")):
-                # Not the chunk right after the ones this container processed: another
-                # container processed some since, and a commit from this item would only lose
-                # (a failed write costs more than a read).
-                known = None
+        known = self._known_item(event) if is_append and event is not None else None
         conn = known or self.store.get_connection(self.connection_id)
         if conn is None:
             self.post(
@@ -91,6 +79,29 @@ class Tutor(EventHandlers):
             return
         if self._correlate is not None:
             self._correlate(conn["sid"])
+        self._greet(conn)
+        try:
+            if bad is not None:
+                raise bad
+            assert event is not None
+            self._dispatch(conn, event, known)
+        except ConnectionGoneError:
+            raise
+        except Exception as exc:
+            self._tell_failure(exc, event)
+
+    def _known_item(self, event: ClientEvent) -> dict[str, Any] | None:
+        """The item this container's previous append left, when that was a moment ago: the
+        append goes on from it, and its commit checks that nothing else wrote the item since."""
+        known = self.store.known_connection(self.connection_id)
+        if known is not None and event.sequence not in (None, known.get("seq")):
+            # Not the chunk right after the ones this container processed: another
+            # container processed some since, and a commit from this item would only lose
+            # (a failed write costs more than a read).
+            return None
+        return known
+
+    def _greet(self, conn: dict[str, Any]) -> None:
         if not conn.get("greeted") and self.store.mark_greeted(self.connection_id):
             # The server's first message waits for the client's first: API Gateway refuses
             # posts to a connection before its $connect handshake completes.
@@ -101,28 +112,32 @@ class Tutor(EventHandlers):
                     session=session_object(conn["sid"], cfg, self.settings.chat.model),
                 )
             )
+
+    def _dispatch(
+        self, conn: dict[str, Any], event: ClientEvent, known: dict[str, Any] | None
+    ) -> None:
+        """Hand ``event`` to its handler (``ROUTES``), in its place in the client's stream."""
+        number = event.sequence if event.type != "input_audio_buffer.append" else None
+        if number is not None:
+            # Its place in the client's sequence: it waits for the events before it, and
+            # the ones after it wait for it (``_pass_turn``).
+            taken = self._take_turn(conn, number)
+            if taken is None:
+                return  # a duplicate delivery: it took effect already
+            conn = taken
         try:
-            if bad is not None:
-                raise bad
-            assert event is not None
-            number = event.sequence if event.type != "input_audio_buffer.append" else None
-            if number is not None:
-                # Its place in the client's sequence: it waits for the events before it, and
-                # the ones after it wait for it (``_pass_turn``).
-                taken = self._take_turn(conn, number)
-                if taken is None:
-                    return  # a duplicate delivery: it took effect already
-                conn = taken
-            try:
-                if known is not None:
-                    self._on_input_audio_buffer_append(conn, event, known=True)
-                else:
-                    ROUTES[event.type](self, conn, event)
-            finally:
-                self._pass_turn()
-        except ProtocolError as exc:
+            if known is not None:
+                self._on_input_audio_buffer_append(conn, event, known=True)
+            else:
+                ROUTES[event.type](self, conn, event)
+        finally:
+            self._pass_turn()
+
+    def _tell_failure(self, exc: Exception, event: ClientEvent | None) -> None:
+        """Tell the client about an event that failed; the session goes on."""
+        if isinstance(exc, ProtocolError):
             self.post_error(exc)
-        except MissingChunkError as exc:
+        elif isinstance(exc, MissingChunkError):
             log.warning("audio chunk missing: %s", exc)  # the key stays in our logs
             self.post(
                 error_event(
@@ -131,19 +146,18 @@ class Tutor(EventHandlers):
                     error_type="server_error",
                 )
             )
-        except ConflictError as exc:
+        elif isinstance(exc, ConflictError):
             log.warning("gave up after repeated write conflicts: %s", exc)
             self.post(
                 error_event(
                     "busy", "Too many events at once; please try again.", error_type="server_error"
                 )
             )
-        except ConnectionGoneError:
-            raise
-        except Exception:
-            # The schema should leave nothing to fail here; if something still does, the client
-            # hears of it as an event (API Gateway would otherwise send a bare "Internal server
-            # error" frame, and the local gateway nothing), and the session goes on.
+        else:
+            # The schema should leave nothing to fail here; if something still does, the
+            # client hears of it as an event (API Gateway would otherwise send a bare
+            # "Internal server error" frame, and the local gateway nothing), and the session
+            # goes on.
             log.exception("%s failed", event.type if event is not None else "an event")
             self.post(
                 error_event(

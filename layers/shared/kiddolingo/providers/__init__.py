@@ -12,34 +12,23 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..coldstart import long_lived
+from . import errors
 from .base import SPEECH_SAMPLE_RATE, ChatModel, Moderator, Providers, SpeechSynth, Transcriber
-from .errors import (
-    ProviderAuthError,
-    ProviderBadRequestError,
-    ProviderConnectionError,
-    ProviderError,
-    ProviderRateLimitError,
-    ProviderServerError,
-    ProviderTimeoutError,
-)
+
+# Every provider error, as ``errors.__all__`` lists them (the one list of them).
+from .errors import *  # noqa: F403
 from .moderation import CHILD_SAFETY_THRESHOLDS, ModerationVerdict, evaluate_moderation
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
 __all__ = [
+    *errors.__all__,
     "CHILD_SAFETY_THRESHOLDS",
     "SPEECH_SAMPLE_RATE",
     "ChatModel",
     "ModerationVerdict",
     "Moderator",
-    "ProviderAuthError",
-    "ProviderBadRequestError",
-    "ProviderConnectionError",
-    "ProviderError",
-    "ProviderRateLimitError",
-    "ProviderServerError",
-    "ProviderTimeoutError",
     "Providers",
     "SpeechSynth",
     "Transcriber",

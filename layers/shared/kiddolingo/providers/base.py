@@ -36,6 +36,10 @@ __all__ = [
 #: wire protocol (``response.output_audio.delta``).
 SPEECH_SAMPLE_RATE = OUTPUT_RATE
 
+#: Largest speech chunk handed out: 250 ms of 24 kHz PCM16, whose base64 (16 KB) fits a
+#: API Gateway WebSocket frame (32 KB) with room to spare.
+DEFAULT_SPEECH_CHUNK_BYTES = 12_000
+
 
 @dataclass
 class Usage:

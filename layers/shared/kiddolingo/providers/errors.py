@@ -7,7 +7,7 @@ has already made its own retries by then).
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 __all__ = [
     "ProviderAuthError",
@@ -28,10 +28,21 @@ class ProviderError(Exception):
 
     ``kind`` is one of ``timeout``, ``rate_limit``, ``server``, ``connection``,
     ``bad_request``, ``auth`` or ``unknown``; ``status`` is the HTTP status when there was one.
+    A subclass names its default kind and whether it is worth another attempt in its class
+    line (``class X(ProviderError, kind="timeout", retryable=True)``).
     """
 
     default_kind: ClassVar[str] = "unknown"
     default_retryable: ClassVar[bool] = False
+
+    def __init_subclass__(
+        cls, kind: str | None = None, retryable: bool | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            cls.default_kind = kind
+        if retryable is not None:
+            cls.default_retryable = retryable
 
     def __init__(
         self,
@@ -53,37 +64,25 @@ class ProviderError(Exception):
         return (type(self), (self.stage, self.kind, self.retryable, self.status, self.message))
 
 
-class ProviderTimeoutError(ProviderError):
-    default_kind = "timeout"
-    default_retryable = True
+class ProviderTimeoutError(ProviderError, kind="timeout", retryable=True):
+    """No answer in time."""
 
 
-class ProviderRateLimitError(ProviderError):
-    default_kind = "rate_limit"
-    default_retryable = True
+class ProviderRateLimitError(ProviderError, kind="rate_limit", retryable=True):
+    """Too many requests (429)."""
 
 
-class ProviderServerError(ProviderError):
-    default_kind = "server"
-    default_retryable = True
+class ProviderServerError(ProviderError, kind="server", retryable=True):
+    """The provider failed (5xx, or an error inside a stream)."""
 
 
-class ProviderConnectionError(ProviderError):
+class ProviderConnectionError(ProviderError, kind="connection", retryable=True):
     """The connection failed or broke, possibly in the middle of a stream."""
 
-    default_kind = "connection"
-    default_retryable = True
 
-
-class ProviderBadRequestError(ProviderError):
+class ProviderBadRequestError(ProviderError, kind="bad_request", retryable=False):
     """The provider refused the request as such (4xx other than auth and rate limits)."""
 
-    default_kind = "bad_request"
-    default_retryable = False
 
-
-class ProviderAuthError(ProviderError):
+class ProviderAuthError(ProviderError, kind="auth", retryable=False):
     """Missing, wrong or unauthorized credentials (401/403, or no key configured)."""
-
-    default_kind = "auth"
-    default_retryable = False

@@ -1,9 +1,8 @@
 """The providers over any OpenAI-compatible HTTP API, with the official ``openai`` SDK.
 
-Each stage has its own ``AsyncOpenAI`` client built from its :class:`StageSettings` (model,
-base URL, key), so transcription can run on another host (e.g. ``whisper-large-v3`` on an
-OpenAI-compatible endpoint) than chat or speech. Timeouts and the SDK's retries (408, 409, 429,
-5xx, connection errors; never a stream that has started) come from the settings. Every SDK or
+Each stage has its own ``AsyncOpenAI`` client (:class:`~.sdk_client.StageClient`, built from
+its ``StageSettings``: model, base URL, key), so transcription can run on another host (e.g.
+``whisper-large-v3`` on an OpenAI-compatible endpoint) than chat or speech. Every SDK or
 transport error leaves this module as a :class:`~.errors.ProviderError`.
 
 Importing this module imports ``openai``; only :func:`kiddolingo.providers.build_providers`
@@ -12,32 +11,14 @@ does, on first use.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ssl
-import threading
-import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import anyio
-import httpx2
-import openai
-
-from ..secrets import SecretNotFoundError, get_api_key
-from ..settings import Settings, StageSettings
-from .base import Providers, Usage
-from .errors import (
-    ProviderAuthError,
-    ProviderBadRequestError,
-    ProviderConnectionError,
-    ProviderError,
-    ProviderRateLimitError,
-    ProviderServerError,
-    ProviderTimeoutError,
-)
+from ..settings import Settings
+from .base import DEFAULT_SPEECH_CHUNK_BYTES, Providers, Usage
+from .errors import ProviderServerError
 from .moderation import CHILD_SAFETY_THRESHOLDS, ModerationVerdict, evaluate_moderation
+from .sdk_client import StageClient, map_provider_error, provider_errors
 
 __all__ = [
     "OpenAIChatModel",
@@ -48,135 +29,6 @@ __all__ = [
     "build_openai_providers",
     "map_provider_error",
 ]
-
-#: Largest speech chunk handed out: 250 ms of 24 kHz PCM16, whose base64 (16 KB) fits a
-#: API Gateway WebSocket frame (32 KB) with room to spare.
-DEFAULT_SPEECH_CHUNK_BYTES = 12_000
-
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    httpx2.HTTPError,
-    httpx2.StreamError,
-    ssl.SSLError,
-    anyio.EndOfStream,
-    anyio.BrokenResourceError,
-)
-_CAUGHT: tuple[type[BaseException], ...] = (openai.OpenAIError, *_TRANSPORT_ERRORS)
-
-
-def map_provider_error(stage: str, exc: BaseException) -> ProviderError:
-    """The :class:`ProviderError` for an SDK or transport exception raised by ``stage``."""
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-        return ProviderTimeoutError(stage, message=str(exc) or "request timed out")
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        message = exc.message
-        if status == 429:
-            return ProviderRateLimitError(stage, status=status, message=message)
-        if status in (401, 403):
-            return ProviderAuthError(stage, status=status, message=message)
-        if status == 408:
-            return ProviderTimeoutError(stage, status=status, message=message)
-        if status >= 500 or status == 409:
-            return ProviderServerError(stage, status=status, message=message)
-        return ProviderBadRequestError(stage, status=status, message=message)
-    if isinstance(exc, (openai.APIConnectionError, *_TRANSPORT_ERRORS)):
-        return ProviderConnectionError(stage, message=str(exc) or type(exc).__name__)
-    if isinstance(exc, openai.APIError):  # an error event inside a stream
-        return ProviderServerError(stage, message=exc.message)
-    if isinstance(exc, openai.OpenAIError) and "credentials" in str(exc).lower():
-        return ProviderAuthError(stage, message=str(exc))
-    return ProviderError(stage, message=str(exc) or type(exc).__name__)
-
-
-@contextlib.contextmanager
-def _provider_errors(stage: str) -> Iterator[None]:
-    try:
-        yield
-    except ProviderError:
-        raise
-    except _CAUGHT as exc:
-        raise map_provider_error(stage, exc) from exc
-
-
-class StageClient:
-    """The ``AsyncOpenAI`` client of one stage, created lazily for the running event loop.
-
-    An HTTP connection pool belongs to one event loop. A Lambda handler that runs each
-    invocation with a new loop gets a fresh client per loop (in each thread, only the latest is
-    kept); a handler that keeps one loop per container keeps its connections warm.
-    """
-
-    def __init__(self, stage: str, stage_settings: StageSettings, settings: Settings) -> None:
-        self.stage = stage
-        self.settings = stage_settings
-        self._timeout = settings.provider_timeout_s
-        self._max_retries = settings.provider_max_retries
-        self._cache_s = settings.parameter_cache_s
-        self._local = threading.local()
-        self._key: str | None = None
-        self._key_expires = 0.0
-
-    @property
-    def model(self) -> str:
-        return self.settings.model
-
-    @property
-    def timeout_s(self) -> float:
-        return self._timeout
-
-    @property
-    def max_retries(self) -> int:
-        return self._max_retries
-
-    def get(self) -> openai.AsyncOpenAI:
-        loop = asyncio.get_running_loop()
-        local = self._local
-        ref: weakref.ref[asyncio.AbstractEventLoop] | None = getattr(local, "loop", None)
-        client: openai.AsyncOpenAI | None = getattr(local, "client", None)
-        if client is None or ref is None or ref() is not loop:
-            client = self._make_client()
-            local.client, local.loop = client, weakref.ref(loop)
-        return client
-
-    def _make_client(self) -> openai.AsyncOpenAI:
-        api_key: str | Callable[[], Awaitable[str]] | None
-        if self.settings.api_key:
-            api_key = self.settings.api_key
-        elif self.settings.api_key_parameter:
-            api_key = self._fetch_key
-        else:
-            api_key = None  # the SDK falls back to OPENAI_API_KEY, or reports no credentials
-        with _provider_errors(self.stage):
-            return openai.AsyncOpenAI(
-                api_key=api_key,
-                base_url=self.settings.base_url or None,
-                timeout=self._timeout,
-                max_retries=self._max_retries,
-            )
-
-    async def _fetch_key(self) -> str:
-        """The key from SSM / Secrets Manager, cached here and by Powertools."""
-        now = time.monotonic()
-        if self._key is not None and now < self._key_expires:
-            return self._key
-        try:
-            key = await asyncio.to_thread(get_api_key, self.settings, self._cache_s)
-        except SecretNotFoundError as exc:
-            raise ProviderAuthError(self.stage, message=str(exc)) from exc
-        if not key:
-            raise ProviderAuthError(self.stage, message="no API key configured")
-        self._key, self._key_expires = key, now + self._cache_s
-        return key
-
-    async def aclose(self) -> None:
-        """Close the client of the current loop (if it was created on it)."""
-        client: openai.AsyncOpenAI | None = getattr(self._local, "client", None)
-        ref = getattr(self._local, "loop", None)
-        if client is not None and ref is not None and ref() is asyncio.get_running_loop():
-            self._local.client = None
-            await client.close()
 
 
 class OpenAITranscriber:
@@ -202,7 +54,7 @@ class OpenAITranscriber:
                 hint["language"] = languages[0]
         if prompt:
             hint["prompt"] = prompt
-        with _provider_errors("transcription"):
+        with provider_errors("transcription"):
             result = await self._client.get().audio.transcriptions.create(
                 model=model,
                 file=("turn.wav", wav, "audio/wav"),
@@ -280,10 +132,10 @@ class OpenAIChatModel:
         usage: Usage | None = None,
     ) -> AsyncIterator[str]:
         params = self.request(messages, temperature=temperature, max_tokens=max_tokens)
-        with _provider_errors("chat"):
+        with provider_errors("chat"):
             response = await self._client.get().chat.completions.create(**params)
         try:
-            with _provider_errors("chat"):
+            with provider_errors("chat"):
                 async for chunk in response:
                     if chunk.usage is not None and usage is not None:
                         _add_chat_usage(usage, self._client.model, chunk.usage)
@@ -336,7 +188,7 @@ class OpenAISpeechSynth:
             return
         model = self._client.model
         carry = b""
-        with _provider_errors("speech"):
+        with provider_errors("speech"):
             async with self._client.get().audio.speech.with_streaming_response.create(
                 model=model,
                 voice=voice,
@@ -385,7 +237,7 @@ class OpenAIModerator:
     async def check(self, text: str) -> ModerationVerdict:
         if not text.strip():
             return ModerationVerdict.clean()
-        with _provider_errors("moderation"):
+        with provider_errors("moderation"):
             response = await self._client.get().moderations.create(
                 model=self._client.model, input=text
             )

@@ -28,26 +28,29 @@ does, when ``SPEECH_API=realtime``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import openai
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-
-from .base import SPEECH_SAMPLE_RATE, Spoken, Usage
+from .base import DEFAULT_SPEECH_CHUNK_BYTES, Spoken, Usage
 from .errors import (
-    ProviderAuthError,
     ProviderConnectionError,
     ProviderError,
-    ProviderRateLimitError,
     ProviderServerError,
     ProviderTimeoutError,
 )
-from .openai_compat import DEFAULT_SPEECH_CHUNK_BYTES, StageClient, map_provider_error
+from .realtime_wire import (
+    READ_ALOUD_INSTRUCTIONS,
+    SentenceItems,
+    add_usage,
+    error_of,
+    response_request,
+    session_request,
+    speech_error,
+)
+from .sdk_client import StageClient
 
 __all__ = ["READ_ALOUD_INSTRUCTIONS", "RealtimeSpeechSession", "RealtimeSpeechSynth"]
 
@@ -56,56 +59,6 @@ log = logging.getLogger(__name__)
 # them the child's): never in the logs, whatever level a deployment sets (LOG_TRANSCRIPTS is
 # the one switch for conversation text).
 logging.getLogger("websockets").setLevel(logging.INFO)
-
-#: What the voice model is told for every sentence. The sentence itself is the response's only
-#: input, so nothing of the conversation reaches the model twice.
-READ_ALOUD_INSTRUCTIONS = (
-    "You are the voice of a kind language tutor for children aged 6 to 12. Read the user's "
-    "text aloud exactly as written, word for word, in the language of each word. Do not answer "
-    "it, translate it, explain it, or add or leave out any word. Speak warmly and clearly, a "
-    "little slower than usual, with a short pause at each comma and full stop, as to a young "
-    "child learning the language."
-)
-
-
-def _speech_error(exc: BaseException) -> ProviderError:
-    """The :class:`ProviderError` for a failure of the Realtime socket or its handshake."""
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, InvalidStatus):
-        status = exc.response.status_code
-        message = f"Realtime handshake refused (HTTP {status})"
-        if status in (401, 403):
-            return ProviderAuthError("speech", status=status, message=message)
-        if status == 429:
-            return ProviderRateLimitError("speech", status=status, message=message)
-        if status >= 500 or status in (408, 409):
-            return ProviderServerError("speech", status=status, message=message)
-        return ProviderError("speech", "bad_request", status=status, message=message)
-    received = getattr(exc, "rcvd", None)
-    if isinstance(exc, ConnectionClosed) and received is not None and received.code == 1008:
-        # Policy violation: how a Realtime server closes on a refused key (not worth a retry).
-        return ProviderAuthError("speech", message=received.reason or "policy violation")
-    if isinstance(exc, WebSocketException | OSError | EOFError):
-        return ProviderConnectionError("speech", message=str(exc) or type(exc).__name__)
-    if isinstance(exc, openai.OpenAIError):
-        return map_provider_error("speech", exc)
-    return ProviderError("speech", message=str(exc) or type(exc).__name__)
-
-
-def _error_of(event: Any) -> ProviderError:
-    """The :class:`ProviderError` for a Realtime ``error`` event."""
-    error = getattr(event, "error", None)
-    kind = str(getattr(error, "type", "") or "")
-    code = str(getattr(error, "code", "") or "")
-    message = str(getattr(error, "message", "") or "Realtime error")
-    if "rate_limit" in kind or "rate_limit" in code:
-        return ProviderRateLimitError("speech", message=message)
-    if code in ("invalid_api_key", "unauthorized") or kind == "authentication_error":
-        return ProviderAuthError("speech", message=message)
-    if kind == "invalid_request_error":
-        return ProviderError("speech", "bad_request", message=f"{code}: {message}".strip(": "))
-    return ProviderServerError("speech", message=f"{code}: {message}".strip(": "))
 
 
 class RealtimeSpeechSynth:
@@ -216,27 +169,15 @@ class RealtimeSpeechSession:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise _speech_error(exc) from exc
+            raise speech_error(exc) from exc
         try:
-            await conn.session.update(
-                session={
-                    "type": "realtime",
-                    "output_modalities": ["audio"],
-                    "instructions": READ_ALOUD_INSTRUCTIONS,
-                    "audio": {
-                        "output": {
-                            "format": {"type": "audio/pcm", "rate": 24000},
-                            "voice": self._voice,
-                        }
-                    },
-                }
-            )
+            await conn.session.update(session=session_request(self._voice))
         except BaseException as exc:
             with contextlib.suppress(BaseException):
                 await conn.close()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise _speech_error(exc) from exc
+            raise speech_error(exc) from exc
         self._reader = asyncio.create_task(self._read(conn))
         return conn
 
@@ -253,7 +194,7 @@ class RealtimeSpeechSession:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            failure = _speech_error(exc)
+            failure = speech_error(exc)
         self._dropped = True
         for queue in self._queues.values():
             queue.put_nowait(failure)
@@ -273,7 +214,7 @@ class RealtimeSpeechSession:
         if etype == "error":
             if getattr(event.error, "code", None) == "response_cancel_not_active":
                 return  # we cancelled a response that had just finished: nothing to stop
-            error = _error_of(event)
+            error = error_of(event)
             key = str(getattr(event.error, "event_id", "") or "").removeprefix("create-")
             targets = [self._queues[key]] if key in self._queues else list(self._queues.values())
             if key not in self._queues:
@@ -319,109 +260,67 @@ class RealtimeSpeechSession:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._queues[key] = queue
         finished = False
-        carry = b""
-        # Transcript that came before any audio waits for it: until the first audio, a failed
-        # sentence can be retried without the child seeing its first words twice.
-        early: list[Spoken] | None = []
+        sentence = SentenceItems(self._max_chunk)
         try:
             try:
                 await conn.response.create(
                     event_id=f"create-{key}",
-                    response=self._response(text, key),
+                    response=response_request(text, key, self._voice, self._effort),
                 )
             except Exception as exc:
-                raise _speech_error(exc) from exc
+                raise speech_error(exc) from exc
             while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), self._client.timeout_s)
-                except TimeoutError:
-                    raise ProviderTimeoutError(
-                        "speech", message="the voice model went quiet"
-                    ) from None
-                if isinstance(event, BaseException):
-                    raise event
+                event = await self._next_event(queue)
                 etype = event.type
                 if etype == "response.output_audio.delta":
-                    data = base64.b64decode(event.delta)
-                    if carry:
-                        data, carry = carry + data, b""
-                    if len(data) % 2:
-                        data, carry = data[:-1], data[-1:]
-                    if early and data:
-                        for spoken in early:
-                            yield spoken
-                    if data:
-                        early = None
-                    for start in range(0, len(data), self._max_chunk):
-                        yield data[start : start + self._max_chunk]
+                    for item in sentence.audio(event.delta):
+                        yield item
                 elif etype == "response.output_audio_transcript.delta":
-                    if not event.delta:
-                        continue
-                    if early is None:
-                        yield Spoken(event.delta)
-                    else:
-                        early.append(Spoken(event.delta))
+                    for item in sentence.transcript(event.delta):
+                        yield item
                 elif etype == "response.done":
                     finished = True
-                    for spoken in early or ():
+                    for spoken in sentence.held():
                         yield spoken
-                    self._account(event.response)
-                    status = event.response.status
-                    if status == "failed":
-                        details = event.response.status_details
-                        error = getattr(details, "error", None)
-                        raise ProviderServerError(
-                            "speech", message=str(getattr(error, "message", "") or "failed")
-                        )
-                    if status == "incomplete":
-                        log.info("speech response incomplete: %s", event.response.status_details)
+                    self._done(event.response)
                     return
         finally:
             self._queues.pop(key, None)
             if not finished and not self._closed and not self._dropped:
                 # Stopped early (barge-in, a reworded sentence, an error): stop paying for it.
-                response_id = next((r for r, k in self._keys_by_id.items() if k == key), None)
-                if response_id is None:
-                    self._abandoned.add(key)
-                else:
-                    await self._cancel(conn, response_id)
+                await self._abandon(conn, key)
 
-    def _response(self, text: str, key: str) -> dict[str, Any]:
-        response: dict[str, Any] = {
-            "conversation": "none",
-            "output_modalities": ["audio"],
-            "instructions": READ_ALOUD_INSTRUCTIONS,
-            "input": [
-                {
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": text}],
-                }
-            ],
-            "metadata": {"sentence": key},
-            "audio": {
-                "output": {
-                    "format": {"type": "audio/pcm", "rate": SPEECH_SAMPLE_RATE},
-                    "voice": self._voice,
-                }
-            },
-        }
-        if self._effort:
-            response["reasoning"] = {"effort": self._effort}
-        return response
+    async def _next_event(self, queue: asyncio.Queue[Any]) -> Any:
+        """The sentence's next event; raises what failed it, or a timeout if it went quiet."""
+        try:
+            event = await asyncio.wait_for(queue.get(), self._client.timeout_s)
+        except TimeoutError:
+            raise ProviderTimeoutError("speech", message="the voice model went quiet") from None
+        if isinstance(event, BaseException):
+            raise event
+        return event
 
-    def _account(self, response: Any) -> None:
-        usage, reported = self._usage, getattr(response, "usage", None)
-        if usage is None or reported is None:
-            return
-        model = self._client.model
-        inp = getattr(reported, "input_token_details", None)
-        out = getattr(reported, "output_token_details", None)
-        cached = getattr(inp, "cached_tokens", 0) or 0
-        usage.add(model, "input_tokens", (getattr(reported, "input_tokens", 0) or 0) - cached)
-        usage.add(model, "cached_input_tokens", cached)
-        usage.add(model, "output_tokens", getattr(out, "text_tokens", 0) or 0)
-        usage.add(model, "audio_output_tokens", getattr(out, "audio_tokens", 0) or 0)
+    def _done(self, response: Any) -> None:
+        """Account a finished response; raises if it failed."""
+        reported = getattr(response, "usage", None)
+        if self._usage is not None and reported is not None:
+            add_usage(self._usage, self._client.model, reported)
+        status = response.status
+        if status == "failed":
+            error = getattr(response.status_details, "error", None)
+            raise ProviderServerError(
+                "speech", message=str(getattr(error, "message", "") or "failed")
+            )
+        if status == "incomplete":
+            log.info("speech response incomplete: %s", response.status_details)
+
+    async def _abandon(self, conn: Any, key: str) -> None:
+        """Cancel the response of ``key``, or mark it to be cancelled once OpenAI names it."""
+        response_id = next((r for r, k in self._keys_by_id.items() if k == key), None)
+        if response_id is None:
+            self._abandoned.add(key)
+        else:
+            await self._cancel(conn, response_id)
 
     async def aclose(self) -> None:
         """Close the socket: OpenAI stops every response still in flight on it."""

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import ingest as ingestlib
-from ..chunks import ChunkStore, utterance_prefix
+from ..chunk_keys import utterance_prefix
+from ..chunks import ChunkStore
 from ..messenger import Messenger
 from ..protocol import ProtocolError, error_from
 from ..settings import Settings
@@ -33,9 +34,8 @@ log = logging.getLogger(__name__)
 #: A lost race means a chunk arrived at our new watermark: each retry takes it along, so
 #: retries make progress; the bound only stops a runaway.
 MAX_APPEND_ATTEMPTS = 40
-#: Audio parked in the connection item while an earlier chunk is missing: bounded in bytes
-#: too, so the item stays far below DynamoDB's 400 KB whatever the chunk size.
-MAX_PARKED_BYTES = 160 * 1024
+#: The bound in bytes on parked audio (its home is ``kiddolingo.ingest``).
+MAX_PARKED_BYTES = ingestlib.MAX_PARKED_BYTES
 #: How long a commit or truncate waits for in-flight appends / the turn to settle.
 SETTLE_WAIT_S = 1.5
 

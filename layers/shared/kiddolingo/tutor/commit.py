@@ -9,10 +9,9 @@ from typing import Any
 
 from .. import ingest as ingestlib
 from ..messenger import ConnectionGoneError
-from ..protocol import error_event, new_id
-from ..store import ConflictError, known_version_condition, lease_until
+from ..protocol import error_event
+from ..store import AudioCommitChange, ConflictError
 from .base import MAX_APPEND_ATTEMPTS, MAX_PARKED_BYTES
-from .responses import speculation_response_id
 from .turns import Turns
 
 
@@ -65,41 +64,24 @@ class AudioCommit(Turns):
         Returns ``(True, None)`` once it is parked. Returns ``(False, item)`` when the watermark
         reached the chunk, the parking filled up or another append counted itself meanwhile;
         ``item`` is the connection item as it is now, or ``None`` if the connection is gone."""
+        # The write checks that there is still room, so concurrent parkers cannot grow the item
+        # past its bound together. The room is counted in chunks the size of ours, the only
+        # bound a condition can check.
+        room = max(1, min(ingestlib.MAX_PARKED_CHUNKS, MAX_PARKED_BYTES // max(1, len(pcm))))
         try:
-            # The write checks that the chunk is still ahead of the watermark, not the audio
-            # version. Parking then never makes the invocation that closes the gap lose its
-            # race, so a burst of chunks cannot livelock. It also checks that there is still
-            # room, so concurrent parkers cannot grow the item past its bound together. The
-            # room is counted in chunks the size of ours, the only bound a condition can check.
-            room = max(1, min(ingestlib.MAX_PARKED_CHUNKS, MAX_PARKED_BYTES // max(1, len(pcm))))
-            # The append-rate count is written on the count as read: concurrent parkers would
-            # otherwise each write their own +1 over the same number, and a burst would slip
-            # past the limit. In this second's window the count must be as read; in a new
-            # second, no other append may have opened the window yet.
-            if read.rate_window == now_s:
-                counted, values = "rlw = :w AND rln = :prev", {":prev": read.rate_count}
-            else:
-                counted, values = "(attribute_not_exists(rlw) OR rlw <> :w)", {}
-            # ``gap`` records since when chunks have waited for the one missing at the watermark.
-            self.store.update_connection(
+            self.store.park(
                 self.connection_id,
-                "SET pend.#s = :a, rlw = :w, rln = :c, gap = if_not_exists(gap, :g)",
-                {
-                    ":a": pcm,
-                    ":w": now_s,
-                    ":c": count,
-                    ":mine": seq,
-                    ":room": room,
-                    ":g": self._stamp,
-                    **values,
-                },
-                names={"#s": str(seq)},
-                condition=f"seq < :mine AND size(pend) < :room AND {counted}",
-                item_on_conflict=True,
+                seq,
+                pcm,
+                room=room,
+                read=read,
+                now_s=now_s,
+                count=count,
+                stamp=self._stamp,
             )
-            return True, None
         except ConflictError as exc:
             return False, exc.item
+        return True, None
 
     def _commit_audio(
         self,
@@ -124,81 +106,21 @@ class AudioCommit(Turns):
         the write left it is returned, else ``None``. ``known`` is the kept item this write was
         made from, and the write checks that it is still the item as stored. ``releases``: the
         id of the speculation this write releases, which must still be the connection's (its
-        turn may have withdrawn it since our read, and then nobody would answer). The item as
-        the write left it is kept for this container's next append."""
-        st = result.state
-        sets = ["seq = :seq", "aver = :n", "timeline_ms = :tl", "rlw = :w", "rln = :c"]
-        values: dict[str, Any] = {
-            ":seq": st.next_seq,
-            ":n": before.version + 1,
-            ":v": before.version,
-            ":tl": st.audio_ms,
-            ":w": now_s,
-            ":c": count,
-        }
-        names: dict[str, str] = {}
-        removes: list[str] = []
-        audio_sets, audio_removes = st.audio_attributes(before)
-        for name, value in audio_sets.items():
-            sets.append(f"{name} = :a_{name}")
-            values[f":a_{name}"] = value
-        removes += audio_removes
-        if st.utterance is not None:
-            sets.append("utt = :utt")
-            values[":utt"] = st.utterance.to_item()
-        else:
-            removes.append("utt")
-        if st.last_item_id:
-            sets.append("last_item = :li")
-            values[":li"] = st.last_item_id
-        if cancel:
-            sets.append("cancel = :cx")
-            values[":cx"] = cancel
-        if st.last_stamp:
-            sets.append("lt = :lt")
-            values[":lt"] = st.last_stamp
-        if st.last_told:
-            sets.append("lto = :lto")
-            values[":lto"] = st.last_told
-        if not st.pending:
-            if before.gap_since:
-                removes.append("gap")
-        elif st.next_seq != before.next_seq:
-            sets.append("gap = :gap")  # a gap at the new watermark: waited for from now
-            values[":gap"] = self._stamp
-        for i, (name, value) in enumerate((extra_sets or {}).items()):
-            names[f"#x{i}"] = name
-            values[f":x{i}"] = value
-            sets.append(f"#x{i} = :x{i}")
-        removes += list(extra_removes or [])
-        for i, seq in enumerate(s for s in result.processed if s in before.pending):
-            names[f"#p{i}"] = str(seq)
-            removes.append(f"pend.#p{i}")
-        expr = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        # Fails (and we re-read) if the very chunk at the new watermark was parked after our
-        # read: it is ours to process. Parkers further ahead never make us lose the race.
-        condition = "aver = :v"
-        if strict:
-            names["#w"] = str(st.next_seq)
-            condition += " AND attribute_not_exists(pend.#w)"
-        if releases:
-            condition += " AND spec.id = :rel"
-            values[":rel"] = releases
-        if known:
-            kept, kept_values = known_version_condition(known)
-            condition += f" AND {kept}"
-            values.update(kept_values)
-        keep = self.store.known is not None
-        return self.store.update_connection(
-            self.connection_id,
-            expr,
-            values,
-            names,
-            condition=condition,
-            return_values="ALL_NEW" if return_item or keep else "NONE",
-            item_on_conflict=True,
-            keep=keep,
+        turn may have withdrawn it since our read, and then nobody would answer)."""
+        change = AudioCommitChange(
+            now_s=now_s,
+            count=count,
+            stamp=self._stamp,
+            cancel=cancel,
+            processed=result.processed,
+            extra_sets=extra_sets or {},
+            extra_removes=tuple(extra_removes or ()),
+            strict=strict,
+            return_item=return_item,
+            known=known,
+            releases=releases,
         )
+        return self.store.commit_audio(self.connection_id, before, result.state, change)
 
     def _replace_audio_state(
         self, before: ingestlib.AudioState, after: ingestlib.AudioState
@@ -213,40 +135,6 @@ class AudioCommit(Turns):
         return True
 
 
-def _speculation_changes(
-    spec: dict[str, Any], result: ingestlib.IngestResult, create_response: bool, lease_s: float
-) -> tuple[dict[str, Any], list[str], set[str], str | None]:
-    """What an ingest result does to the speculative turn: (attributes to set, to remove, the
-    utterances whose speculation is released, the id of a speculation to start). A release
-    takes the connection's response slot for the speculation's response in the same write:
-    from then on a barge-in finds it there and cancels it, even before its first post."""
-    sets: dict[str, Any] = {}
-    removes: list[str] = []
-    released: set[str] = set()
-    if result.speech_resumed and spec:
-        removes.append("spec")  # the child went on: the speculation is void
-        spec = {}
-    for utt in result.committed:
-        if spec.get("utt") == utt.id:
-            # The speculative turn for this pause is ready: let it speak.
-            sets["spec_rel"] = spec["id"]
-            sets["resp"] = speculation_response_id(spec["id"])
-            sets["rexp"] = lease_until(lease_s)
-            released.add(utt.id)
-    start = None
-    # The VAD only signals "speculate" when speculation is configured (a fraction > 0).
-    if result.speculate is not None and not result.committed and create_response:
-        start = new_id("spec")
-        sets["spec"] = {"id": start, "utt": result.speculate.id}
-        removes = [r for r in removes if r != "spec"] + ["spec_rel"]
-    return sets, removes, released, start
-
-
 def _audio_ms(utterances: list[dict[str, Any]]) -> int:
     """How much audio stored utterances (``Utterance.to_item``) hold, in ms."""
     return sum(int(u.get("end", u["start"])) - int(u["start"]) for u in utterances)
-
-
-def _parking_full(state: ingestlib.AudioState, pcm: bytes) -> bool:
-    parked = sum(len(v) for v in state.pending.values()) + len(pcm)
-    return len(state.pending) >= ingestlib.MAX_PARKED_CHUNKS or parked > MAX_PARKED_BYTES

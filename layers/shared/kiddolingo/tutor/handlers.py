@@ -6,12 +6,13 @@ table that names them is ``kiddolingo.service.ROUTES``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from .. import ingest as ingestlib
 from .. import sequencing
-from ..chunks import utterance_prefix
+from ..chunk_keys import utterance_prefix
 from ..conversation import dump_history, load_history, truncate_item
 from ..messenger import ConnectionGoneError
 from ..protocol import ClientEvent, ProtocolError, server_event
@@ -62,11 +63,9 @@ class EventHandlers(StreamOrder):
         self._overtaken(ingestlib.AudioState.from_connection(conn), "session.update", event)
 
     def _on_input_audio_buffer_commit(self, conn: dict[str, Any], event: ClientEvent) -> None:
-        for attempt in range(MAX_APPEND_ATTEMPTS):
-            if attempt == 0:
-                conn, state = self._settled_audio(conn, event)
-            else:
-                state = ingestlib.AudioState.from_connection(conn)
+        def commit(
+            state: ingestlib.AudioState,
+        ) -> tuple[ingestlib.AudioState, ingestlib.Utterance | None]:
             new_state, utt = ingestlib.commit_manual(state)
             if utt is None:
                 hint = "" if event.sequence is not None else " " + sequencing.REMEDY
@@ -75,47 +74,57 @@ class EventHandlers(StreamOrder):
                     "There is no audio to commit: append audio first." + hint,
                     event_id=event.event_id,
                 )
-            new_state = replace(new_state, last_stamp=max(state.last_stamp, self._stamp))
-            if not self._replace_audio_state(state, new_state):
-                conn = self.store.get_connection(self.connection_id) or conn
-                continue
-            self._pass_turn()  # the appends after the commit start the next utterance
-            self._overtaken(state, "commit", event)
-            try:
-                self.post(
-                    server_event(
-                        "input_audio_buffer.committed",
-                        item_id=utt.item_id,
-                        previous_item_id=state.last_item_id,
-                    )
+            return new_state, utt
+
+        conn, state, utt = self._change_audio(conn, event, commit, "commit")
+        assert utt is not None
+        try:
+            self.post(
+                server_event(
+                    "input_audio_buffer.committed",
+                    item_id=utt.item_id,
+                    previous_item_id=state.last_item_id,
                 )
-            except ConnectionGoneError:
-                # 410: this utterance will never get its turn; its audio goes now.
-                self.chunks.delete_prefix(utterance_prefix(conn["sid"], utt.id))
-                raise
-            cfg = SessionConfig.from_item(conn.get("cfg"))
-            self.run_turn(conn, cfg, utt)
-            return
-        raise ConflictError("commit")
+            )
+        except ConnectionGoneError:
+            # 410: this utterance will never get its turn; its audio goes now.
+            self.chunks.delete_prefix(utterance_prefix(conn["sid"], utt.id))
+            raise
+        cfg = SessionConfig.from_item(conn.get("cfg"))
+        self.run_turn(conn, cfg, utt)
 
     def _on_input_audio_buffer_clear(self, conn: dict[str, Any], event: ClientEvent) -> None:
+        conn, _state, dropped = self._change_audio(conn, event, ingestlib.clear, "clear")
+        if dropped is not None:
+            self.chunks.delete_prefix(utterance_prefix(conn["sid"], dropped.id))
+        self.post(server_event("input_audio_buffer.cleared"))
+
+    def _change_audio(
+        self,
+        conn: dict[str, Any],
+        event: ClientEvent,
+        change: Callable[
+            [ingestlib.AudioState], tuple[ingestlib.AudioState, ingestlib.Utterance | None]
+        ],
+        what: str,
+    ) -> tuple[dict[str, Any], ingestlib.AudioState, ingestlib.Utterance | None]:
+        """Write ``change`` of the audio state once the appends before ``event`` settled,
+        going again from the item after each lost race, then pass the stream on. Returns the
+        item, the state as it was before the change, and the utterance ``change`` returned."""
         for attempt in range(MAX_APPEND_ATTEMPTS):
             if attempt == 0:
                 conn, state = self._settled_audio(conn, event)
             else:
                 state = ingestlib.AudioState.from_connection(conn)
-            new_state, dropped = ingestlib.clear(state)
+            new_state, utt = change(state)
             new_state = replace(new_state, last_stamp=max(state.last_stamp, self._stamp))
             if not self._replace_audio_state(state, new_state):
                 conn = self.store.get_connection(self.connection_id) or conn
                 continue
             self._pass_turn()
-            self._overtaken(state, "clear", event)
-            if dropped is not None:
-                self.chunks.delete_prefix(utterance_prefix(conn["sid"], dropped.id))
-            self.post(server_event("input_audio_buffer.cleared"))
-            return
-        raise ConflictError("clear")
+            self._overtaken(state, what, event)
+            return conn, state, utt
+        raise ConflictError(what)
 
     def _on_response_create(self, conn: dict[str, Any], event: ClientEvent) -> None:
         if slot_taken(conn):

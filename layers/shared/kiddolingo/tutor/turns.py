@@ -60,7 +60,7 @@ class Turns(TurnFlow):
         to post first (``speech_stopped``, ``committed``), posted while the audio is read.
         ``verdict``: the turn starts before the caller's write that commits its utterance, and
         waits for it before it posts anything (the events to post first come with it)."""
-        from .. import runtime
+        from .. import observe, runtime
 
         gate = None
         if speculative:
@@ -78,6 +78,7 @@ class Turns(TurnFlow):
             gate = SpeculationGate(
                 self.store, self.connection_id, speculative, silence_ms, due_in_s=due_in_s
             )
+        observe.turn_started()
         future = runtime.submit(
             self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic(), announce, verdict)
         )
