@@ -97,6 +97,33 @@ class ChunkPolicy:
         self.held_ms = 0
         self.held_kind = None
 
+    def _follow_floor(self, level_db: float) -> None:
+        """A quiet frame moves the noise floor toward its level (fast down, slow up)."""
+        rate = _FLOOR_DOWN if level_db < self.floor_db else _FLOOR_UP
+        if self.floor_frames < _FLOOR_WARMUP:
+            self.floor_frames += 1
+            rate = max(rate, 1 / (self.floor_frames + _FLOOR_PRIOR_FRAMES))
+        self.floor_db += rate * (level_db - self.floor_db)
+        self.floor_db = min(_FLOOR_MAX_DB, max(_FLOOR_MIN_DB, self.floor_db))
+
+    def _kind(self, plain_speech: bool, maybe: int) -> str | None:
+        """What a block may be held as: "speech", "quiet", or None (send it now)."""
+        if not self.vad:
+            return "quiet"
+        if plain_speech:
+            return "speech"
+        if maybe:
+            return None
+        closed = (
+            self.quiet_ms >= self.silence_ms + CLOSING_MARGIN_MS
+            or self.active_frames < self.min_speech_frames
+        )
+        middle = (
+            self.quiet_ms >= EARLY_FINE_MS
+            and self.since_clear_ms <= self.silence_ms - CROSSING_GUARD_MS
+        )
+        return "quiet" if closed or middle else None
+
     def push(self, pcm: bytes) -> bool:
         """True: send this block now with every block held before it; False: hold it."""
         block_ms = math.floor(len(pcm) // 2 * 1000 / self.sample_rate + 0.5)
@@ -119,12 +146,7 @@ class ChunkPolicy:
                     clear += 1
             else:
                 trailing_quiet += 1
-                rate = _FLOOR_DOWN if level_db < self.floor_db else _FLOOR_UP
-                if self.floor_frames < _FLOOR_WARMUP:
-                    self.floor_frames += 1
-                    rate = max(rate, 1 / (self.floor_frames + _FLOOR_PRIOR_FRAMES))
-                self.floor_db += rate * (level_db - self.floor_db)
-                self.floor_db = min(_FLOOR_MAX_DB, max(_FLOOR_MIN_DB, self.floor_db))
+                self._follow_floor(level_db)
         tail_ms = block_ms - len(frames) * FRAME_MS
         if since_clear is None:
             self.since_clear_ms += block_ms
@@ -138,22 +160,7 @@ class ChunkPolicy:
             self.active_frames += maybe
         else:
             self.quiet_ms += block_ms
-        kind: str | None = None
-        if not self.vad:
-            kind = "quiet"
-        elif all_clear and onset_done:
-            kind = "speech"
-        elif maybe == 0:
-            closed = (
-                self.quiet_ms >= self.silence_ms + CLOSING_MARGIN_MS
-                or self.active_frames < self.min_speech_frames
-            )
-            middle = (
-                self.quiet_ms >= EARLY_FINE_MS
-                and self.since_clear_ms <= self.silence_ms - CROSSING_GUARD_MS
-            )
-            if closed or middle:
-                kind = "quiet"
+        kind = self._kind(all_clear and onset_done, maybe)
         if self.quiet_ms >= self.silence_ms + CLOSING_MARGIN_MS:
             self.active_frames = 0
         limit = SPEECH_HOLD_MS if kind == "speech" else self.max_quiet_ms

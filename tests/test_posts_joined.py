@@ -28,7 +28,7 @@ from kiddolingo.conversation import join_segments, load_history, segments_of, tr
 from kiddolingo.protocol import encode_json, server_event
 from kiddolingo.speech_text import SentenceSplitter, strip_for_speech
 from kiddolingo.turn import POST_DELTA_PCM
-from kiddolingo.turn_io import AUDIO_DELTA, TRANSCRIPT_DELTA, delta_capacity, next_post
+from kiddolingo.post_joining import AUDIO_DELTA, TRANSCRIPT_DELTA, delta_capacity, next_post
 from tests.support.events import connect_event, message_event
 from tests.support.speech import chunks, speak
 
