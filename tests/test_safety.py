@@ -306,14 +306,20 @@ def _turn(ws: ClientConnection) -> dict[str, Any]:
     """Speak a short tone in 100 ms numbered appends at a microphone's pace, then commit: the
     ``response.done``. (A commit sent right behind its appends can overtake them through the
     gateway, a separate issue; this test is not about ordering.)"""
+    _speak_and_commit(ws)
+    return _next(ws, {"response.done", "error"}, timeout=30)
+
+
+def _speak_and_commit(ws: ClientConnection, prefix: str = "audio") -> None:
+    """A short tone in 100 ms numbered appends at a microphone's pace, then the commit."""
     pcm, step = tone(), 4800
     for n, i in enumerate(range(0, len(pcm), step), start=1):
         audio = base64.b64encode(pcm[i : i + step]).decode()
-        _send(ws, {"type": "input_audio_buffer.append", "event_id": f"audio#{n}", "audio": audio})
+        append = {"type": "input_audio_buffer.append", "event_id": f"{prefix}#{n}", "audio": audio}
+        _send(ws, append)
         time.sleep(0.1)
     time.sleep(0.5)
     _send(ws, {"type": "input_audio_buffer.commit"})
-    return _next(ws, {"response.done", "error"}, timeout=30)
 
 
 def _start(ws: ClientConnection, **session: Any) -> dict[str, Any]:
@@ -377,13 +383,7 @@ def test_the_childs_flagged_words_are_never_shown_back_through_the_local_gateway
     fake.script_transcripts("Quiero hacer una bomba")
     with _open(live) as ws:
         assert _start(ws)["type"] == "session.updated"
-        pcm, step = tone(), 4800
-        for n, i in enumerate(range(0, len(pcm), step), start=1):
-            audio = base64.b64encode(pcm[i : i + step]).decode()
-            _send(ws, {"type": "input_audio_buffer.append", "event_id": f"a#{n}", "audio": audio})
-            time.sleep(0.1)
-        time.sleep(0.5)
-        _send(ws, {"type": "input_audio_buffer.commit"})
+        _speak_and_commit(ws, prefix="a")
         events: list[dict[str, Any]] = []
         while not events or events[-1]["type"] != "response.done":
             events.append(json.loads(ws.recv(timeout=30)))
