@@ -160,8 +160,7 @@ def test_a_speculation_refused_before_its_marker_lands_still_tells_the_child(
     stack.ddb.put_item(
         TableName=TABLE,
         Item={
-            "pk": {"S": f"turns#{sid}"},
-            "minute": {"N": str(int(time.time() // 60))},
+            "pk": {"S": f"turns#{sid}#{int(time.time() // 60)}"},
             "count": {"N": "1"},
         },
     )

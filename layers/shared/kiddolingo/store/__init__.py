@@ -17,8 +17,8 @@ tests, so this cannot drift from the deployed table). Three kinds of item:
     (a response id that must stop), ``ready`` (utterances committed without a reply, waiting
     for ``response.create``), ``cver`` (bumped by every write of the item: see
     ``KnownConnections``).
-``turns#<session id>``
-    ``minute``, ``count``: the session's turns in the current clock minute (``count_turn``).
+``turns#<session id>#<minute>``
+    ``count``: the session's turns in that clock minute (``count_turn``).
 
 Every expression string that writes an item lives in this package, behind a named method:
 

@@ -1,4 +1,4 @@
-"""The session item (``session#<id>``) and the session's turn count (``turns#<id>``)."""
+"""The session item (``session#<id>``) and the session's turn counts (``turns#<id>#<minute>``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from typing import Any
 
 from ..conversation import dump_history
 from .table import MAX_CONFLICT_RETRIES, ConflictError, NotFoundError, Table, session_key, to_attr
+
+
+#: How long a minute's turn count is kept after the minute began (DynamoDB's TTL deletes it
+#: some time after; nothing reads an old minute's count).
+TURN_COUNT_TTL_S = 3600
 
 
 class Sessions(Table):
@@ -88,42 +93,24 @@ class Sessions(Table):
         """Count a turn of ``session_id`` against ``limit`` turns per clock minute. False: the
         limit is reached, nothing is counted.
 
-        Every connection of the session counts into one small item (``turns#<id>``), with
-        conditional writes, so a reconnect, a second connection or concurrent invocations share
-        one budget. One write in the common case; the first turn of a minute costs a second one
-        (it starts the minute's count). A fixed window: one write can neither check nor prune a
-        list of start times, so across a minute's boundary up to twice the limit can start
-        within a few seconds; the cost per minute stays bounded."""
+        Every connection of the session counts into one small item per clock minute
+        (``turns#<id>#<minute>``) with one conditional write, so a reconnect, a second
+        connection or concurrent invocations share one budget, and the first turn of a minute
+        costs no more than the others (the item of a new minute starts from nothing). The item
+        expires with the table's TTL. A fixed window: across a minute's boundary up to twice
+        the limit can start within a few seconds; the cost per minute stays bounded."""
         minute = int((time.time() if now is None else now) // 60)
-        key = {"pk": {"S": f"turns#{session_id}"}}
-        names = {"#m": "minute", "#n": "count"}
-        expires = self._expires()
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                self._update(
-                    key,
-                    "SET expires_at = :exp ADD #n :one",
-                    {":one": 1, ":m": minute, ":lim": limit, ":exp": expires},
-                    names,
-                    condition="#m = :m AND #n < :lim",
-                    item_on_conflict=True,
-                )
-                return True
-            except ConflictError as exc:
-                if exc.item is not None and exc.item.get("minute") == minute:
-                    return False  # this minute's count is full
-            try:
-                self._update(
-                    key,
-                    "SET #m = :m, #n = :one, expires_at = :exp",
-                    {":one": 1, ":m": minute, ":exp": expires},
-                    names,
-                    condition="attribute_not_exists(#m) OR #m <> :m",
-                )
-                return True
-            except ConflictError:
-                continue  # another turn started this minute's count first: count into it
-        raise ConflictError(f"turns of session {session_id}: too many concurrent updates")
+        try:
+            self._update(
+                {"pk": {"S": f"turns#{session_id}#{minute}"}},
+                "SET expires_at = :exp ADD #n :one",
+                {":one": 1, ":lim": limit, ":exp": minute * 60 + TURN_COUNT_TTL_S},
+                {"#n": "count"},
+                condition="attribute_not_exists(#n) OR #n < :lim",
+            )
+        except ConflictError:
+            return False  # this minute's count is full
+        return True
 
     def add_segment(self, session_id: str, response_id: str, text: str, audio_ms: int) -> bool:
         """Record a sentence as posted; refused once the item was truncated or replaced."""
