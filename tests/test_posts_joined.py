@@ -25,10 +25,10 @@ import pytest
 
 from infra.fake_openai import synth_pcm
 from kiddolingo.conversation import join_segments, load_history, segments_of, truncate_segments
+from kiddolingo.post_joining import AUDIO_DELTA, TRANSCRIPT_DELTA, delta_capacity, next_post
 from kiddolingo.protocol import encode_json, server_event
 from kiddolingo.speech_text import SentenceSplitter, strip_for_speech
 from kiddolingo.turn import POST_DELTA_PCM
-from kiddolingo.post_joining import AUDIO_DELTA, TRANSCRIPT_DELTA, delta_capacity, next_post
 from tests.support.events import connect_event, message_event
 from tests.support.speech import chunks, speak
 

@@ -9,7 +9,6 @@ from typing import Any
 from ..conversation import dump_history
 from .table import MAX_CONFLICT_RETRIES, ConflictError, NotFoundError, Table, session_key, to_attr
 
-
 #: How long a minute's turn count is kept after the minute began (DynamoDB's TTL deletes it
 #: some time after; nothing reads an old minute's count).
 TURN_COUNT_TTL_S = 3600
