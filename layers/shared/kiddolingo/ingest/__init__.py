@@ -55,7 +55,9 @@ The utterance's newest audio is *held* in the item (``hbuf``) and written as one
 more than ``HOLD_BYTES`` has gathered: one S3 PUT per ~400 ms of speech instead of one per
 append, and a turn reads a few objects instead of one per 100 ms. In an utterance the VAD's
 ring is the newest audio too, so the item stores the ring only where it is not already the end
-of the held audio (``hdup``): holding costs the item no size. The audio still held when an
+of the held audio (``hdup``). Inside an utterance the ring is stored whole only near the end
+of the silence window (``vad.trim_ring``): before that only its last frame can still matter, so
+a speech append's item carries the held audio and little else. The audio still held when an
 utterance ends never goes to S3 at all when its turn runs in the same invocation: it travels in
 memory (``Utterance.tail``).
 """

@@ -231,11 +231,15 @@ class _Run:
         else:
             self.flush()
         state = self.state
+        vad_state = self.vad_state
+        if vad_state is not None and self.vad_cfg is not None:
+            # Only as much of the prefix ring as can still matter is stored (``trim_ring``).
+            vad_state = vadlib.trim_ring(self.vad_cfg, vad_state)
         new_state = replace(
             state,
             next_seq=(processed[-1] + 1) if processed else state.next_seq,
             timeline_ms=self.timeline,
-            vad=self.vad_state,
+            vad=vad_state,
             pending={k: v for k, v in state.pending.items() if k not in processed},
             utterance=self.utt,
             last_item_id=self.last_item,

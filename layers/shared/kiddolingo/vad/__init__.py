@@ -45,7 +45,7 @@ from __future__ import annotations
 from .config import VadConfig
 from .limits import DEFAULT_MAX_PAUSE_KEPT_MS, DEFAULT_MIN_SPEECH_MS, FRAME_MS, SAMPLE_RATES
 from .scoring import frame_features, score_frames
-from .segmenter import end_utterance, feed, rebase, reset_idle
+from .segmenter import end_utterance, feed, rebase, reset_idle, trim_ring
 from .state import VadEvent, VadEventKind, VadState, VadStep
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "rebase",
     "reset_idle",
     "score_frames",
+    "trim_ring",
 ]
 
 

@@ -252,6 +252,32 @@ def end_utterance(state: VadState) -> VadState:
     return replace(state, **_NO_CANDIDATE, **_IDLE_RESET, **_BETWEEN_UTTERANCES)
 
 
+def trim_ring(config: VadConfig, state: VadState) -> VadState:
+    """``state`` with only as much of its ring as can still matter, for storing.
+
+    Inside an utterance the ring is read for one thing only until ``speech_stopped``: its last
+    frame, the voicing context of the next frame. From ``speech_stopped`` on, its last
+    ``prefix_padding_ms`` is the prefix padding of the next candidate, whose first frame comes
+    after it. Every frame fed from now on joins the ring and adds one frame to the silence
+    (speech starts the silence again, later still), so while the silence is at least
+    ``prefix_padding_ms`` and a frame short of the window, the prefix of any candidate after
+    ``speech_stopped`` is made only of frames fed after this point, and the older ones can be
+    dropped: the VAD's decisions and the audio it emits are those of the whole ring. The
+    connection item, which stores the ring at every append, then carries no second copy of the
+    last 300 ms in speech. Between utterances, or near the end of the window, the ring is
+    left whole.
+
+    One exception, by design: a client's own commit (``end_utterance``) inside that part of
+    an utterance leaves a ring of less than ``prefix_padding_ms``; speech that starts sooner
+    than that after it gets the shorter prefix (the end of the utterance just committed, which
+    belongs to that turn)."""
+    if not state.in_utterance or len(state.ring) <= config.frame_bytes:
+        return state
+    if state.silence_ms + config.prefix_padding_ms + FRAME_MS > config.silence_duration_ms:
+        return state
+    return replace(state, ring=state.ring[-config.frame_bytes :])
+
+
 def reset_idle(state: VadState) -> VadState:
     """Restart the idle timer (e.g. when the tutor's reply has finished playing)."""
     return replace(state, **_IDLE_RESET)
