@@ -161,8 +161,9 @@ def test_the_append_that_starts_speech_holds_its_audio_for_the_next_one() -> Non
 
 def _in_utterance_state() -> ingest.AudioState:
     """An utterance in progress: its newest audio held in the item, the VAD ring behind it."""
-    for result in each_append([SILENT] * 5 + [_voiced(100)] * 9):
-        state = result.state
+    # (the last append of the run whose audio is still held: every few appends it goes out)
+    states = [r.state for r in each_append([SILENT] * 5 + [_voiced(100)] * 9) if r.state.held]
+    state = states[-1]
     assert state.utterance is not None and state.held and state.vad is not None
     return state
 

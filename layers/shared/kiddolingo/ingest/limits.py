@@ -5,9 +5,12 @@ from __future__ import annotations
 
 #: The largest start of an utterance held in the item for the next append to write.
 MAX_HELD_BYTES = 48 * 1024
-#: An utterance's audio is held in the item until it exceeds this (3 chunks of 100 ms at
-#: 24 kHz; about the VAD's ring, which the held audio then replaces in the item).
-HOLD_BYTES = 16 * 1024
+#: An utterance's audio is held in the item until it exceeds this (250 ms at 16 kHz). Each KB
+#: held is a write unit on every append until it goes out, and one S3 PUT costs what 8 write
+#: units do: with the prefix ring no longer stored in speech (``vad.trim_ring``), the benchmark's
+#: audio costs least between 4 and 8 KB (16 KB was the optimum while the ring, as large, stayed
+#: in the item anyway). The larger end: fewer objects for a turn to read.
+HOLD_BYTES = 8 * 1024
 
 #: Bounded so a runaway client cannot grow the connection item toward DynamoDB's 400 KB.
 MAX_PARKED_CHUNKS = 40
