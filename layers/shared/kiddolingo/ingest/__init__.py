@@ -52,7 +52,7 @@ decisions and the utterance audio of in-order delivery, with no chunk lost or do
 Storage: only speech and its prefix padding (plus pauses inside an utterance) reaches S3; the
 prefix padding waits in the VAD's ring buffer inside the connection item until speech starts.
 The utterance's newest audio is *held* in the item (``hbuf``) and written as one object once
-more than ``HOLD_BYTES`` has gathered: one S3 PUT per ~400 ms of speech instead of one per
+more than ``HOLD_BYTES`` has gathered: one S3 PUT per ~250-300 ms of speech instead of one per
 append, and a turn reads a few objects instead of one per 100 ms. In an utterance the VAD's
 ring is the newest audio too, so the item stores the ring only where it is not already the end
 of the held audio (``hdup``). Inside an utterance the ring is stored whole only near the end
