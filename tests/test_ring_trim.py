@@ -132,10 +132,11 @@ def test_an_append_in_speech_stores_one_frame_of_the_ring() -> None:
         assert len(state.vad.ring) == cfg.frame_bytes
         vad_item, _shared = state.vad_item()
         assert vad_item is not None and len(vad_item) < 1024  # was the ~15 KB ring, packed
-    # Between utterances the ring is whole: it is the next candidate's prefix padding.
+    # Between utterances the ring is the next candidate's prefix padding, and only that (the
+    # walk's own frame on top of it is the frame being walked).
     quiet = states[5].vad  # 600 ms of room noise, no candidate
     assert not quiet.in_utterance and quiet.candidate_start < 0
-    assert len(quiet.ring) == cfg.prefix_bytes + cfg.frame_bytes
+    assert len(quiet.ring) == cfg.prefix_bytes
 
 
 def test_the_ring_is_kept_whole_as_the_window_nears() -> None:

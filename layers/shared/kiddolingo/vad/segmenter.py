@@ -264,14 +264,23 @@ def trim_ring(config: VadConfig, state: VadState) -> VadState:
     ``speech_stopped`` is made only of frames fed after this point, and the older ones can be
     dropped: the VAD's decisions and the audio it emits are those of the whole ring. The
     connection item, which stores the ring at every append, then carries no second copy of the
-    last 300 ms in speech. Between utterances, or near the end of the window, the ring is
-    left whole.
+    last 300 ms in speech. Near the end of the window, and while a candidate is open, the ring
+    is left whole; between utterances it is cut to the prefix (the walk's extra frame is the
+    frame being walked, not needed between chunks).
 
     One exception, by design: a client's own commit (``end_utterance``) inside that part of
     an utterance leaves a ring of less than ``prefix_padding_ms``; speech that starts sooner
     than that after it gets the shorter prefix (the end of the utterance just committed, which
     belongs to that turn)."""
-    if not state.in_utterance or len(state.ring) <= config.frame_bytes:
+    if not state.in_utterance:
+        if state.candidate_start >= 0:
+            return state  # the candidate's audio, and its prefix before it
+        # No candidate: the walk appends the next frame before it trims the ring to the
+        # prefix and a frame, so between chunks the prefix alone (at least the last frame, the
+        # voicing context) is all the ring needs.
+        keep = max(config.prefix_bytes, config.frame_bytes)
+        return replace(state, ring=state.ring[-keep:]) if len(state.ring) > keep else state
+    if len(state.ring) <= config.frame_bytes:
         return state
     if state.silence_ms + config.prefix_padding_ms + FRAME_MS > config.silence_duration_ms:
         return state
