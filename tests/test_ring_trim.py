@@ -13,6 +13,7 @@ import pytest
 
 from kiddolingo import ingest, pcm_codec
 from kiddolingo import vad as vadlib
+from kiddolingo.chunk_keys import chunk_key, utterance_prefix
 from tests.test_vad import RATE, ms, pcm, silence, tone, white
 
 SID = "sess_ring_trim_0001"
@@ -149,3 +150,19 @@ def test_the_ring_is_kept_whole_as_the_window_nears() -> None:
     # and the stored item gives it back exactly
     back = ingest.AudioState.from_connection(_stored(states[-1]))
     assert back.vad == last and pcm_codec.unpack(pcm_codec.pack(last.ring)) == last.ring
+
+
+def test_the_utterance_stores_its_keys_folder_once() -> None:
+    keys = tuple(chunk_key(SID, "u0000000500", seq, bytes([seq]) * 64) for seq in range(7, 40, 3))
+    utt = ingest.Utterance(id="u0000000500", item_id="item_x", start_ms=500, keys=keys, nbytes=9)
+    item = utt.to_item()
+    assert item["kp"] == utterance_prefix(SID, "u0000000500")
+    assert all("/" not in k for k in item["keys"])
+    assert ingest.Utterance.from_item(item) == utt
+    # one key, none, and the full keys an item written before this change holds
+    for few in (keys[:1], ()):
+        one = ingest.Utterance(id="u1", item_id="i", start_ms=0, keys=few)
+        assert "kp" not in one.to_item() and ingest.Utterance.from_item(one.to_item()) == one
+    old = {"id": "u0000000500", "item": "item_x", "start": 500, "keys": list(keys), "n": 9}
+    assert ingest.Utterance.from_item(old) == utt
+    assert sum(map(len, item["keys"])) + len(item["kp"]) < sum(map(len, keys)) / 2

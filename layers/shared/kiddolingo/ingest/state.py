@@ -46,9 +46,16 @@ class Utterance:
             "id": self.id,
             "item": self.item_id,
             "start": self.start_ms,
-            "keys": list(self.keys),
             "n": self.nbytes,
         }
+        # The keys share their folder (``audio/<session>/<utterance>/``): stored once, since
+        # every append rewrites the item and each of its bytes is billed.
+        folder = self.keys[0].rpartition("/")[0] + "/" if self.keys else ""
+        if len(self.keys) > 1 and all(k.startswith(folder) for k in self.keys):
+            out["kp"] = folder
+            out["keys"] = [k[len(folder) :] for k in self.keys]
+        else:
+            out["keys"] = list(self.keys)
         if self.end_ms is not None:
             out["end"] = self.end_ms
         return out
@@ -61,7 +68,7 @@ class Utterance:
             id=str(item["id"]),
             item_id=str(item["item"]),
             start_ms=int(item["start"]),
-            keys=tuple(item.get("keys", [])),
+            keys=tuple(str(item.get("kp", "")) + str(k) for k in item.get("keys", [])),
             nbytes=int(item.get("n", 0)),
             end_ms=int(item["end"]) if item.get("end") is not None else None,
         )
