@@ -8,6 +8,7 @@ caches it for the life of the process.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,11 @@ def preload_providers(settings: Settings) -> Providers:
     with long_lived():
         from ._warmup import warm_up_sdk
 
-        warm_up_sdk(providers.chat)
+        try:
+            warm_up_sdk(providers.chat, settings)
+        except Exception:
+            # Only the first turn's speed depends on it: the snapshot is still good to publish.
+            logging.getLogger(__name__).warning("the SDK warm-up failed", exc_info=True)
     return providers
 
 
