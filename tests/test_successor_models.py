@@ -174,10 +174,20 @@ def test_a_snapshot_init_loads_the_provider_sdk_and_an_on_demand_init_does_not()
 
 
 _FIRST_TURN_AFTER_SNAPSHOT = r"""
-import asyncio, json, ssl, sys
+import asyncio, json, ssl, sys, types
 import importlib.util
+# Lambda's runtime hooks, as its Python runtime provides them to the INIT of a snapshot.
+after_restore = []
+sys.modules["snapshot_restore_py"] = types.SimpleNamespace(
+    register_after_restore=after_restore.append, register_before_snapshot=lambda f: f)
+stirred = []
+ssl_rand_add = ssl.RAND_add
+ssl.RAND_add = lambda data, entropy: (stirred.append(len(data)), ssl_rand_add(data, entropy))
 spec = importlib.util.spec_from_file_location('app', 'functions/audio/app.py')
 spec.loader.exec_module(importlib.util.module_from_spec(spec))  # the snapshot's INIT
+assert not stirred
+for hook in after_restore:  # a container restored from the snapshot
+    hook()
 from kiddolingo.audio import pcm16_to_wav
 from kiddolingo.providers import build_providers
 
@@ -201,7 +211,8 @@ async def turn():
     await speech.aclose()
 
 asyncio.run(turn())
-print(json.dumps({"new": sorted(set(sys.modules) - before), "tls": len(built)}))
+print(json.dumps({"new": sorted(set(sys.modules) - before), "tls": len(built),
+                  "stirred": stirred}))
 """
 
 
@@ -210,7 +221,8 @@ def test_the_first_turn_after_a_snapshot_loads_nothing_and_builds_no_tls_context
 ) -> None:
     """What a snapshot's INIT leaves ready: the SDK's HTTP and Realtime clients, their models
     and transforms, and one TLS context. A child's first turn then loads no module and loads no
-    CA certificates (the Realtime socket's and every stage client's would cost ~45 ms each)."""
+    CA certificates (the Realtime socket's and every stage client's would cost ~45 ms each);
+    the restore hook gives OpenSSL fresh randomness before it."""
     import os
     import subprocess
     import sys
@@ -240,6 +252,8 @@ def test_the_first_turn_after_a_snapshot_loads_nothing_and_builds_no_tls_context
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert [m for m in got["new"] if m.startswith(("openai", "websockets", "http"))] == []
     assert got["tls"] == 0
+    # Each restored container stirs fresh OS randomness into OpenSSL's generator first.
+    assert got["stirred"] == [64]
 
 
 def test_a_secure_realtime_socket_gets_the_process_tls_context() -> None:
