@@ -353,6 +353,23 @@ def test_bench_quick_runs_and_reports_every_figure(
     assert f"appends over 3 calls: 1 of {figures['appends_measured']} (#7 silence: 5)" in lines
 
 
+def test_a_setting_given_to_the_bench_reaches_the_handlers_over_the_template(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infra import template as tpl
+    from infra.bench import config
+    from infra.bench.cli import parse_args
+    from infra.bench.driver import handler_environment
+
+    args = parse_args(["--env", "MAX_TURNS_PER_MINUTE=0", "--env", "LESSON_PLAN=a=b"])
+    assert args.env == [("MAX_TURNS_PER_MINUTE", "0"), ("LESSON_PLAN", "a=b")]
+    monkeypatch.setattr(config, "HANDLER_ENV", dict(args.env))
+    env = handler_environment(tpl.functions(), SimpleNamespace(base_url="http://x/v1"), "both")
+    assert env["MAX_TURNS_PER_MINUTE"] == "0" and env["LESSON_PLAN"] == "a=b"
+    with pytest.raises(SystemExit):
+        parse_args(["--env", "MAX_TURNS_PER_MINUTE"])
+
+
 def test_a_container_that_dies_fails_its_invocation_and_is_not_reused() -> None:
     """``--containers``: an invocation whose container dies ends with an error (it does not
     hang the benchmark), and the dead container is never handed another invocation."""

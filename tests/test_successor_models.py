@@ -3,6 +3,8 @@ stage makes for its model, and the turn's usage priced at the dated list prices.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kiddolingo.conversation import transcription_languages
@@ -169,6 +171,106 @@ def test_a_snapshot_init_loads_the_provider_sdk_and_an_on_demand_init_does_not()
         "openai.resources.chat",
         "websockets",
     ]
+
+
+_FIRST_TURN_AFTER_SNAPSHOT = r"""
+import asyncio, json, ssl, sys, types
+import importlib.util
+# Lambda's runtime hooks, as its Python runtime provides them to the INIT of a snapshot.
+after_restore = []
+sys.modules["snapshot_restore_py"] = types.SimpleNamespace(
+    register_after_restore=after_restore.append, register_before_snapshot=lambda f: f)
+stirred = []
+ssl_rand_add = ssl.RAND_add
+ssl.RAND_add = lambda data, entropy: (stirred.append(len(data)), ssl_rand_add(data, entropy))
+spec = importlib.util.spec_from_file_location('app', 'functions/audio/app.py')
+spec.loader.exec_module(importlib.util.module_from_spec(spec))  # the snapshot's INIT
+assert not stirred
+for hook in after_restore:  # a container restored from the snapshot
+    hook()
+from kiddolingo.audio import pcm16_to_wav
+from kiddolingo.providers import build_providers
+
+built = []
+original = ssl.SSLContext.load_verify_locations
+def counted(self, *args, **kwargs):
+    built.append(1)
+    return original(self, *args, **kwargs)
+ssl.SSLContext.load_verify_locations = counted
+before = set(sys.modules)
+
+async def turn():
+    providers = build_providers()
+    speech = providers.speech.open(voice="coral")
+    await providers.transcriber.transcribe(pcm16_to_wav(bytes(9600), 16000), languages=["es"])
+    async for _ in providers.chat.stream([{"role": "user", "content": "hola"}],
+                                         temperature=0.7, max_tokens=20):
+        pass
+    async for _ in speech.stream("Hola amigo."):
+        pass
+    await speech.aclose()
+
+asyncio.run(turn())
+print(json.dumps({"new": sorted(set(sys.modules) - before), "tls": len(built),
+                  "stirred": stirred}))
+"""
+
+
+def test_the_first_turn_after_a_snapshot_loads_nothing_and_builds_no_tls_context(
+    fake_openai,
+) -> None:
+    """What a snapshot's INIT leaves ready: the SDK's HTTP and Realtime clients, their models
+    and transforms, and one TLS context. A child's first turn then loads no module and loads no
+    CA certificates (the Realtime socket's and every stage client's would cost ~45 ms each);
+    the restore hook gives OpenSSL fresh randomness before it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "TABLE_NAME": "t",
+        "BUCKET_NAME": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start",
+        "AWS_LAMBDA_FUNCTION_NAME": "kiddolingo-test",
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "OPENAI_API_KEY": "sk-test-fake",
+    }
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_TURN_AFTER_SNAPSHOT],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [m for m in got["new"] if m.startswith(("openai", "websockets", "http"))] == []
+    assert got["tls"] == 0
+    # Each restored container stirs fresh OS randomness into OpenSSL's generator first.
+    assert got["stirred"] == [64]
+
+
+def test_a_secure_realtime_socket_gets_the_process_tls_context() -> None:
+    """``websockets`` builds a TLS context per ``wss://`` connection unless given one, and
+    refuses one for ``ws://``."""
+    import openai
+
+    from kiddolingo.providers.sdk_client import tls_context, websocket_options
+
+    secure = openai.AsyncOpenAI(api_key="k", base_url="https://api.example/v1")
+    plain = openai.AsyncOpenAI(api_key="k", base_url="http://127.0.0.1:9/v1")
+    pinned = openai.AsyncOpenAI(
+        api_key="k", base_url="http://127.0.0.1:9/v1", websocket_base_url="wss://rt.example/v1"
+    )
+    assert websocket_options(secure) == {"ssl": tls_context()}
+    assert websocket_options(plain) == {}
+    assert websocket_options(pinned)["ssl"] is tls_context()
 
 
 def test_the_audio_function_runs_from_a_snapshot_through_its_alias() -> None:

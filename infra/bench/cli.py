@@ -64,6 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def _profile_arguments(parser: argparse.ArgumentParser) -> None:
     """The conversation: its turns, the fake provider's latency profile, the silence window."""
     parser.add_argument(
@@ -78,6 +85,15 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime-first-byte-ms", type=float, default=None)
     parser.add_argument("--realtime-connect-ms", type=float, default=None)
     parser.add_argument("--silence-ms", type=int, default=1200, help="VAD silence_duration_ms")
+    parser.add_argument(
+        "--env",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a handler setting over the template's (repeatable), to weigh what one costs: "
+        "e.g. MAX_TURNS_PER_MINUTE=0 runs without the turn limit's admission write",
+    )
     parser.add_argument(
         "--chunking",
         choices=("page", "fixed"),
@@ -155,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config.set_input_rate(args.input_rate)
     config.PAGE_CHUNKING = args.chunking == "page"
+    config.HANDLER_ENV.update(args.env)
     if args.speech_api == "http":
-        config.SPEECH_ENV.update(SPEECH_API="http", SPEECH_MODEL="tts-1-hd", SPEECH_VOICE="nova")
+        config.HANDLER_ENV.update(SPEECH_API="http", SPEECH_MODEL="tts-1-hd", SPEECH_VOICE="nova")
     from infra.fake_openai import FakeOpenAI, fake_openai_process
 
     profile = _profile(args)

@@ -20,8 +20,8 @@ CHUNK_SAMPLES = RATE * CHUNK_MS // 1000
 CHUNK_BYTES = CHUNK_SAMPLES * 2
 
 
-#: Settings of the speech stage over the template's (``--speech-api``).
-SPEECH_ENV: dict[str, str | None] = {}
+#: The handlers' settings over the template's and the benchmark's (``--speech-api``, ``--env``).
+HANDLER_ENV: dict[str, str | None] = {}
 
 
 #: The child sends as the page does (``web/chunk-policy.js``: larger appends where nothing

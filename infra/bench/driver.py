@@ -82,7 +82,7 @@ def handler_environment(specs: dict[str, Any], fake: Any, mode: str) -> dict[str
         env.update({k: v for k, v in spec.environment.items() if isinstance(v, str)})
     env.update(BENCH_ENV)
     env["OPENAI_BASE_URL"] = fake.base_url
-    env.update(config.SPEECH_ENV)
+    env.update(config.HANDLER_ENV)
     if mode == "streaming":
         env["SPECULATIVE_FRACTION"] = "0"
     for stage in ("TRANSCRIPTION", "CHAT", "SPEECH", "MODERATION"):

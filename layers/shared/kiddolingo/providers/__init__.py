@@ -8,6 +8,8 @@ caches it for the life of the process.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,7 @@ __all__ = [
     "evaluate_moderation",
     "preload_providers",
     "reset_providers",
+    "stir_openssl_after_restore",
 ]
 
 _lock = threading.Lock()
@@ -70,8 +73,38 @@ def preload_providers(settings: Settings) -> Providers:
     with long_lived():
         from ._warmup import warm_up_sdk
 
-        warm_up_sdk(providers.chat)
+        try:
+            warm_up_sdk(providers.chat, settings)
+        except Exception:
+            # Only the first turn's speed depends on it: the snapshot is still good to publish.
+            logging.getLogger(__name__).warning("the SDK warm-up failed", exc_info=True)
+    stir_openssl_after_restore()
     return providers
+
+
+def stir_openssl_after_restore() -> bool:
+    """Have Lambda stir fresh randomness from the OS into OpenSSL's generator each time a
+    container is restored from the snapshot. False where SnapStart's runtime hooks are not
+    available (outside Lambda's runtime).
+
+    The INIT builds TLS contexts, and OpenSSL seeds its generator then (a context draws keys
+    from it). Every container restored from one snapshot starts with that same generator
+    state, so until OpenSSL reseeds on its own, their TLS handshakes could draw the same
+    numbers. (``secrets`` and ``uuid4`` read the OS, which is fresh after a restore.) The hooks
+    are the runtime's own ``snapshot_restore_py``, not bundled with the layer: a second copy
+    would keep hooks the runtime never calls."""
+    try:
+        from snapshot_restore_py import register_after_restore
+    except ImportError:
+        return False
+    register_after_restore(_stir_openssl)
+    return True
+
+
+def _stir_openssl() -> None:
+    import ssl
+
+    ssl.RAND_add(os.urandom(64), 64.0)
 
 
 def reset_providers() -> None:

@@ -32,7 +32,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 
 from .base import DEFAULT_SPEECH_CHUNK_BYTES, Spoken, Usage
 from .errors import (
@@ -50,7 +50,7 @@ from .realtime_wire import (
     session_request,
     speech_error,
 )
-from .sdk_client import StageClient
+from .sdk_client import StageClient, websocket_options
 
 __all__ = ["READ_ALOUD_INSTRUCTIONS", "RealtimeSpeechSession", "RealtimeSpeechSynth"]
 
@@ -164,7 +164,11 @@ class RealtimeSpeechSession:
 
     async def _connect(self) -> Any:
         try:
-            manager = self._client.get().realtime.connect(model=self._client.model)
+            client = self._client.get()
+            manager = client.realtime.connect(
+                model=self._client.model,
+                websocket_connection_options=cast(Any, websocket_options(client)),
+            )
             conn = await manager.enter()
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):

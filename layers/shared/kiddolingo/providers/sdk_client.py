@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import anyio
 import httpx2
@@ -24,7 +25,13 @@ from ..secrets import SecretNotFoundError, get_api_key
 from ..settings import Settings, StageSettings
 from . import errors
 
-__all__ = ["StageClient", "map_provider_error", "provider_errors"]
+__all__ = [
+    "StageClient",
+    "map_provider_error",
+    "provider_errors",
+    "tls_context",
+    "websocket_options",
+]
 
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     httpx2.HTTPError,
@@ -76,6 +83,33 @@ def provider_errors(stage: str) -> Iterator[None]:
         raise
     except _CAUGHT as exc:
         raise map_provider_error(stage, exc) from exc
+
+
+_tls_lock = threading.Lock()
+_tls: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """The process's one TLS context, for every client and every Realtime socket.
+
+    Building a TLS context loads the system's CA certificates: ~45 ms of CPU. Left to
+    themselves, the SDK builds one per client (one per stage and event loop: four in a turn)
+    and ``websockets`` one per ``wss://`` connection (the Realtime socket of every turn). One
+    shared context costs that once, at INIT (``preload_providers``) or on the first turn; a
+    context is safe to share between threads and event loops. It is the context the SDK's
+    client builds by default (``httpx2.create_ssl_context``), so the trust is the same."""
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            _tls = httpx2.create_ssl_context()
+        return _tls
+
+
+def websocket_options(client: openai.AsyncOpenAI) -> dict[str, Any]:
+    """``websocket_connection_options`` for ``client.realtime.connect``: the shared TLS context
+    when the socket is ``wss://`` (``websockets`` refuses one for ``ws://``)."""
+    base = str(client.websocket_base_url or client.base_url)
+    return {"ssl": tls_context()} if base.startswith(("https:", "wss:")) else {}
 
 
 class StageClient:
@@ -132,6 +166,8 @@ class StageClient:
                 base_url=self.settings.base_url or None,
                 timeout=self._timeout,
                 max_retries=self._max_retries,
+                # The SDK's own defaults (timeouts, pool limits, redirects), one TLS context.
+                http_client=openai.DefaultAsyncHttpxClient(verify=tls_context()),
             )
 
     async def _fetch_key(self) -> str:
