@@ -386,3 +386,75 @@ def test_appends_parked_at_once_are_counted_atomically(monkeypatch, stack, fake_
     refused = [r for r in results if "rate_limited" in errors(r)]
     # 8 appends in one second against a limit of 4: at least 4 are told, whatever the race.
     assert len(refused) >= 4, [errors(r) for r in results]
+
+
+# ---------------------------------------------------------------- turns / minute: asked early
+
+
+def test_a_voice_turn_is_counted_by_the_append_that_ends_it_while_its_vad_runs(
+    monkeypatch, stack, fake_openai
+) -> None:
+    """Speculation off (the stack's setting): the append whose silence reaches the window asks
+    for the turn's count from a thread of its own, started before its VAD runs, so the
+    turn's transcription does not wait for the count. Still one count per turn, and before
+    any provider hears of it."""
+    import threading
+
+    from kiddolingo import aws
+    from tests.test_server_vad import CONN, append, send, start_vad, utterance_chunks
+
+    configure(monkeypatch, MAX_TURNS_PER_MINUTE="5")
+    in_one_minute(10)
+    start_vad(stack)
+    counted: list[tuple[str, int]] = []
+
+    def who_counts(params: dict, **_: object) -> None:
+        if json.loads(params["body"])["Key"]["pk"]["S"].startswith("turns#"):
+            transcriptions = len(fake_openai.requests("audio/transcriptions"))
+            counted.append((threading.current_thread().name, transcriptions))
+
+    client = aws._client("dynamodb")
+    client.meta.events.register_first("before-call.dynamodb.UpdateItem", who_counts)
+    try:
+        for n, c in enumerate(utterance_chunks(), start=1):
+            send(stack, append(n, c))
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", who_counts)
+    assert stack.recorder.types(CONN)[-1] == "response.done"
+    assert counted == [("turn-admission", 0)]
+    minute = int(time.time() // 60)
+    key = {"pk": {"S": f"turns#{stack.connection_item(CONN)['sid']}#{minute}"}}
+    assert stack.ddb.get_item(TableName=TABLE, Key=key)["Item"]["count"] == {"N": "1"}
+
+
+def test_which_appends_ask_for_a_count_before_their_vad_runs() -> None:
+    from kiddolingo.ingest import AudioState
+    from kiddolingo.session import SessionConfig
+    from kiddolingo.tutor.appendplan import closes_by_silence
+    from kiddolingo.vad import VadState
+
+    cfg = SessionConfig(
+        turn_detection={"type": "server_vad", "silence_duration_ms": 1200}, input_rate=16000
+    )
+    run = ((7, b"\0\0" * 1600),)  # 100 ms at 16 kHz
+
+    def state(in_utterance: bool, silence_ms: int) -> AudioState:
+        vad = VadState(sample_rate=16000, in_utterance=in_utterance, silence_ms=silence_ms)
+        return AudioState(vad=vad)
+
+    assert closes_by_silence(state(True, 1100), run, cfg, None)
+    assert not closes_by_silence(state(True, 1000), run, cfg, None)  # 100 ms short
+    assert not closes_by_silence(state(False, 0), run, cfg, None)  # no utterance to end
+    # A speculation of this pause answers it: it was counted when it started.
+    assert not closes_by_silence(state(True, 1100), run, cfg, {"id": "spec_1"})
+    manual = SessionConfig(turn_detection=None, input_rate=16000)
+    assert not closes_by_silence(state(True, 1100), run, manual, None)
+    quiet = SessionConfig(
+        turn_detection={
+            "type": "server_vad",
+            "silence_duration_ms": 1200,
+            "create_response": False,
+        },
+        input_rate=16000,
+    )
+    assert not closes_by_silence(state(True, 1100), run, quiet, None)

@@ -5,6 +5,7 @@ chunk's place among un-numbered events, where an utterance's speech ended.
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import time
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,13 @@ class Append:
     #: Commit without waiting for chunks parked at the new watermark.
     lenient: bool = False
     lost: int = 0  # races lost; passes that commit progress do not count
+    #: The turns-per-minute count asked for the turn this append is expected to start
+    #: (``closes_by_silence``); the first turn it starts takes it (``take_admission``).
+    admission: concurrent.futures.Future[bool] | None = None
+
+    def take_admission(self) -> concurrent.futures.Future[bool] | None:
+        admission, self.admission = self.admission, None
+        return admission
 
     @property
     def hinted(self) -> int | None:
@@ -98,6 +106,27 @@ class Plan:
     prestarted: StartedTurn | None = None
     #: The turn of the one utterance this write commits, started before the write.
     precommit: StartedTurn | None = None
+
+
+def closes_by_silence(
+    state: ingestlib.AudioState,
+    run: tuple[tuple[int, bytes], ...],
+    cfg: SessionConfig,
+    spec: dict[str, Any] | None,
+) -> bool:
+    """Whether a pass over ``run`` is expected to end the utterance under way by its silence
+    and start its turn: the server's VAD is inside an utterance, answers it itself, and the
+    silence so far plus the run's audio reach the silence window, and no speculation of this
+    pause will answer it (a released one was counted when it started). Speech in the run
+    proves it wrong; the count asked for it is then spent for nothing, like a speculation the
+    child talks over."""
+    vad = state.vad
+    detection = cfg.turn_detection
+    if vad is None or not detection or not vad.in_utterance or spec or not cfg.create_response:
+        return False
+    window = int(detection.get("silence_duration_ms") or 0)
+    run_ms = sum(len(chunk) for _, chunk in run) * 1000 // (2 * cfg.input_rate)
+    return window > 0 and vad.silence_ms + run_ms >= window
 
 
 def speech_end_at(result: ingestlib.IngestResult, utt: ingestlib.Utterance) -> float:

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import threading
 import time
 from typing import Any
 
@@ -14,7 +16,16 @@ from ..messenger import ConnectionGoneError
 from ..protocol import ClientEvent, ProtocolError, decode_audio, error_event, error_from
 from ..session import SessionConfig
 from ..store import ConflictError
-from .appendplan import Append, Next, Pass, Plan, placed, speculation_changes, speech_end_at
+from .appendplan import (
+    Append,
+    Next,
+    Pass,
+    Plan,
+    closes_by_silence,
+    placed,
+    speculation_changes,
+    speech_end_at,
+)
 from .base import MAX_APPEND_ATTEMPTS
 from .commit import AudioCommit
 
@@ -91,6 +102,7 @@ class ChunkPath(AudioCommit):
             if step is Next.DONE:
                 break
             assert isinstance(step, Pass)
+            self._admit_early(a, step)
             plan = self._plan(a, step, self._run_vad(a, step))
             self._start_early(a, step, plan)
             written = self._write(a, step, plan)
@@ -135,6 +147,27 @@ class ChunkPath(AudioCommit):
         if order.verdict is not ingestlib.Verdict.RUN:
             return Next.DONE  # a duplicate delivery, or nothing to process yet
         return Pass(cfg, order.state, now_s, count, seq, order.run, order.own_in_run)
+
+    def _admit_early(self, a: Append, p: Pass) -> None:
+        """Count the turn this pass is expected to start (``closes_by_silence``) while its VAD
+        runs and its write is on its way, so the turn's transcription does not wait for the
+        count: the turn still has its place under the limit before it reaches a provider.
+        (A speculation, as deployed, is counted when it starts, long before.)"""
+        if a.admission is not None or self.settings.max_turns_per_minute <= 0:
+            return
+        if not closes_by_silence(p.state, p.run, p.cfg, a.conn.get("spec")):
+            return
+        future: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        sid = a.conn["sid"]
+
+        def count() -> None:
+            try:
+                future.set_result(self._admit_turn(sid))
+            except BaseException as exc:  # the turn that takes it raises it
+                future.set_exception(exc)
+
+        threading.Thread(target=count, name="turn-admission", daemon=True).start()
+        a.admission = future
 
     def _limit_rate(self, a: Append, count: int) -> None:
         """Refuse our chunk's audio past the appends-per-second limit (``count`` with ours)."""
@@ -236,6 +269,7 @@ class ChunkPath(AudioCommit):
                 plan.turns[0],
                 speech_end_at=speech_end_at(result, plan.turns[0]),
                 verdict=WriteVerdict(),
+                admission=a.take_admission(),
             )
 
     def _write(self, a: Append, p: Pass, plan: Plan) -> dict[str, Any] | Next | None:
@@ -336,7 +370,14 @@ class ChunkPath(AudioCommit):
         client what was refused."""
         for conn_, cfg_, utt in a.to_run:
             announce, a.deferred = tuple(a.deferred), []
-            self.run_turn(conn_, cfg_, utt, speech_end_at=a.end_at.get(utt.id), announce=announce)
+            self.run_turn(
+                conn_,
+                cfg_,
+                utt,
+                speech_end_at=a.end_at.get(utt.id),
+                announce=announce,
+                admission=a.take_admission(),
+            )
         self.finish_turn(a.early)
         self.finish_turn(a.speculation)
         # After the turns: a 410 here must not orphan their audio.

@@ -5,6 +5,7 @@ metrics of a speculation discarded before it spoke.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -44,13 +45,15 @@ class TurnFlow(ResponseSlot):
         exits: contextlib.AsyncExitStack,
         verdict: WriteVerdict | None,
         ids: tuple[str, str],
+        admission: concurrent.futures.Future[bool] | None = None,
     ) -> None:
         """The turn: read and transcribe the audio, then reply. ``exits`` closes what the turn
-        opened (the speech connection) when the turn ends, whatever ended it."""
+        opened (the speech connection) when the turn ends, whatever ended it. ``admission``:
+        its count under the turns-per-minute limit, if the append asked for it already."""
         from .turn_state import TurnState
 
         turn = TurnState(self, conn, cfg, utt, poster, exits, verdict, ids)
-        turn.ask_admission()
+        turn.ask_admission(admission)
         if utt is None:
             await turn.landed()
             if not await turn.admitted():

@@ -10,6 +10,7 @@ needs).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -61,9 +62,15 @@ class TurnState:
         #: When the turn began (after the providers, which the first turn of a process builds).
         self.started = time.monotonic()
 
-    def ask_admission(self) -> None:
-        """Turns per minute: asked while the audio is read; no provider is reached before."""
-        self.admission = asyncio.ensure_future(asyncio.to_thread(self.flow._admit_turn, self.sid))
+    def ask_admission(self, asked: concurrent.futures.Future[bool] | None = None) -> None:
+        """Turns per minute: asked while the audio is read (or ``asked`` already, by the
+        append that started the turn); no provider is reached before the answer."""
+        if asked is not None:
+            self.admission = asyncio.wrap_future(asked)
+        else:
+            self.admission = asyncio.ensure_future(
+                asyncio.to_thread(self.flow._admit_turn, self.sid)
+            )
         self.admission.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def admitted(self) -> bool:

@@ -5,6 +5,7 @@ and the frame around a turn's body: its deadline, the posts it owes, and ``respo
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -50,6 +51,7 @@ class Turns(TurnFlow):
         speech_end_at: float | None = None,
         announce: tuple[dict[str, Any], ...] = (),
         verdict: WriteVerdict | None = None,
+        admission: concurrent.futures.Future[bool] | None = None,
     ) -> StartedTurn:
         """Start a turn on the process loop (it asks for its place under the turns-per-minute
         limit itself, before it reaches a provider: ``_admit_turn``).
@@ -59,7 +61,9 @@ class Turns(TurnFlow):
         nothing stored) if the child goes on speaking. ``announce``: events of the caller still
         to post first (``speech_stopped``, ``committed``), posted while the audio is read.
         ``verdict``: the turn starts before the caller's write that commits its utterance, and
-        waits for it before it posts anything (the events to post first come with it)."""
+        waits for it before it posts anything (the events to post first come with it).
+        ``admission``: the turn's count under the turns-per-minute limit, asked already by the
+        append that started it (``ChunkPath._admit_early``)."""
         from .. import observe, runtime
 
         gate = None
@@ -80,7 +84,16 @@ class Turns(TurnFlow):
             )
         observe.turn_started()
         future = runtime.submit(
-            self._turn(conn, cfg, utt, gate, speech_end_at or time.monotonic(), announce, verdict)
+            self._turn(
+                conn,
+                cfg,
+                utt,
+                gate,
+                speech_end_at or time.monotonic(),
+                announce,
+                verdict,
+                admission,
+            )
         )
         return StartedTurn(future, gate, conn["sid"], utt, verdict)
 
@@ -120,6 +133,7 @@ class Turns(TurnFlow):
         speech_end_at: float | None = None,
         announce: tuple[dict[str, Any], ...] = (),
         verdict: WriteVerdict | None = None,
+        admission: concurrent.futures.Future[bool] | None = None,
     ) -> None:
         import asyncio
 
@@ -141,7 +155,7 @@ class Turns(TurnFlow):
                 # Bounded by the slot's lease: a turn that hangs past it ends here, and its
                 # slot is free then anyway.
                 await asyncio.wait_for(
-                    self._turn_body(conn, cfg, utt, poster, exits, verdict, ids),
+                    self._turn_body(conn, cfg, utt, poster, exits, verdict, ids, admission),
                     self.settings.lease_s - 1,
                 )
             if isinstance(poster, GatedPoster):
