@@ -232,6 +232,37 @@ def test_an_unnumbered_session_update_overtaken_by_audio_is_told(stack, fake_ope
     assert errors(events) == ["unordered_events"]
 
 
+def test_manual_turns_after_audio_under_server_vad_each_get_an_item_and_audio_of_their_own(
+    stack, fake_openai
+) -> None:
+    """The SDK's first appends can run under the default server VAD before its session.update
+    lands (told as ``unordered_events``). The VAD's state stayed in the item after the switch to
+    manual commits, and the timeline was read from it: frozen where the VAD left it. Every
+    manual utterance after that started at the same millisecond, so they shared one item id
+    and one S3 folder, and a turn's clean-up deleted the next turn's audio (``audio_missing``
+    through the local gateway under load)."""
+    child = Child(stack)
+    speech = chunks(speak("I like cats."))
+    for c in [SILENCE] * 3 + speech[:6]:
+        child.append(c)
+    assert "input_audio_buffer.speech_started" in child.types()  # under the default server VAD
+    manual(child)
+    turns = [tone_chunks(8)[2 * t : 2 * t + 2] for t in range(3)]
+    committed: list[str] = []
+    for n, parts in enumerate(turns):
+        for c in parts:
+            assert errors(child.append(c)) == []
+        fake_openai.script_transcripts(f"turn {n}")
+        events = child.send({"type": "input_audio_buffer.commit"})
+        committed += [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]
+    assert len(committed) == 3 and len(set(committed)) == 3, committed
+    heard = [r.pcm for r in fake_openai.requests("audio/transcriptions")]
+    assert heard[1:] == [b"".join(parts) for parts in turns[1:]]
+    assert heard[0].endswith(b"".join(turns[0]))
+    # The timeline goes on with the audio (a reconnect resumes it from here).
+    assert stack.connection_item(child.conn)["timeline_ms"] >= 900 + 600
+
+
 # ---------------------------------------------------------------------------- item 3
 
 

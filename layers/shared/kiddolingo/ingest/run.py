@@ -92,9 +92,15 @@ class _Run:
         self.started = self.resumed = False
         self.utt = state.utterance
         self.vad_state = state.vad
-        self.timeline = state.timeline_ms
+        # Where the audio stands: the VAD's position while it runs. Under manual commits the
+        # VAD's state is dropped (a session.update turned it off, or appends raced the update),
+        # or the timeline would be read from it, frozen, and every manual utterance after it
+        # would start at the same millisecond: one item id and one S3 folder for all of them.
+        self.timeline = state.audio_ms
         self.last_item = state.last_item_id
-        if vad_cfg is not None:
+        if vad_cfg is None:
+            self.vad_state = None
+        else:
             # rebase: a session.update changed the input rate (or raced the first appends).
             self.vad_state = (
                 vadlib.VadState.initial(vad_cfg, timeline_ms=self.timeline)

@@ -145,6 +145,9 @@ class AudioState:
         if vad_item is not None:
             sets["vad"] = vad_item
             sets["hdup"] = shared
+        elif before.vad is not None:
+            # Manual commits now: a VAD state left behind would still say where the audio is.
+            removes += ["vad", "hdup"]
         if self.held:
             sets["hz"] = pcm_codec.pack(self.held)
             sets["hseq"] = self.held_seq
