@@ -242,12 +242,13 @@ def test_manual_turns_after_audio_under_server_vad_each_get_an_item_and_audio_of
     and one S3 folder, and a turn's clean-up deleted the next turn's audio (``audio_missing``
     through the local gateway under load)."""
     child = Child(stack)
-    speech = chunks(speak("I like cats."))
-    for c in [SILENCE] * 3 + speech[:6]:
+    before_update = [SILENCE] * 3 + chunks(speak("I like cats."))[:6]
+    for c in before_update:
         child.append(c)
     assert "input_audio_buffer.speech_started" in child.types()  # under the default server VAD
     manual(child)
-    turns = [tone_chunks(8)[2 * t : 2 * t + 2] for t in range(3)]
+    tones = tone_chunks(6)
+    turns = [tones[2 * t : 2 * t + 2] for t in range(3)]
     committed: list[str] = []
     for n, parts in enumerate(turns):
         for c in parts:
@@ -259,8 +260,9 @@ def test_manual_turns_after_audio_under_server_vad_each_get_an_item_and_audio_of
     heard = [r.pcm for r in fake_openai.requests("audio/transcriptions")]
     assert heard[1:] == [b"".join(parts) for parts in turns[1:]]
     assert heard[0].endswith(b"".join(turns[0]))
-    # The timeline goes on with the audio (a reconnect resumes it from here).
-    assert stack.connection_item(child.conn)["timeline_ms"] >= 900 + 600
+    # The timeline goes on with every sample appended (a reconnect resumes it from here).
+    sent = sum(len(c) for c in before_update + tones)
+    assert stack.connection_item(child.conn)["timeline_ms"] == sent * 1000 // (2 * 24000)
 
 
 # ---------------------------------------------------------------------------- item 3

@@ -92,10 +92,10 @@ class _Run:
         self.started = self.resumed = False
         self.utt = state.utterance
         self.vad_state = state.vad
-        # Where the audio stands: the VAD's position while it runs. Under manual commits the
-        # VAD's state is dropped (a session.update turned it off, or appends raced the update),
-        # or the timeline would be read from it, frozen, and every manual utterance after it
-        # would start at the same millisecond: one item id and one S3 folder for all of them.
+        # Where the audio stands: the VAD's position while it runs. Under manual commits its
+        # state is dropped (a session.update turned it off, or appends raced the update): read
+        # from a VAD no longer fed, the timeline would stand still, and every manual utterance
+        # would start at the same millisecond, sharing one item id and one S3 folder.
         self.timeline = state.audio_ms
         self.last_item = state.last_item_id
         if vad_cfg is None:
