@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -726,6 +727,82 @@ def test_truncate_and_session_update_racing(stack, fake_openai) -> None:
     assert hist[-1]["truncated_ms"] == 400
     cfg = SessionConfig.from_item(stack.session_item(child.sid)["cfg"])
     assert cfg.learner_age in (6, 7, 8, 9)
+
+
+def _turns_of(child: Client) -> tuple[Any, Any]:
+    """Two real ``Tutor`` objects of the audio handler for ``child``'s connection: the turn the
+    child interrupts and the child's next turn, to drive in the order a race takes."""
+    from kiddolingo import aws
+    from kiddolingo.service import Tutor
+    from kiddolingo.settings import get_settings
+
+    settings = get_settings()
+
+    def tutor() -> Tutor:
+        messenger = aws.messenger("example.execute-api.test", "prod", child.conn)
+        return Tutor(settings, aws.session_store(settings), aws.chunk_store(settings), messenger)
+
+    return tutor(), tutor()
+
+
+def _truncate(child: Client, item_id: str, ms: int) -> list[dict[str, Any]]:
+    return child.send(
+        {
+            "type": "conversation.item.truncate",
+            "item_id": item_id,
+            "content_index": 0,
+            "audio_end_ms": ms,
+        }
+    )
+
+
+def _end_old_turn(child: Client, interrupted: Any) -> None:
+    from kiddolingo.conversation import Segment
+    from kiddolingo.turn.outcome import TurnOutcome
+
+    said = [Segment("Uno.", 800), Segment("Dos.", 800), Segment("Tres.", 800)]
+    interrupted._end_response(
+        child.sid, "resp_old", None, TurnOutcome("resp_old", "item_old", "cancelled", segments=said)
+    )
+
+
+def test_a_truncation_of_a_reply_in_flight_outlives_the_next_turn_taking_resp(
+    stack, fake_openai
+) -> None:
+    """The child interrupts a reply: the truncate lands while the reply is in flight and is
+    noted on ``resp``. The child's next turn then replaced ``resp`` before the interrupted turn
+    ended, and that turn wrote its whole reply into the history (the read-along test saw it
+    about one run in seven on a loaded machine). The truncate is the real ``$default`` route."""
+    child = Client(stack)
+    interrupted, the_next = _turns_of(child)
+    interrupted._begin_response(child.sid, "resp_old", "item_old")
+    assert types(_truncate(child, "item_old", 1700)) == ["conversation.item.truncated"]
+    the_next._begin_response(child.sid, "resp_new", "item_new", slot_taken=True)
+    _end_old_turn(child, interrupted)
+    assert child.history() == [("assistant", "Uno. Dos.")]  # what the child heard, not "Tres."
+    session = stack.session_item(child.sid)
+    assert "truncs" not in session  # taken by the turn that wrote it
+    assert session["resp"]["id"] == "resp_new"  # the next turn's response stays
+
+
+def test_a_truncate_arriving_between_the_next_turn_and_the_end_of_the_reply_waits_for_it(
+    stack, fake_openai
+) -> None:
+    """The same race, the other way round: the child's next turn replaced ``resp`` first, so
+    the truncate found its item neither in flight nor in the history yet, and was refused
+    (``item_not_found``) while the whole reply went into the history."""
+    child = Client(stack)
+    interrupted, the_next = _turns_of(child)
+    interrupted._begin_response(child.sid, "resp_old", "item_old")
+    the_next._begin_response(child.sid, "resp_new", "item_new", slot_taken=True)
+    told: list[dict[str, Any]] = []
+    truncate = threading.Thread(target=lambda: told.extend(_truncate(child, "item_old", 1700)))
+    truncate.start()
+    time.sleep(0.3)  # the truncate is looking for its item
+    _end_old_turn(child, interrupted)
+    truncate.join(5)
+    assert types(told) == ["conversation.item.truncated"]
+    assert child.history() == [("assistant", "Uno. Dos.")]
 
 
 # --------------------------------------------------------------------------- S3

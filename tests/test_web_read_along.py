@@ -306,6 +306,8 @@ def test_after_a_barge_in_the_bubble_is_what_the_server_remembers(
             # Seen about 1 run in 7 on a loaded machine: the truncate reached the server while
             # the reply was in flight and was noted on it, but the next turn had taken the
             # response slot by the time the reply ended, so the server kept the whole reply.
+            # That race is fixed and pinned down in test_faults.py; this escape stays until
+            # runs under load show no other way to lose the truncation.
             pytest.xfail("the server kept the whole reply: its truncation was lost (a server race)")
         assert shown == remembered
         assert cut != full

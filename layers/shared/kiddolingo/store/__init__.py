@@ -6,7 +6,8 @@ tests, so this cannot drift from the deployed table). Three kinds of item:
 ``session#<id>``
     ``learner``, ``cfg`` (session settings), ``hist`` (the conversation as heard: one JSON
     string), ``resp`` (the response in flight: id, item id, the sentences posted so far, a
-    truncation if one came in),
+    truncation if one came in), ``truncs`` (item id → the truncation of a reply still in flight,
+    until its turn writes it into ``hist``: it outlives ``resp`` being replaced),
     ``timeline_ms`` (where the session's audio timeline stands), ``ver`` (optimistic lock).
 ``conn#<id>``
     ``sid``, ``learner``, ``role`` (``teacher`` for a teacher's token; absent for a

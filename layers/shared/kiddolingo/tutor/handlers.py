@@ -206,11 +206,13 @@ class EventHandlers(StreamOrder):
 
         def change(item: dict[str, Any]) -> dict[str, Any] | None:
             resp = item.get("resp") or {}
-            if resp.get("item") == item_id:  # still in flight: applied when it finishes
-                resp = dict(resp)
-                resp["trunc"] = int(end_ms)
+            if resp.get("item") == item_id:
+                # Still in flight: the turn stops posting (``resp.trunc``) and applies it when
+                # it ends. It is kept by item too: the child's next turn may replace ``resp``
+                # before this reply has ended, and the truncation must outlive that.
                 result["ms"] = int(end_ms)
-                return {"resp": resp}
+                truncs = {**(item.get("truncs") or {}), item_id: int(end_ms)}
+                return {"resp": {**resp, "trunc": int(end_ms)}, "truncs": truncs}
             hist = load_history(item.get("hist"))
             for i, h in enumerate(hist):
                 if h.get("id") == item_id and h.get("role") == "assistant":
@@ -220,7 +222,13 @@ class EventHandlers(StreamOrder):
                     return {"hist": dump_history(hist)}
             return None
 
-        self.store.mutate_session(sid, change)
+        while True:
+            self.store.mutate_session(sid, change)
+            if "ms" in result or time.monotonic() >= deadline:
+                break
+            # Neither in flight nor in the history yet: the child's next turn took ``resp``
+            # while this reply was still ending; it reaches the history within the wait.
+            time.sleep(0.05)
         if "ms" not in result:
             raise ProtocolError(
                 "item_not_found",

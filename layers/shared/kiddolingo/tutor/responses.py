@@ -113,14 +113,20 @@ class ResponseSlot(TutorBase):
                 )
                 hist.append(user_item(utt.item_id, text))
             resp = item.get("resp") or {}
+            # A truncation sent while the reply was in flight, kept by item (a newer response
+            # may have replaced ``resp`` meanwhile).
+            truncs = dict(item.get("truncs") or {})
+            trunc = truncs.pop(outcome.item_id, None)
             if outcome.segments:
                 assistant = assistant_item(outcome.item_id, outcome.segments)
-                if resp.get("id") == response_id and resp.get("trunc") is not None:
-                    assistant, _ = truncate_item(assistant, resp["trunc"])
+                if trunc is not None:
+                    assistant, _ = truncate_item(assistant, trunc)
                 hist.append(assistant)  # an empty text is skipped by the chat context
             updates: dict[str, Any] = {
                 "hist": dump_history(trim_history(hist, 2 * self.settings.max_history_messages))
             }
+            if trunc is not None:
+                updates["truncs"] = truncs or REMOVE
             if resp.get("id") == response_id:
                 updates["resp"] = REMOVE
             return updates
