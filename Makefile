@@ -40,9 +40,8 @@ $(NODE_STAMP): package.json package-lock.json | $(SYSTEM_STAMP)
 
 deps: $(STAMP) $(SAM_STAMP) $(SYSTEM_STAMP) $(NODE_STAMP)
 
-# The suite runs on every core, up to four (pytest-xdist); `PYTEST_ARGS=-n0` runs it in one process.
 test: deps
-	SAM_CLI=$(abspath $(SAM_VENV))/bin/sam $(PY) -m pytest -n auto --maxprocesses=4 $(PYTEST_ARGS)
+	SAM_CLI=$(abspath $(SAM_VENV))/bin/sam $(PY) -m pytest $(PYTEST_ARGS)
 
 test-browser: deps
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)
